@@ -1,0 +1,157 @@
+"""Typed settings from one INI file ([DEFAULT] section) or a mapping; bad values are clear errors.
+
+Every key the server and the commands read is declared in ``SETTINGS`` with its type and default,
+so there is one place that says what can be configured. Paths default under ``data_dir``.
+"""
+
+import configparser
+import dataclasses
+import os
+
+from glance_cache_mw import exception
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_int(key, raw, minimum=0):
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise exception.InvalidConfiguration(
+            reason="%s=%r is not an integer" % (key, raw)) from None
+    if value < minimum:
+        raise exception.InvalidConfiguration(
+            reason="%s=%r must be at least %d" % (key, raw, minimum))
+    return value
+
+
+def _parse_bool(key, raw):
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise exception.InvalidConfiguration(
+        reason="%s=%r is not a boolean (use true or false)" % (key, raw))
+
+
+def _parse_str(key, raw):
+    text = str(raw).strip()
+    return text or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: str            # "int", "bool", "str", "path"
+    default: object      # may be a callable taking the partially built values
+    help: str
+    minimum: int = 0
+
+
+SETTINGS = (
+    Setting("data_dir", "path", "./data", "Where the embedded defaults keep everything."),
+    Setting("sql_connection", "str",
+            lambda v: "sqlite:///" + os.path.join(v["data_dir"], "glance-cache-mw.sqlite"),
+            "SQLAlchemy URL of the image database."),
+    Setting("filesystem_store_datadir", "path", lambda v: os.path.join(v["data_dir"], "images"),
+            "Directory of the file store (the origin of image data)."),
+    Setting("image_cache_dir", "path", lambda v: os.path.join(v["data_dir"], "image-cache"),
+            "Directory of the image cache."),
+    Setting("image_cache_driver", "str", "sqlite",
+            "Cache metadata driver: sqlite, xattr or centralized_db."),
+    Setting("image_cache_max_size", "int", 10 * 1024 ** 3,
+            "Upper bound of the cache in bytes, enforced when a fill is admitted."),
+    Setting("image_cache_min_free", "int", 0,
+            "Bytes that must stay free on the cache's filesystem."),
+    Setting("image_cache_stall_time", "int", 86400,
+            "Seconds after which an abandoned incomplete file may be cleaned."),
+    Setting("image_cache_maintenance_interval", "int", 0,
+            "Seconds between in-process prune/clean/prefetch passes (0 = off)."),
+    Setting("worker_self_reference_url", "str", None,
+            "This node's URL; keys its rows with the centralized_db driver."),
+    Setting("cache_prefetcher_interval", "int", 300, "Seconds between prefetcher passes.",
+            minimum=1),
+    Setting("cache_prefetcher_workers", "int", 4, "Images fetched at once by the prefetcher.",
+            minimum=1),
+    Setting("bind_host", "str", "127.0.0.1", "Address the server listens on."),
+    Setting("bind_port", "int", 9292, "Port the server listens on (0 = any free port)."),
+    Setting("workers", "int", 1, "Server processes (0 = one per core)."),
+    Setting("chunk_size", "int", 65536, "Bytes per read when streaming image data.", minimum=1),
+    Setting("debug", "bool", False, "Log at DEBUG level."),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class Config:
+    """Read-only settings: attributes named like the INI keys, values already typed."""
+
+    def __init__(self, values):
+        self._values = dict(values)
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self):
+        return dict(self._values)
+
+    def with_overrides(self, **overrides):
+        merged = {k: v for k, v in self._values.items()}
+        merged.update(overrides)
+        return Config.from_mapping(merged, _raw=False)
+
+    @classmethod
+    def from_mapping(cls, mapping, _raw=True):
+        """Build from INI-style strings (or already typed values); unknown keys are ignored."""
+        values = {}
+        for setting in SETTINGS:
+            raw = mapping.get(setting.name)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                default = setting.default
+                values[setting.name] = default(values) if callable(default) else default
+                continue
+            values[setting.name] = _convert(setting, raw)
+        return cls(values)
+
+    @classmethod
+    def from_file(cls, path=None):
+        """Read [DEFAULT] of an INI file; ``None`` means the embedded defaults."""
+        if path is None:
+            return cls.from_mapping({})
+        return cls.from_mapping(read_ini_defaults(path))
+
+
+def _convert(setting, raw):
+    if setting.kind == "int":
+        return _parse_int(setting.name, raw, setting.minimum)
+    if setting.kind == "bool":
+        return _parse_bool(setting.name, raw)
+    return _parse_str(setting.name, raw)
+
+
+def read_ini_defaults(path):
+    """Return the [DEFAULT] section of an INI file as a dict; a missing file is a clear error."""
+    if not os.path.isfile(path):
+        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except configparser.Error as err:
+        raise exception.InvalidConfiguration(
+            reason="config file %s cannot be parsed: %s" % (path, err)) from None
+    return dict(parser.defaults())
+
+
+def describe():
+    """Yield (name, default, help) for documentation and --help output."""
+    for setting in SETTINGS:
+        default = setting.default
+        yield setting.name, ("(derived from data_dir)" if callable(default) else default), setting.help

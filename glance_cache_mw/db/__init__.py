@@ -1,0 +1,1 @@
+"""The image database: Glance's schema and its DB API on SQLAlchemy."""
