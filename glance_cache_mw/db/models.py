@@ -8,12 +8,15 @@ cached_images.last_accessed, because the pruner orders by it.
 import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 STATUSES = ("active", "saving", "queued", "killed", "pending_delete", "deleted",
             "deactivated", "importing", "uploading")
 VISIBILITIES = ("private", "public", "shared", "community")
 
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Microseconds on MySQL/MariaDB too (Glance's DATETIME drops them, which makes ties in sorts).
+DateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 metadata = sa.MetaData()
 
@@ -25,9 +28,9 @@ def utcnow():
 
 def _bookkeeping():
     return [
-        sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
-        sa.Column("updated_at", sa.DateTime, nullable=True, default=utcnow, onupdate=utcnow),
-        sa.Column("deleted_at", sa.DateTime, nullable=True),
+        sa.Column("created_at", DateTime, nullable=False, default=utcnow),
+        sa.Column("updated_at", DateTime, nullable=True, default=utcnow, onupdate=utcnow),
+        sa.Column("deleted_at", DateTime, nullable=True),
         sa.Column("deleted", sa.Boolean, nullable=False, default=False,
                   server_default=sa.false()),
     ]
@@ -132,8 +135,8 @@ cached_images = sa.Table(
     "cached_images", metadata,
     sa.Column("id", BigInt, primary_key=True, autoincrement=True),
     sa.Column("image_id", sa.String(36), nullable=False),
-    sa.Column("last_accessed", sa.DateTime, nullable=False),
-    sa.Column("last_modified", sa.DateTime, nullable=False),
+    sa.Column("last_accessed", DateTime, nullable=False),
+    sa.Column("last_modified", DateTime, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("hits", sa.Integer, nullable=False),
     sa.Column("checksum", sa.String(32), nullable=True),

@@ -1,0 +1,84 @@
+"""Who may see and change an image: Glance's visibility model, in Python and in SQL."""
+
+import sqlalchemy as sa
+
+from glance_cache_mw.db import engine, models
+
+images = models.images
+members = models.image_members
+
+
+def _get(image, key):
+    return image[key] if isinstance(image, dict) else getattr(image, key)
+
+
+def member_condition(image_id_col, owner, status=None):
+    """A live membership of ``owner`` on the image, with ``status`` unless it is None or 'all'."""
+    conds = [members.c.image_id == image_id_col, members.c.member == owner,
+             members.c.deleted == sa.false()]
+    if status is not None and status != "all":
+        conds.append(members.c.status == status)
+    return sa.exists().where(*conds)
+
+
+def visible_without_membership(context, image):
+    """True/False when the answer needs no membership lookup, else None (a shared image)."""
+    if context.is_admin or _get(image, "owner") is None:
+        return True
+    if _get(image, "visibility") in ("public", "community"):
+        return True
+    if context.owner is None:
+        return False
+    if _get(image, "owner") == context.owner:
+        return True
+    if _get(image, "visibility") == "shared":
+        return None
+    return False  # members of a private image do not see it
+
+
+def is_image_visible(context, image, status=None):
+    """True when ``context`` may see ``image`` (a dict or row with id, owner, visibility).
+
+    ``status`` restricts which membership statuses count; None and 'all' accept any.
+    """
+    answer = visible_without_membership(context, image)
+    if answer is not None:
+        return answer
+    query = sa.select(member_condition(sa.literal(_get(image, "id")), context.owner, status))
+    with engine.reader() as conn:
+        return bool(conn.execute(query).scalar())
+
+
+def is_image_mutable(context, image):
+    """Admins change anything; otherwise only the owner, and nobody changes an unowned image."""
+    if context.is_admin:
+        return True
+    if _get(image, "owner") is None or context.owner is None:
+        return False
+    return _get(image, "owner") == context.owner
+
+
+def listing_condition(context, member_status):
+    """The SQL condition for the images a regular user may list (Glance's three-way union)."""
+    branches = [images.c.visibility.in_(("public", "community"))]
+    if context.owner is not None:
+        branches.append(images.c.owner == context.owner)
+        shared = member_condition(images.c.id, context.owner, member_status)
+    else:
+        # Glance: without a project, any live member row at all (listing only; image_get
+        # still refuses these images).
+        shared = sa.exists().where(members.c.image_id == images.c.id,
+                                   members.c.deleted == sa.false())
+    branches.append(sa.and_(images.c.visibility == "shared", shared))
+    return sa.or_(*branches)
+
+
+def visibility_filter_condition(context, visibility):
+    """The ``visibility`` filter key, applied to everyone (admins included)."""
+    if visibility == "all":
+        return None
+    if visibility is not None:
+        return images.c.visibility == visibility
+    if context.owner is None:
+        return images.c.visibility != "community"
+    return sa.or_(images.c.visibility != "community", images.c.owner == context.owner)
