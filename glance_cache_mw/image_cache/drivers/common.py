@@ -1,0 +1,284 @@
+"""The on-disk protocol every cache driver shares: ids, locks and the writer of one fill.
+
+Layout under ``image_cache_dir``::
+
+    {id}                  a complete, verified image (the only thing ever served)
+    incomplete/{id}       a fill in progress; its writer holds an exclusive flock on it
+    incomplete/.{size}.{token}.{id}
+                          the same inode under a reservation name: it carries the bytes the
+                          fill was admitted for, so admission can count fills in flight
+    invalid/{id}          a failed fill, kept for debugging until the next clean()
+    queue/{id}            an empty "please prefetch" marker; its mtime orders the queue
+
+Names starting with a dot and the names in ``RESERVED_NAMES`` are never image ids, so
+housekeeping files (the sqlite DB, lock files) can never be mistaken for (or clash with) an
+image. Every id is validated before it becomes part of a path.
+
+One writer per image, across threads and processes: a fill creates its reservation file with
+``O_CREAT|O_EXCL``, takes ``flock(LOCK_EX)`` on it, and only then links it to
+``incomplete/{id}`` (``link`` fails with EEXIST when another writer got there first). So the
+public name is locked from the moment it exists, and "unlocked" always means "writer gone":
+the cleaner, a follower and the next writer can all test it without guessing from timestamps.
+"""
+
+import collections
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import stat
+
+from glance_cache_mw import exception
+
+LOG = logging.getLogger(__name__)
+
+INCOMPLETE = "incomplete"
+INVALID = "invalid"
+QUEUE = "queue"
+MAX_ID_LENGTH = 36
+RESERVED_NAMES = frozenset({INCOMPLETE, INVALID, QUEUE, "cache.db", "cache.db-wal",
+                            "cache.db-shm", "cache.db-journal"})
+
+# A fill sets these mode bits with fchmod() once size and hashes matched, just before the
+# rename: a follower can then tell "verified" from "abandoned" on its own file descriptor,
+# even after the final file has been evicted again.
+MODE_FILLING = 0o600
+MODE_VERIFIED = 0o640
+
+CacheEntry = collections.namedtuple(
+    "CacheEntry", "image_id size last_accessed last_modified hits")
+CacheEntry.__doc__ = "One cached image: its bytes on disk and its usage statistics."
+
+
+class InvalidImageId(exception.Invalid):
+    message = "Invalid image id %(image_id)r: %(reason)s"
+
+
+class AlreadyBeingCached(exception.Conflict):
+    message = "Image %(image_id)s is already being cached by another writer."
+
+
+def validate_image_id(image_id):
+    """Return ``image_id`` if it can safely be a file name, else raise InvalidImageId."""
+    if not isinstance(image_id, str) or not image_id:
+        raise InvalidImageId(image_id=image_id, reason="not a non-empty string")
+    if len(image_id) > MAX_ID_LENGTH:
+        raise InvalidImageId(image_id=image_id,
+                             reason="longer than %d characters" % MAX_ID_LENGTH)
+    if "/" in image_id or "\0" in image_id or ".." in image_id:
+        raise InvalidImageId(image_id=image_id, reason="contains '/', '..' or NUL")
+    if image_id.startswith(".") or image_id in RESERVED_NAMES:
+        raise InvalidImageId(image_id=image_id, reason="reserved for the cache's own files")
+    return image_id
+
+
+def is_image_id(name):
+    """True when a directory entry's name is a valid image id (not a housekeeping file)."""
+    try:
+        validate_image_id(name)
+    except InvalidImageId:
+        return False
+    return True
+
+
+def try_lock(fd, shared=False):
+    """Take a non-blocking flock on ``fd``; True if we got it."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def is_writer_alive(fd):
+    """True while some writer holds the exclusive lock on the file open as ``fd``."""
+    if try_lock(fd, shared=True):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    return True
+
+
+def remove_if_abandoned(path):
+    """Unlink ``path`` if no writer holds its lock; True if it was removed.
+
+    The lock is held while unlinking and the inode is re-checked, so a writer that starts in
+    between never loses its file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    try:
+        if not try_lock(fd):
+            return False
+        if not same_file(fd, path):
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def same_file(fd, path):
+    """True when ``path`` still names the inode open as ``fd``."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def is_verified(fd):
+    """True when the fill writing this file verified it (see MODE_VERIFIED)."""
+    return stat.S_IMODE(os.fstat(fd).st_mode) == MODE_VERIFIED
+
+
+def reservation_name(image_id, size):
+    return ".%d.%s.%s" % (size, secrets.token_hex(6), image_id)
+
+
+def parse_reservation(name):
+    """(image_id, size) for a reservation file name, else None."""
+    parts = name.split(".", 3)
+    if len(parts) != 4 or parts[0] or not parts[1].isdigit():
+        return None
+    return parts[3], int(parts[1])
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path):
+    """Unlink, ignoring a file that is already gone (LP #1229823)."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class CacheWriter:
+    """The file of one fill in ``incomplete/``: exclusive, locked, published atomically.
+
+    ``write()`` raises OSError like a file; the caller decides to stop caching. ``commit()``
+    publishes (fsync, mark verified, rename into place, record metadata); ``invalidate()``
+    moves the bytes to ``invalid/``; ``discard()`` removes them. Exactly one of the three
+    ends the writer; after that the others are no-ops. Used as a context manager it commits
+    on a clean exit and invalidates on an exception (the seed's ``open_for_write``).
+    """
+
+    def __init__(self, driver, image_id, size):
+        self.image_id = image_id
+        self.size = size
+        self.bytes_written = 0
+        self._driver = driver
+        incomplete_dir = driver.get_path(INCOMPLETE)
+        self.path = os.path.join(incomplete_dir, image_id)
+        self._reservation = os.path.join(incomplete_dir, reservation_name(image_id, size or 0))
+        self._fd = os.open(self._reservation,
+                           os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, MODE_FILLING)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            os.fchmod(self._fd, MODE_FILLING)   # the umask must not decide what "verified" is
+            self._publish_incomplete()
+        except BaseException:
+            unlink_quietly(self._reservation)
+            os.close(self._fd)
+            self._fd = None
+            raise
+
+    def _publish_incomplete(self):
+        for _attempt in range(3):
+            try:
+                os.link(self._reservation, self.path)
+                return
+            except FileExistsError:
+                # A writer killed by SIGKILL leaves an unlocked file: take it over at once
+                # instead of leaving the image uncacheable until the cleaner runs (W13).
+                if not remove_if_abandoned(self.path):
+                    break
+        raise AlreadyBeingCached(image_id=self.image_id)
+
+    @property
+    def closed(self):
+        return self._fd is None
+
+    def fileno(self):
+        return self._fd
+
+    def write(self, data):
+        """Append ``data``; raises OSError (ENOSPC, EFBIG, EIO) for the caller to handle."""
+        view = memoryview(data)
+        while view:
+            done = os.write(self._fd, view)
+            view = view[done:]
+            self.bytes_written += done
+
+    def commit(self):
+        """Make the file durable, mark it verified and rename it into place atomically."""
+        if self.closed:
+            return
+        try:
+            os.fsync(self._fd)
+            self._driver.before_publish(self._fd, self.image_id, self.bytes_written)
+            os.fchmod(self._fd, MODE_VERIFIED)
+            os.rename(self.path, self._driver.get_image_filepath(self.image_id))
+            fsync_dir(self._driver.base_dir)
+        except OSError:
+            LOG.exception("could not publish the cached copy of %s", self.image_id)
+            self.invalidate("publish failed")
+            return
+        self._finish()
+        unlink_quietly(self._driver.get_image_filepath(self.image_id, "queue"))
+        try:
+            self._driver.record_commit(self.image_id, self.bytes_written)
+        except Exception:  # the file is complete and verified: an untracked entry is fine
+            LOG.exception("image %s is cached but its metadata was not recorded",
+                          self.image_id)
+        LOG.info("cached image %s (%d bytes)", self.image_id, self.bytes_written)
+
+    def invalidate(self, reason):
+        """Move the bytes to invalid/ where nothing serves them; clean() removes them."""
+        if self.closed:
+            return
+        LOG.warning("not caching image %s: %s", self.image_id, reason)
+        try:
+            os.rename(self.path, self._driver.get_image_filepath(self.image_id, INVALID))
+        except OSError as err:
+            LOG.warning("could not move %s to invalid/: %s", self.path, err)
+            unlink_quietly(self.path)
+        self._finish()
+
+    def discard(self, reason="abandoned"):
+        """Remove the partial file at once (client gone, or a write error)."""
+        if self.closed:
+            return
+        LOG.info("abandoning the fill of image %s: %s", self.image_id, reason)
+        unlink_quietly(self.path)
+        self._finish()
+
+    def _finish(self):
+        unlink_quietly(self._reservation)
+        fd, self._fd = self._fd, None
+        os.close(fd)   # releases the flock: followers and the cleaner see the writer gone
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.invalidate("%s: %s" % (exc_type.__name__, exc))
+        return False
+
+
+def is_enospc(err):
+    return getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
