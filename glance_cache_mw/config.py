@@ -103,12 +103,11 @@ class Config:
         return dict(self._values)
 
     def with_overrides(self, **overrides):
-        merged = {k: v for k, v in self._values.items()}
-        merged.update(overrides)
-        return Config.from_mapping(merged, _raw=False)
+        """A copy with some settings replaced (values checked like the INI's)."""
+        return Config.from_mapping({**self._values, **overrides})
 
     @classmethod
-    def from_mapping(cls, mapping, _raw=True):
+    def from_mapping(cls, mapping):
         """Build from INI-style strings (or already typed values); unknown keys are ignored."""
         values = {}
         for setting in SETTINGS:

@@ -284,10 +284,8 @@ def _check_tag(value):
 def image_tag_get_all(context, image_id):
     """Live tags of an image, oldest first ([] for an unknown image)."""
     values.check_image_id(image_id)
-    query = sa.select(tags.c.value).where(
-        tags.c.image_id == image_id, tags.c.deleted == sa.false()).order_by(tags.c.id)
     with engine.reader() as conn:
-        return list(conn.execute(query).scalars())
+        return _live_tags(conn, image_id)
 
 
 def _live_tags(conn, image_id):

@@ -1,0 +1,49 @@
+"""The alembic migrations: they create exactly models.py, are idempotent, and keep a Glance DB."""
+
+import alembic.autogenerate
+import alembic.migration
+import sqlalchemy as sa
+
+from glance_cache_mw.db import migration, models
+
+
+def test_migrated_schema_matches_models(scratch_db):
+    with scratch_db.engine.connect() as conn:
+        context = alembic.migration.MigrationContext.configure(
+            conn, opts={"version_table": migration.VERSION_TABLE,
+                        "compare_type": True})
+        diffs = alembic.autogenerate.compare_metadata(context, models.metadata)
+    # Ignore only our own version table, which is not part of the models.
+    diffs = [d for d in diffs if not (d[0] == "remove_table"
+                                      and d[1].name == migration.VERSION_TABLE)]
+    assert diffs == []
+
+
+def test_version_is_head_and_sync_is_idempotent(scratch_db):
+    assert migration.version(scratch_db.engine) == migration.head()
+    migration.sync(scratch_db.engine)
+    assert migration.version(scratch_db.engine) == migration.head()
+
+
+def test_sync_adopts_a_glance_database_and_keeps_its_rows(tmp_path):
+    """A database created by Glance (image tables, its own alembic_version) keeps its data."""
+    engine = sa.create_engine("sqlite:///%s" % (tmp_path / "glance.sqlite"))
+    try:
+        image_tables = [models.images, models.image_properties]
+        models.metadata.create_all(engine, tables=image_tables)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+            conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('2024_1_contract01')")
+            conn.execute(models.images.insert().values(
+                id="11111111-1111-1111-1111-111111111111", status="active",
+                visibility="public", created_at=models.utcnow(), deleted=False))
+        migration.sync(engine)
+        names = set(sa.inspect(engine).get_table_names())
+        assert {"node_reference", "cached_images", "image_tags"} <= names
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(models.images)).scalar() == 1
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() \
+                == "2024_1_contract01"
+        assert migration.version(engine) == migration.head()
+    finally:
+        engine.dispose()

@@ -1,0 +1,62 @@
+"""Typed settings: defaults, conversions, and errors that name the key and the value."""
+
+import pytest
+
+from glance_cache_mw import config, exception
+
+
+def test_defaults_live_under_data_dir():
+    conf = config.Config.from_mapping({})
+    assert conf.data_dir == "./data"
+    assert conf.sql_connection == "sqlite:///./data/glance-cache-mw.sqlite"
+    assert conf.image_cache_dir == "./data/image-cache"
+    assert conf.filesystem_store_datadir == "./data/images"
+    assert (conf.bind_host, conf.bind_port, conf.image_cache_driver) == ("127.0.0.1", 9292,
+                                                                         "sqlite")
+
+
+def test_derived_paths_follow_data_dir_but_explicit_values_win():
+    conf = config.Config.from_mapping({"data_dir": "/srv/gcm", "image_cache_dir": "/fast/c"})
+    assert conf.filesystem_store_datadir == "/srv/gcm/images"
+    assert conf.image_cache_dir == "/fast/c"
+
+
+def test_types_are_converted():
+    conf = config.Config.from_mapping({"image_cache_max_size": " 1024 ", "debug": "Yes",
+                                       "workers": "0"})
+    assert conf.image_cache_max_size == 1024
+    assert conf.debug is True
+    assert conf.workers == 0
+
+
+@pytest.mark.parametrize("key, raw, words", [
+    ("image_cache_max_size", "10G", "is not an integer"),
+    ("bind_port", "-1", "must be at least 0"),
+    ("debug", "maybe", "is not a boolean"),
+    ("cache_prefetcher_workers", "0", "must be at least 1"),
+])
+def test_bad_values_name_key_and_value(key, raw, words):
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        config.Config.from_mapping({key: raw})
+    message = str(caught.value)
+    assert key in message and repr(raw) in message and words in message
+
+
+def test_from_file_reads_default_section(tmp_path):
+    ini = tmp_path / "x.ini"
+    ini.write_text("[DEFAULT]\nimage_cache_stall_time = 60\n\n[app:main]\nuse = egg:x\n")
+    assert config.Config.from_file(str(ini)).image_cache_stall_time == 60
+
+
+def test_missing_and_broken_files_are_clear_errors(tmp_path):
+    with pytest.raises(exception.InvalidConfiguration, match="does not exist"):
+        config.Config.from_file(str(tmp_path / "nope.ini"))
+    broken = tmp_path / "broken.ini"
+    broken.write_text("this is not ini\n")
+    with pytest.raises(exception.InvalidConfiguration, match="cannot be parsed"):
+        config.Config.from_file(str(broken))
+
+
+def test_every_setting_is_described():
+    names = [name for name, _default, help_text in config.describe() if help_text]
+    assert names == [setting.name for setting in config.SETTINGS]
