@@ -1,1 +1,313 @@
-"""The image cache: hit lookup, verified fills with coalescing, prune, clean and the queue."""
+"""The image cache: hit lookup, verified fills with coalescing, admission, prune, clean, queue.
+
+``ImageCache`` is what the CacheFilter, the management API and the maintenance commands use.
+It wraps a driver (``drivers.load_driver``) and adds the policies that span files and
+metadata: admission (make room before a fill, within ``image_cache_max_size`` and leaving
+``image_cache_min_free`` bytes on the disk), one-pass LRU pruning under a lock file, and the
+follower bookkeeping that lets a fill outlive its client while others read it.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+
+from glance_cache_mw import config as cfg
+from glance_cache_mw.image_cache import drivers
+from glance_cache_mw.image_cache import fill as fill_mod
+from glance_cache_mw.image_cache.drivers import common
+
+LOG = logging.getLogger(__name__)
+
+LOCK_NAME = ".maintenance.lock"
+LOCK_POLL_S = 0.01
+FOLLOW_IDLE_TIMEOUT_S = 300
+
+
+class ImageCache:
+    """A driver plus the size policy: the one object callers need."""
+
+    def __init__(self, driver, max_size, min_free=0, chunk_size=65536,
+                 complete_fill_on_disconnect=False, follow_idle_timeout_s=FOLLOW_IDLE_TIMEOUT_S):
+        self.driver = driver
+        self.max_size = max_size
+        self.min_free = min_free
+        self.chunk_size = chunk_size
+        self.complete_fill_on_disconnect = complete_fill_on_disconnect
+        self.follow_idle_timeout_s = follow_idle_timeout_s
+        self._mutex = threading.Lock()   # one contender per process for the lock file
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        """Build from a Config or a mapping of INI keys (image_cache_driver, ...)."""
+        if not isinstance(config, cfg.Config):
+            config = cfg.Config.from_mapping(dict(config))
+        driver = drivers.load_driver(config.image_cache_driver, config)
+        return cls(driver, config.image_cache_max_size, config.image_cache_min_free,
+                   chunk_size=config.chunk_size, **kwargs)
+
+    def close(self):
+        """Flush pending hit statistics; call when the process stops using the cache."""
+        self.driver.close()
+
+    # -- lookups (the driver's seed interface) --------------------------------------------
+
+    def is_cached(self, image_id):
+        return self.driver.is_cached(image_id)
+
+    def is_being_cached(self, image_id):
+        return self.driver.is_being_cached(image_id)
+
+    def is_cacheable(self, image_id):
+        return self.driver.is_cacheable(image_id)
+
+    def is_queued(self, image_id):
+        return self.driver.is_queued(image_id)
+
+    def get_cached_images(self):
+        return self.driver.get_cached_images()
+
+    def get_cache_size(self):
+        return self.driver.get_cache_size()
+
+    def get_hit_count(self, image_id):
+        return self.driver.get_hit_count(image_id)
+
+    def get_cached_nodes(self, image_id):
+        return self.driver.get_cached_nodes(image_id)
+
+    def get_image_size(self, image_id):
+        return self.driver.get_image_size(image_id)
+
+    def get_queued_images(self):
+        return self.driver.get_queued_images()
+
+    def queue_image(self, image_id):
+        """Queue for prefetching; False when cached, being cached or already queued."""
+        return self.driver.queue_image(image_id)
+
+    def delete_cached_image(self, image_id):
+        self.driver.delete_cached_image(image_id)
+
+    def delete_all_cached_images(self):
+        return self.driver.delete_all_cached_images()
+
+    def delete_queued_image(self, image_id):
+        self.driver.delete_queued_image(image_id)
+
+    def delete_all_queued_images(self):
+        return self.driver.delete_all_queued_images()
+
+    # -- hits ----------------------------------------------------------------------------
+
+    def open_hit(self, image_id):
+        """The cached file opened for reading (caller closes it), or None on a miss.
+
+        Opening is the test: a file evicted after a separate is_cached() can't break the
+        response half-way (W5). The hit is counted in memory, written in batches.
+        """
+        try:
+            handle = open(self.driver.get_image_filepath(image_id), "rb")
+        except FileNotFoundError:
+            return None
+        self.driver.record_hit(image_id)
+        return handle
+
+    def open_for_read(self, image_id):
+        return self.driver.open_for_read(image_id)
+
+    # -- fills ---------------------------------------------------------------------------
+
+    def fill(self, image_id, source, size, checksum=None, os_hash_algo=None,
+             os_hash_value=None, complete_in_background=None):
+        """Wrap the origin's body ``source``: returns a TeeIterator to hand to the server.
+
+        It caches when admitted (``.caching``); else it only verifies. Either way the
+        caller gets every byte, and the iterator owns ``close()``.
+        """
+        try:
+            verifier = fill_mod.Verifier(size, checksum, os_hash_algo, os_hash_value)
+        except ValueError as err:
+            LOG.warning("not caching image %s: %s", image_id, err)
+            return fill_mod.TeeIterator(image_id, source, None, None)
+        writer = self.admit(image_id, size)
+        if complete_in_background is None:
+            complete_in_background = self.complete_fill_on_disconnect
+        return fill_mod.TeeIterator(
+            image_id, source, writer, verifier, complete_in_background=complete_in_background,
+            has_followers=lambda: self._has_followers(image_id))
+
+    def cache_image_iter(self, image_id, source, size, **hashes):
+        """Drain ``source`` into the cache (the prefetcher's fill); True if now cached."""
+        tee = self.fill(image_id, source, size, **hashes)
+        try:
+            if not tee.caching:
+                return False
+            for _chunk in tee:
+                pass
+            return tee.committed
+        finally:
+            tee.close()
+
+    def follow(self, image_id, size, fallback=None, poll_interval_s=fill_mod.POLL_INTERVAL_S):
+        """A FollowIterator on the live fill of ``image_id``, or None if there is none.
+
+        ``fallback(offset)`` returns the origin's bytes from ``offset`` and is used if the
+        fill is abandoned; without it the iterator raises FillAbandoned then.
+        """
+        path = self.driver.get_image_filepath(image_id, common.INCOMPLETE)
+        mark = self._register_follower(image_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._unregister_follower(image_id, mark)
+            return None
+        if not common.is_writer_alive(fd) and not common.is_verified(fd):
+            os.close(fd)
+            self._unregister_follower(image_id, mark)
+            return None
+        return fill_mod.FollowIterator(
+            image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
+            poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
+            on_close=lambda: self._unregister_follower(image_id, mark))
+
+    def _follower_mark_path(self, image_id):
+        return self.driver.get_path(common.INCOMPLETE, ".f.%s" % image_id)
+
+    def _register_follower(self, image_id):
+        """Hold a shared flock on ``incomplete/.f.{id}`` while following (any process)."""
+        path = self._follower_mark_path(image_id)
+        while True:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if common.same_file(fd, path):
+                return fd
+            os.close(fd)   # removed by a leaving follower meanwhile: take the new one
+
+    def _unregister_follower(self, image_id, mark_fd):
+        os.close(mark_fd)
+        try:
+            common.remove_if_abandoned(self._follower_mark_path(image_id))
+        except OSError as err:
+            LOG.debug("follower mark of %s not removed: %s", image_id, err)
+
+    def _has_followers(self, image_id):
+        path = self._follower_mark_path(image_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            if common.try_lock(fd):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return False
+            return True
+        finally:
+            os.close(fd)
+
+    # -- admission and pruning -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _maintenance_lock(self):
+        """Exclusive across threads and processes; polls so an eventlet hub never blocks."""
+        with self._mutex:
+            fd = os.open(self.driver.get_path(LOCK_NAME),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                while not common.try_lock(fd):
+                    time.sleep(LOCK_POLL_S)
+                yield
+            finally:
+                os.close(fd)
+
+    def _free_bytes(self):
+        st = os.statvfs(self.driver.base_dir)
+        return st.f_bavail * st.f_frsize
+
+    def _reservations(self):
+        """(bytes reserved by live fills, bytes they still have to write)."""
+        reserved = pending = 0
+        incomplete = self.driver.get_path(common.INCOMPLETE)
+        with os.scandir(incomplete) as it:
+            for dirent in it:
+                parsed = common.parse_reservation(dirent.name)
+                if parsed is None:
+                    continue
+                try:
+                    fd = os.open(dirent.path, os.O_RDONLY | os.O_NOFOLLOW)
+                except FileNotFoundError:
+                    continue
+                try:
+                    if common.is_writer_alive(fd):
+                        reserved += parsed[1]
+                        pending += max(parsed[1] - os.fstat(fd).st_size, 0)
+                finally:
+                    os.close(fd)
+        return reserved, pending
+
+    def _evict(self, entries, to_free):
+        """Evict LRU-first ``entries`` until ``to_free`` bytes are gone; (count, bytes)."""
+        victims, freed = [], 0
+        for entry in entries:
+            if freed >= to_free:
+                break
+            victims.append(entry.image_id)
+            freed += entry.size
+        if victims:
+            self.driver.delete_cached_images(victims)
+            LOG.info("evicted %d images (%d bytes) from %s", len(victims), freed,
+                     self.driver.base_dir)
+        return len(victims), freed
+
+    def admit(self, image_id, size):
+        """Reserve the right to cache ``size`` bytes of ``image_id``: a CacheWriter, or None
+        when it is cached, being cached, of unknown size or when room cannot be made."""
+        if size is None or size > self.max_size:
+            LOG.info("not caching image %s: size %s does not fit image_cache_max_size=%d",
+                     image_id, size, self.max_size)
+            return None
+        if self.driver.is_cached(image_id):
+            return None
+        with self._maintenance_lock():
+            try:
+                writer = self.driver.open_for_write(image_id, size)
+            except common.AlreadyBeingCached:
+                return None
+            try:
+                if self.driver.is_cached(image_id):   # committed by a writer that just left
+                    writer.discard("already cached")
+                    return None
+                entries = self.driver.get_entries_by_last_accessed()
+                used = sum(entry.size for entry in entries)
+                reserved, pending = self._reservations()   # includes this fill
+                to_free = max(used + reserved - self.max_size,
+                              self.min_free + pending - self._free_bytes(), 0)
+                if to_free > sum(entry.size for entry in entries):
+                    writer.discard("no room for %d bytes" % size)
+                    return None
+                self._evict(entries, to_free)
+            except BaseException:
+                writer.discard("admission failed")
+                raise
+        return writer
+
+    def prune(self):
+        """Evict least recently used images until the cache fits image_cache_max_size and
+        leaves image_cache_min_free bytes on the disk; one ordered pass, under the lock.
+        Returns (files removed, bytes freed)."""
+        with self._maintenance_lock():
+            entries = self.driver.get_entries_by_last_accessed()
+            used = sum(entry.size for entry in entries)
+            _reserved, pending = self._reservations()
+            to_free = max(used - self.max_size,
+                          self.min_free + pending - self._free_bytes(), 0)
+            if to_free == 0:
+                return 0, 0
+            return self._evict(entries, to_free)
+
+    def clean(self, stall_time=None):
+        """Remove invalid/ files and abandoned incomplete/ files older than ``stall_time``
+        seconds (default image_cache_stall_time); a live fill is never touched."""
+        return self.driver.clean(stall_time)

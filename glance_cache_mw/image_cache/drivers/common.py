@@ -222,9 +222,13 @@ class CacheWriter:
             self.bytes_written += done
 
     def commit(self):
-        """Make the file durable, mark it verified and rename it into place atomically."""
+        """Make the file durable, mark it verified and rename it into place atomically.
+
+        Returns True when the image is now cached; False if publishing failed (the bytes are
+        then in invalid/) or the writer had already ended.
+        """
         if self.closed:
-            return
+            return False
         try:
             os.fsync(self._fd)
             self._driver.before_publish(self._fd, self.image_id, self.bytes_written)
@@ -234,7 +238,7 @@ class CacheWriter:
         except OSError:
             LOG.exception("could not publish the cached copy of %s", self.image_id)
             self.invalidate("publish failed")
-            return
+            return False
         self._finish()
         unlink_quietly(self._driver.get_image_filepath(self.image_id, "queue"))
         try:
@@ -243,6 +247,7 @@ class CacheWriter:
             LOG.exception("image %s is cached but its metadata was not recorded",
                           self.image_id)
         LOG.info("cached image %s (%d bytes)", self.image_id, self.bytes_written)
+        return True
 
     def invalidate(self, reason):
         """Move the bytes to invalid/ where nothing serves them; clean() removes them."""

@@ -1,0 +1,279 @@
+"""WSGI iterators of the miss path: the filler's tee and the followers' tail-reader.
+
+``TeeIterator`` yields the origin's body to its client while writing it into the cache and
+hashing it. It holds back the last chunk until size and hashes are checked, so a body that
+does not match the image record ends short (a detectable failure) instead of being passed on
+as if it were good (W7); the cache file is committed only on a match, else moved to invalid/.
+
+``FollowIterator`` serves a concurrent miss from the growing ``incomplete/{id}`` file of a
+fill running in any thread or process (coalescing). It watches the writer's flock: when the
+writer is gone without having verified the file, it falls back to the origin (``fallback``)
+or raises ``FillAbandoned`` — it never waits on a dead fill.
+
+Both own ``close()`` (PEP 3333): it reaches the origin iterator and the files.
+"""
+
+import hashlib
+import logging
+import os
+import threading
+import time
+
+from glance_cache_mw import exception
+from glance_cache_mw.image_cache.drivers import common
+
+LOG = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.02
+
+
+class FillAbandoned(exception.GlanceException):
+    message = "The fill of image %(image_id)s stopped before it was complete: %(reason)s"
+
+
+class ImageDataMismatch(exception.GlanceException):
+    message = "Image %(image_id)s data does not match its record: %(reason)s"
+
+
+class Verifier:
+    """Counts and hashes a body; ``problem()`` says why it does not match the image record."""
+
+    def __init__(self, size, checksum=None, os_hash_algo=None, os_hash_value=None):
+        """Raises ValueError when os_hash_algo is unknown to hashlib (cannot be verified)."""
+        self.size = size
+        self.bytes_seen = 0
+        self._checksum = checksum
+        self._md5 = hashlib.md5(usedforsecurity=False) if checksum else None
+        self._os_hash_value = os_hash_value
+        self._multihash = None
+        if os_hash_value:
+            try:
+                self._multihash = hashlib.new(os_hash_algo or "sha512")
+            except (ValueError, TypeError):
+                raise ValueError("unsupported os_hash_algo %r" % (os_hash_algo,)) from None
+
+    def update(self, chunk):
+        self.bytes_seen += len(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+        if self._multihash is not None:
+            self._multihash.update(chunk)
+
+    def problem(self):
+        """None when size and every known hash match; else a reason."""
+        if self.size is not None and self.bytes_seen != self.size:
+            return "got %d bytes, expected %d" % (self.bytes_seen, self.size)
+        if self._md5 is not None and self._md5.hexdigest() != self._checksum:
+            return "checksum %s, expected %s" % (self._md5.hexdigest(), self._checksum)
+        if self._multihash is not None and self._multihash.hexdigest() != self._os_hash_value:
+            return "%s %s, expected %s" % (self._multihash.name, self._multihash.hexdigest(),
+                                          self._os_hash_value)
+        return None
+
+
+class TeeIterator:
+    """Yield the origin's body while copying it into the cache (best effort, verified).
+
+    ``writer`` may be None (not admitted): the body is then only verified. A write error
+    stops caching but never the download. ``complete_in_background`` (settable at any time,
+    e.g. when followers appear) makes a client disconnect finish the fill in a thread instead
+    of abandoning it; ``has_followers`` is consulted the same way at close time.
+    """
+
+    def __init__(self, image_id, source, writer, verifier, complete_in_background=False,
+                 has_followers=None):
+        self.image_id = image_id
+        self._source = source
+        self._chunks = iter(source)
+        self._writer = writer
+        self._verifier = verifier
+        self._held = None
+        self._done = False
+        self.complete_in_background = complete_in_background
+        self._has_followers = has_followers or (lambda: False)
+        self.committed = False
+        self.background = None
+
+    @property
+    def caching(self):
+        """True while the body is being written into the cache."""
+        return self._writer is not None and not self._writer.closed
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        while True:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._done = True
+                self._finish()
+                held, self._held = self._held, None
+                if held is None:
+                    raise
+                return held
+            except Exception as err:
+                self._done = True
+                # W8: an origin failure is passed on, never turned into a silently short body.
+                self._end_writer("invalidate", "origin failed: %r" % (err,))
+                raise
+            if not chunk:
+                continue
+            self._consume(chunk)
+            held, self._held = self._held, chunk
+            if held is not None:
+                return held
+
+    def _consume(self, chunk):
+        if self._verifier is not None:
+            self._verifier.update(chunk)
+        if self.caching:
+            try:
+                self._writer.write(chunk)
+            except OSError as err:
+                LOG.warning("stopped caching image %s: %s", self.image_id, err)
+                self._writer.discard("write failed: %s" % err)
+
+    def _finish(self):
+        """The origin is exhausted: commit on a match, else invalidate and fail the body."""
+        problem = self._verifier.problem() if self._verifier is not None else None
+        if problem is not None:
+            self._end_writer("invalidate", problem)
+            raise ImageDataMismatch(image_id=self.image_id, reason=problem)
+        if self.caching:
+            self.committed = self._writer.commit()
+
+    def _end_writer(self, how, reason):
+        if self.caching:
+            getattr(self._writer, how)(reason)
+
+    def close(self):
+        if not self._done and self.caching and (
+                self.complete_in_background or self._has_followers()):
+            self._done = True
+            LOG.info("client of image %s left; finishing the fill in the background",
+                     self.image_id)
+            self.background = threading.Thread(target=self._drain, daemon=True,
+                                               name="cache-fill-%s" % self.image_id)
+            self.background.start()
+            return
+        self._done = True
+        try:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._end_writer("discard", "client disconnected")
+
+    def _drain(self):
+        try:
+            for chunk in self._chunks:
+                if chunk:
+                    self._consume(chunk)
+                if not self.caching:
+                    return
+            self._finish()
+        except Exception as err:  # background: nobody to raise to
+            LOG.warning("background fill of image %s failed: %s", self.image_id, err)
+            self._end_writer("invalidate", "origin failed: %r" % (err,))
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+
+
+class FollowIterator:
+    """Tail-follow the growing ``incomplete/{id}`` of a live fill until ``size`` bytes.
+
+    Opened on the writer's inode, it keeps reading the same bytes after the rename into
+    place. The last chunk is released only once the writer marked the file verified.
+    ``fallback(offset)`` (optional) returns an iterable of the origin's bytes from ``offset``
+    and is used when the fill is abandoned; without it ``FillAbandoned`` is raised.
+    """
+
+    def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
+                 poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, on_close=None):
+        self.image_id = image_id
+        self.size = size
+        self.offset = 0
+        self._fd = fd
+        self._fallback = fallback
+        self._fallback_iter = None
+        self._chunk_size = chunk_size
+        self._poll_interval_s = poll_interval_s
+        self._idle_timeout_s = idle_timeout_s
+        self._on_close = on_close
+        self.fell_back = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._fallback_iter is not None:
+            chunk = next(self._fallback_iter)
+            self.offset += len(chunk)
+            return chunk
+        if self._fd is None or self.offset >= self.size:
+            self.close()
+            raise StopIteration
+        idle_since = time.monotonic()
+        while True:
+            data = os.pread(self._fd, min(self._chunk_size, self.size - self.offset),
+                            self.offset)
+            if data:
+                if self.offset + len(data) >= self.size:
+                    self._await_verdict()
+                self.offset += len(data)
+                return data
+            if common.is_verified(self._fd):
+                return self._abandoned("verified file shorter than expected")
+            if not common.is_writer_alive(self._fd):
+                if os.fstat(self._fd).st_size > self.offset:
+                    continue    # the writer wrote its last bytes, then left: read them
+                return self._abandoned("writer gone")
+            if (self._idle_timeout_s is not None
+                    and time.monotonic() - idle_since > self._idle_timeout_s):
+                return self._abandoned("no progress for %ss" % self._idle_timeout_s)
+            time.sleep(self._poll_interval_s)
+
+    def _await_verdict(self):
+        """Hold the final bytes until the writer verified the file (or gave up)."""
+        while not common.is_verified(self._fd):
+            if not common.is_writer_alive(self._fd):
+                if common.is_verified(self._fd):
+                    return
+                self.close()
+                raise ImageDataMismatch(image_id=self.image_id,
+                                        reason="the fill was not verified")
+            time.sleep(self._poll_interval_s)
+
+    def _abandoned(self, reason):
+        if self._fallback is None:
+            self.close()
+            raise FillAbandoned(image_id=self.image_id, reason=reason)
+        LOG.info("fill of image %s abandoned (%s); reading the rest from the origin at %d",
+                 self.image_id, reason, self.offset)
+        self._close_fd()
+        self.fell_back = True
+        self._fallback_iter = iter(self._fallback(self.offset))
+        return next(self)
+
+    def _close_fd(self):
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def close(self):
+        try:
+            self._close_fd()
+        finally:
+            fallback, self._fallback_iter = self._fallback_iter, None
+            close = getattr(fallback, "close", None)
+            if close is not None:
+                close()
