@@ -1,0 +1,243 @@
+"""One contract suite for every cache driver: the seed interface and the directory protocol."""
+
+import errno
+import importlib.util
+import os
+import time
+
+import pytest
+
+from glance_cache_mw import exception
+from glance_cache_mw.image_cache import drivers
+from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import xattr as xattr_driver
+from tests.unit import cache_helpers as helpers
+
+DRIVER_NAMES = ["sqlite", "xattr"]
+if importlib.util.find_spec("glance_cache_mw.image_cache.drivers.centralized_db"):
+    DRIVER_NAMES.append("centralized_db")
+
+
+def _driver_settings(name, tmp_path):
+    values = helpers.settings(tmp_path, name)
+    if name == "centralized_db":
+        from tests import dbfixtures
+        database = dbfixtures.ScratchDatabase("sqlite", tmp_path)
+        database.engine.dispose()
+        values.update(sql_connection=database.url,
+                      worker_self_reference_url="http://node-1:9292")
+    return values
+
+
+@pytest.fixture(params=DRIVER_NAMES)
+def settings(request, tmp_path):
+    if request.param == "xattr" and not helpers.xattr_supported(tmp_path):
+        pytest.skip("the filesystem of %s has no user xattrs" % tmp_path)
+    return _driver_settings(request.param, tmp_path)
+
+
+@pytest.fixture
+def driver(settings):
+    instance = drivers.load_driver(settings["image_cache_driver"], settings)
+    yield instance
+    instance.close()
+
+
+def store(driver, image_id, data=b"data"):
+    with driver.open_for_write(image_id, len(data)) as writer:
+        writer.write(data)
+
+
+BAD_IDS = ["", "a/b", "..", "../etc", "x..y", "a\0b", "x" * 37, ".hidden", "cache.db",
+           "incomplete", "queue", None, 42]
+
+
+def test_configure_creates_the_directory_protocol(driver):
+    for sub in ("incomplete", "invalid", "queue"):
+        assert os.path.isdir(os.path.join(driver.base_dir, sub))
+
+
+def test_unknown_driver_is_a_clear_error(tmp_path):
+    with pytest.raises(exception.BadDriverConfiguration) as err:
+        drivers.load_driver("Sqlite", helpers.settings(tmp_path))
+    assert "image_cache_driver='Sqlite'" in str(err.value)
+
+
+def test_xattr_refuses_a_filesystem_without_user_xattrs(tmp_path, monkeypatch):
+    # A filesystem without user xattrs cannot be mounted here without root: simulate its
+    # answer (ENOTSUP from setxattr), the one fault in this suite that is not caused for real.
+    def refuse(*_args):
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+    monkeypatch.setattr(xattr_driver.os, "setxattr", refuse)
+    with pytest.raises(exception.BadDriverConfiguration) as err:
+        drivers.load_driver("xattr", helpers.settings(tmp_path, "xattr"))
+    assert "no user extended attributes" in str(err.value)
+    assert helpers.listing(tmp_path / "cache") == ["incomplete", "invalid", "queue"]
+
+
+@pytest.mark.parametrize("bad_id", BAD_IDS)
+def test_ids_are_validated_before_touching_the_filesystem(driver, bad_id):
+    for call in (driver.is_cached, driver.is_queued, driver.queue_image,
+                 driver.open_for_write, driver.delete_cached_image, driver.get_image_filepath,
+                 driver.is_being_cached, driver.delete_queued_image):
+        with pytest.raises(common.InvalidImageId):
+            call(bad_id)
+
+
+def test_a_committed_image_is_cached_listed_and_readable(driver):
+    store(driver, "img-b", b"bbbb")
+    store(driver, "img-a", b"aa")
+    assert driver.is_cached("img-a") and not driver.is_cacheable("img-a")
+    assert driver.get_image_size("img-b") == 4
+    listed = driver.get_cached_images()
+    assert [item["image_id"] for item in listed] == ["img-a", "img-b"]
+    assert set(listed[0]) == {"image_id", "hits", "last_modified", "last_accessed", "size"}
+    assert listed[0]["size"] == 2 and listed[0]["hits"] == 0
+    with driver.open_for_read("img-b") as handle:
+        assert handle.read() == b"bbbb"
+    assert driver.get_hit_count("img-b") == 1
+    assert driver.get_hit_count("never-cached") == 0
+    assert helpers.listing(os.path.join(driver.base_dir, "incomplete")) == []
+
+
+def test_hits_are_batched_and_reach_other_instances(driver, settings):
+    store(driver, "img", b"x")
+    for _ in range(3):
+        driver.record_hit("img")
+    driver.flush_hits()
+    other = drivers.load_driver(settings["image_cache_driver"], settings)
+    try:
+        assert other.get_hit_count("img") == 3
+    finally:
+        other.close()
+
+
+def test_a_failed_write_goes_to_invalid_and_is_never_served(driver):
+    with pytest.raises(RuntimeError):
+        with driver.open_for_write("img", 10) as writer:
+            writer.write(b"half")
+            raise RuntimeError("origin failed")
+    assert not driver.is_cached("img") and driver.is_cacheable("img")
+    assert helpers.listing(os.path.join(driver.base_dir, "invalid")) == ["img"]
+    assert driver.get_cached_images() == []
+
+
+def test_one_writer_per_image(driver):
+    writer = driver.open_for_write("img", 4)
+    try:
+        assert driver.is_being_cached("img") and not driver.is_cacheable("img")
+        with pytest.raises(common.AlreadyBeingCached):
+            driver.open_for_write("img", 4)
+    finally:
+        writer.discard()
+    assert not driver.is_being_cached("img")
+    assert helpers.listing(os.path.join(driver.base_dir, "incomplete")) == []
+
+
+def test_lru_order_follows_hits(driver):
+    assert driver.get_least_recently_accessed() is None
+    for image_id in ("first", "second", "third"):
+        store(driver, image_id)
+    assert driver.get_least_recently_accessed() == ("first", 4)
+    driver.record_hit("first")
+    assert [e.image_id for e in driver.get_entries_by_last_accessed()] == [
+        "second", "third", "first"]
+
+
+def test_lru_does_not_depend_on_atime(driver):
+    store(driver, "old")
+    store(driver, "new")
+    driver.record_hit("old")
+    driver.flush_hits()
+    # noatime / relatime mounts: atime says nothing useful; it must not change the order.
+    os.utime(driver.get_image_filepath("old"), (0, os.stat(driver.get_image_filepath("old")).st_mtime))
+    os.utime(driver.get_image_filepath("new"), (time.time() + 3600, os.stat(driver.get_image_filepath("new")).st_mtime))
+    assert driver.get_least_recently_accessed()[0] == "new"
+
+
+def test_cache_size_counts_images_only(driver):
+    store(driver, "img", b"12345")
+    for stray in (".lock", "cache.db-journal"):
+        with open(os.path.join(driver.base_dir, stray), "wb") as handle:
+            handle.write(b"x" * 100)
+    with open(os.path.join(driver.base_dir, "invalid", "other"), "wb") as handle:
+        handle.write(b"y" * 100)
+    assert driver.get_cache_size() == 5
+
+
+def test_untracked_files_are_listed_and_evictable(driver):
+    # A crash between rename and metadata insert leaves a complete file without metadata.
+    with open(os.path.join(driver.base_dir, "orphan"), "wb") as handle:
+        handle.write(b"123")
+    assert driver.get_least_recently_accessed() == ("orphan", 3)
+    assert driver.get_cache_size() == 3
+    driver.delete_cached_image("orphan")
+    assert driver.get_least_recently_accessed() is None
+
+
+def test_delete_cached_images(driver):
+    store(driver, "a")
+    store(driver, "b")
+    store(driver, "c")
+    driver.delete_cached_image("a")
+    driver.delete_cached_image("a")   # already gone: no error
+    assert [item["image_id"] for item in driver.get_cached_images()] == ["b", "c"]
+    assert driver.delete_all_cached_images() == 2
+    assert driver.get_cached_images() == [] and driver.get_cache_size() == 0
+    assert driver.is_cacheable("b")
+
+
+def test_queue(driver):
+    store(driver, "cached")
+    writer = driver.open_for_write("filling", 1)
+    try:
+        assert driver.queue_image("cached") is False
+        assert driver.queue_image("filling") is False
+    finally:
+        writer.discard()
+    assert driver.queue_image("z-first") is True
+    assert driver.queue_image("a-second") is True
+    assert driver.queue_image("z-first") is False
+    assert driver.is_queued("a-second")
+    assert driver.get_queued_images() == ["z-first", "a-second"]
+    driver.delete_queued_image("z-first")
+    assert driver.get_queued_images() == ["a-second"]
+    assert driver.delete_all_queued_images() == 1
+    assert driver.get_queued_images() == []
+
+
+def test_a_commit_pops_the_queue(driver):
+    assert driver.queue_image("img")
+    store(driver, "img")
+    assert not driver.is_queued("img") and driver.get_queued_images() == []
+
+
+def test_clean_removes_debris_but_never_a_live_fill(driver):
+    incomplete = os.path.join(driver.base_dir, "incomplete")
+    with open(os.path.join(driver.base_dir, "invalid", "bad"), "wb"):
+        pass
+    with open(os.path.join(incomplete, "dead"), "wb"):   # no writer holds it
+        pass
+    live = driver.open_for_write("live", 10)
+    try:
+        live.write(b"12345")
+        assert driver.clean() == 1          # default stall time: only invalid/ goes
+        assert "dead" in helpers.listing(incomplete)
+        assert driver.clean(stall_time=0) == 1
+        assert helpers.listing(os.path.join(driver.base_dir, "invalid")) == []
+        assert "dead" not in helpers.listing(incomplete)
+        assert driver.is_being_cached("live")
+        live.write(b"67890")
+        assert live.commit()
+    finally:
+        live.discard()
+    assert driver.is_cached("live") and driver.get_image_size("live") == 10
+
+
+def test_cached_nodes(driver, settings):
+    if settings["image_cache_driver"] != "centralized_db":
+        with pytest.raises(NotImplementedError):
+            driver.get_cached_nodes("img")
+        return
+    store(driver, "img")
+    assert driver.get_cached_nodes("img") == [settings["worker_self_reference_url"]]
