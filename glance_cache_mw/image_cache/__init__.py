@@ -21,6 +21,8 @@ from glance_cache_mw.image_cache.drivers import common
 
 LOG = logging.getLogger(__name__)
 
+ADMIT = object()   # fill(writer=ADMIT): the fill asks for admission itself
+
 LOCK_NAME = ".maintenance.lock"
 LOCK_POLL_S = 0.01
 FOLLOW_IDLE_TIMEOUT_S = 300
@@ -121,18 +123,22 @@ class ImageCache:
     # -- fills ---------------------------------------------------------------------------
 
     def fill(self, image_id, source, size, checksum=None, os_hash_algo=None,
-             os_hash_value=None, complete_in_background=None):
+             os_hash_value=None, complete_in_background=None, writer=ADMIT):
         """Wrap the origin's body ``source``: returns a TeeIterator to hand to the server.
 
         It caches when admitted (``.caching``); else it only verifies. Either way the
-        caller gets every byte, and the iterator owns ``close()``.
+        caller gets every byte, and the iterator owns ``close()``. ``writer``: a CacheWriter
+        from an earlier ``admit()`` (or None: verify only); by default the fill admits itself.
         """
         try:
             verifier = fill_mod.Verifier(size, checksum, os_hash_algo, os_hash_value)
         except ValueError as err:
             LOG.warning("not caching image %s: %s", image_id, err)
+            if writer is not ADMIT and writer is not None:
+                writer.discard("cannot verify: %s" % err)
             return fill_mod.TeeIterator(image_id, source, None, None)
-        writer = self.admit(image_id, size)
+        if writer is ADMIT:
+            writer = self.admit(image_id, size)
         if complete_in_background is None:
             complete_in_background = self.complete_fill_on_disconnect
         return fill_mod.TeeIterator(
