@@ -177,7 +177,7 @@ class ImageCache:
         return fill_mod.FollowIterator(
             image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
             poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
-            on_close=lambda: self._unregister_follower(image_id, mark))
+            mark_fd=mark, on_close=lambda: self._remove_follower_mark(image_id))
 
     def _follower_mark_path(self, image_id):
         return self.driver.get_path(common.INCOMPLETE, ".f.%s" % image_id)
@@ -194,6 +194,9 @@ class ImageCache:
 
     def _unregister_follower(self, image_id, mark_fd):
         os.close(mark_fd)
+        self._remove_follower_mark(image_id)
+
+    def _remove_follower_mark(self, image_id):
         try:
             common.remove_if_abandoned(self._follower_mark_path(image_id))
         except OSError as err:

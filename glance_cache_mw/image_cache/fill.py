@@ -195,7 +195,10 @@ class FollowIterator:
     """
 
     def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
-                 poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, on_close=None):
+                 poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, mark_fd=None,
+                 on_close=None):
+        """``fd``: the fill's file, opened for reading; ``mark_fd``: the follower mark
+        (closed with it); ``on_close()``: runs once after both are closed."""
         self.image_id = image_id
         self.size = size
         self.offset = 0
@@ -205,8 +208,19 @@ class FollowIterator:
         self._chunk_size = chunk_size
         self._poll_interval_s = poll_interval_s
         self._idle_timeout_s = idle_timeout_s
+        self._mark_fd = mark_fd
         self._on_close = on_close
         self.fell_back = False
+        common.hold_across_fork(self)
+
+    def forget_fds_after_fork(self):
+        """In a forked child: close our copies; the parent keeps following."""
+        self._on_close = None
+        for name in ("_fd", "_mark_fd"):
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
 
     def __iter__(self):
         return self
@@ -265,6 +279,9 @@ class FollowIterator:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+        mark_fd, self._mark_fd = self._mark_fd, None
+        if mark_fd is not None:
+            os.close(mark_fd)
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()

@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import stat
+import weakref
 
 from glance_cache_mw import exception
 
@@ -49,6 +50,25 @@ MODE_VERIFIED = 0o640
 CacheEntry = collections.namedtuple(
     "CacheEntry", "image_id size last_accessed last_modified hits")
 CacheEntry.__doc__ = "One cached image: its bytes on disk and its usage statistics."
+
+
+# Objects holding fill locks. A forked child inherits their file descriptors, and with them
+# the flock (it belongs to the shared open file description): the child drops its copies at
+# once, so "unlocked" keeps meaning "the writer is gone" (DESIGN "The miss path" step 2).
+_FORK_HOLDERS = weakref.WeakSet()
+
+
+def hold_across_fork(holder):
+    """Register an object whose ``forget_fds_after_fork()`` runs in every forked child."""
+    _FORK_HOLDERS.add(holder)
+
+
+def _after_fork_in_child():
+    for holder in list(_FORK_HOLDERS):
+        holder.forget_fds_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class InvalidImageId(exception.Invalid):
@@ -193,6 +213,13 @@ class CacheWriter:
             os.close(self._fd)
             self._fd = None
             raise
+        hold_across_fork(self)
+
+    def forget_fds_after_fork(self):
+        """In a forked child: close our copy of the fd; the parent keeps writing."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _publish_incomplete(self):
         for _attempt in range(3):

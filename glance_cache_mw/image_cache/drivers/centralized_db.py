@@ -1,0 +1,163 @@
+"""The shared-database driver: cache metadata in the main image database, one set per node.
+
+Each API node keeps its image files on its own disk, like the other drivers, and records them
+in ``cached_images`` under its ``worker_self_reference_url`` (a ``node_reference`` row), so
+that operators see every node's cache in one place (``get_cached_nodes``). The files decide
+what is cached (base class); the rows only order and annotate them.
+
+Unlike Glance's driver (reference/glance-cache.md §3.5, §6):
+
+* configure() fails with BadDriverConfiguration, naming the cause, when
+  worker_self_reference_url or sql_connection is missing or the database cannot be used;
+  Glance went on without a node row and failed every later insert (W2);
+* a file without a row (crash between rename and insert, a driver switch) is still listed and
+  evictable, and gets its row on its next hit; an empty cache has no LRU entry (never
+  ``(None, 0)``, W2);
+* hits are batched in memory and written in one transaction per flush, not one per read;
+* a re-committed image replaces its stale row instead of keeping the old size and hits;
+* naive UTC times are read as UTC (W19), via ``db.cache_api``.
+"""
+
+import logging
+import os
+
+import sqlalchemy as sa
+
+from glance_cache_mw import exception
+from glance_cache_mw.db import cache_api
+from glance_cache_mw.db import engine as db_engine
+from glance_cache_mw.image_cache.drivers import base
+
+LOG = logging.getLogger(__name__)
+
+
+class CentralizedDbDriver(base.Driver):
+    """Cache metadata as this node's rows of ``cached_images`` in the main database."""
+
+    name = "centralized_db"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.node_url = getattr(self.config, "worker_self_reference_url", None)
+        self.engine = None
+        self._owns_engine = False
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _bad(self, reason):
+        return exception.BadDriverConfiguration(driver_name=self.name, reason=reason)
+
+    def configure_metadata(self):
+        if not self.node_url:
+            raise self._bad("worker_self_reference_url is not set: this driver keys the "
+                            "node's cache rows by it (set it to this node's API URL)")
+        url = getattr(self.config, "sql_connection", None)
+        if not url:
+            raise self._bad("sql_connection is not set: this driver keeps its rows in the "
+                            "main image database")
+        self.engine, self._owns_engine = self._engine_for(url)
+        try:
+            node = cache_api.node_reference_create(self.node_url, engine=self.engine)
+        except sa.exc.SQLAlchemyError as err:
+            self._dispose_engine()
+            raise self._bad("cannot register node %s in %s: %s (is the database reachable "
+                            "and synced with 'glance-cache-mw-manage db sync'?)"
+                            % (self.node_url, _safe_url(url), _first_line(err))) from err
+        LOG.debug("node %s is node_reference %s", self.node_url, node["node_reference_id"])
+
+    def _engine_for(self, url):
+        """The process's configured engine when it is for the same database, else our own."""
+        try:
+            wanted = db_engine.normalize_url(url)
+            if db_engine.is_configured() and db_engine.get_engine().url == wanted:
+                return db_engine.get_engine(), False
+            return db_engine.create_engine(url), True
+        except (sa.exc.ArgumentError, ImportError, exception.InvalidConfiguration) as err:
+            raise self._bad("sql_connection=%s cannot be used: %s"
+                            % (_safe_url(url), _first_line(err))) from err
+
+    def _dispose_engine(self):
+        engine, self.engine = self.engine, None
+        if engine is not None and self._owns_engine:
+            engine.dispose()
+
+    def close(self):
+        """Write pending hits, then release our database connections."""
+        try:
+            super().close()
+        finally:
+            self._dispose_engine()
+
+    # -- metadata hooks ------------------------------------------------------------------
+
+    def load_metadata(self):
+        return {entry["image_id"]: entry
+                for entry in cache_api.get_cached_images(self.node_url, engine=self.engine)}
+
+    def get_metadata(self, image_id):
+        return cache_api.get_cached_image(image_id, self.node_url, engine=self.engine)
+
+    def record_commit(self, image_id, size):
+        try:
+            self._insert(image_id, size)
+        except exception.NotFound:
+            # Our node row was removed (node_reference_delete) while we ran: register again.
+            LOG.warning("node %s was not registered any more; registering it again",
+                        self.node_url)
+            cache_api.node_reference_create(self.node_url, engine=self.engine)
+            self._insert(image_id, size)
+
+    def _insert(self, image_id, size):
+        cache_api.insert_cache_details(image_id, self.node_url, size, replace=True,
+                                       engine=self.engine)
+
+    def forget(self, image_ids):
+        if image_ids:
+            cache_api.delete_cached_images(image_ids, self.node_url, engine=self.engine)
+
+    def forget_all(self):
+        cache_api.delete_all_cached_images(self.node_url, engine=self.engine)
+
+    def apply_hits(self, batch):
+        updated = cache_api.update_hit_counts(self.node_url, batch, engine=self.engine)
+        if updated < len(batch):
+            self._adopt_untracked(batch)
+
+    def _adopt_untracked(self, batch):
+        """Give files that were hit but have no row one, carrying the hits (duplicates of
+        rows that do exist are ignored: their hits were just counted)."""
+        entries = []
+        for image_id, (count, when) in batch.items():
+            try:
+                st = os.stat(self.get_image_filepath(image_id))
+            except FileNotFoundError:
+                continue   # evicted meanwhile: nothing to track
+            entries.append({"image_id": image_id, "size": st.st_size, "hits": count,
+                            "last_accessed": when, "last_modified": st.st_mtime})
+        if entries:
+            LOG.info("tracking %d cached files that had no row for node %s",
+                     len(entries), self.node_url)
+            cache_api.insert_many_cache_details(self.node_url, entries, engine=self.engine)
+
+    # -- shared view ---------------------------------------------------------------------
+
+    def get_cached_nodes(self, image_id):
+        """URLs of every node that has the image cached (sorted), this one included."""
+        return cache_api.get_cached_nodes(image_id, engine=self.engine)
+
+    def get_stale_cached_images(self):
+        """Ids this node caches whose image is deleted, not active or gone from the database
+        (deleted or deactivated through another node): the next maintenance pass evicts them."""
+        return cache_api.get_stale_cached_images(self.node_url, engine=self.engine)
+
+
+def _safe_url(url):
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return repr(url)
+
+
+def _first_line(err):
+    text = str(getattr(err, "orig", None) or err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__

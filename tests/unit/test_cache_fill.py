@@ -1,0 +1,466 @@
+"""Fill guarantees, each caused for real: threads, forked processes, SIGKILL, RLIMIT_FSIZE."""
+
+import hashlib
+import os
+import resource
+import signal
+import threading
+import time
+
+import pytest
+
+from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache import fill
+from tests.unit import cache_helpers as helpers
+from tests.unit.cache_helpers import Origin, GatedOrigin
+
+SIZE = 64 * 1024      # 16 chunks of 4 KiB
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return helpers.settings(tmp_path)
+
+
+@pytest.fixture
+def cache(settings):
+    instance = ImageCache.from_config(settings)
+    yield instance
+    instance.close()
+
+
+def incomplete(cache):
+    return helpers.listing(cache.driver.get_path("incomplete"))
+
+
+def invalid(cache):
+    return helpers.listing(cache.driver.get_path("invalid"))
+
+
+def cached_bytes(cache, image_id):
+    with open(cache.driver.get_image_filepath(image_id), "rb") as handle:
+        return handle.read()
+
+
+# -- verification ------------------------------------------------------------------------
+
+DATA = helpers.body(SIZE, b"verify")
+GOOD = helpers.hashes(DATA, "sha256")
+
+
+@pytest.mark.parametrize("record", [
+    {"checksum": GOOD["checksum"]},
+    {"os_hash_algo": "sha256", "os_hash_value": GOOD["os_hash_value"]},
+    {"os_hash_algo": "sha512", "os_hash_value": hashlib.sha512(DATA).hexdigest()},
+    GOOD,
+    {},   # no hash at all: committed because the size matches
+], ids=["md5", "sha256", "sha512", "both", "size-only"])
+def test_a_matching_body_is_committed(cache, record):
+    origin = Origin(helpers.chunks(DATA))
+    tee = cache.fill("img", origin, SIZE, **record)
+    assert tee.caching
+    assert helpers.drain(tee) == DATA
+    assert tee.committed and cache.is_cached("img")
+    assert cached_bytes(cache, "img") == DATA
+    assert origin.closed and incomplete(cache) == [] and invalid(cache) == []
+
+
+@pytest.mark.parametrize("parts,size,record", [
+    (helpers.chunks(DATA), SIZE, dict(GOOD, checksum="0" * 32)),
+    (helpers.chunks(DATA), SIZE, dict(GOOD, os_hash_value="0" * 64)),
+    (helpers.chunks(DATA)[:-1], SIZE, {}),                    # short origin, no hashes
+    (helpers.chunks(DATA) + [b"extra"], SIZE, {}),            # long origin, no hashes
+    (helpers.chunks(DATA)[:-1], SIZE, GOOD),                  # short origin, hashes
+], ids=["bad-md5", "bad-os-hash", "short", "long", "short-hashed"])
+def test_a_mismatching_body_is_never_servable(cache, parts, size, record):
+    origin = Origin(parts)
+    tee = cache.fill("img", origin, size, **record)
+    received = bytearray()
+    with pytest.raises(fill.ImageDataMismatch):
+        for chunk in tee:
+            received += chunk
+    tee.close()
+    # The last chunk is held back: the client sees a short body, not a "good" one (W7).
+    assert len(received) < sum(map(len, parts))
+    assert not cache.is_cached("img") and cache.get_cached_images() == []
+    assert invalid(cache) == ["img"] and incomplete(cache) == []
+    assert origin.closed
+
+
+def test_an_origin_failure_is_propagated_and_never_cached(cache):
+    origin = Origin(helpers.chunks(DATA), fail_after=5)
+    tee = cache.fill("img", origin, SIZE, **GOOD)
+    with pytest.raises(IOError):
+        helpers.drain(tee)
+    assert not cache.is_cached("img") and invalid(cache) == ["img"]
+    assert origin.closed and incomplete(cache) == []
+
+
+def test_an_unknown_hash_algorithm_bypasses_the_cache(cache):
+    tee = cache.fill("img", Origin([DATA]), SIZE, os_hash_algo="nohash", os_hash_value="ab")
+    assert not tee.caching
+    assert helpers.drain(tee) == DATA
+    assert not cache.is_cached("img")
+
+
+# -- one writer --------------------------------------------------------------------------
+
+def test_one_writer_per_image_across_threads(cache):
+    barrier = threading.Barrier(8)
+    tees = []
+
+    def start():
+        barrier.wait()
+        tees.append(cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(tee.caching for tee in tees) == 1
+    for tee in tees:
+        assert helpers.drain(tee) == DATA    # everyone still gets every byte
+    assert cached_bytes(cache, "img") == DATA
+
+
+def _try_to_fill(conn, settings, barrier):
+    cache = ImageCache.from_config(settings)
+    barrier.wait()
+    writer = cache.admit("img", 4)
+    conn.send(("tried", writer is not None))
+    if writer is not None:
+        conn.recv()          # keep the fill open until every process has tried
+        writer.write(b"data")
+        writer.commit()
+    cache.close()
+
+
+def test_one_writer_per_image_across_processes(settings, cache):
+    barrier = helpers.MP.Barrier(6)
+    children = [helpers.run_child(_try_to_fill, settings, barrier) for _ in range(6)]
+    results = [helpers.recv(conn)[1] for _, conn in children]
+    assert results.count(True) == 1
+    for process, conn in children:
+        if results[children.index((process, conn))]:
+            conn.send(("finish",))
+        process.join(helpers.WAIT_S)
+        conn.close()
+        assert process.exitcode == 0
+    assert cached_bytes(cache, "img") == b"data"
+
+
+# -- coalescing --------------------------------------------------------------------------
+
+def _follow(conn, settings, image_id, size, with_fallback_data=None):
+    cache = ImageCache.from_config(settings)
+    fallback = None
+    if with_fallback_data is not None:
+        def fallback(offset):
+            return Origin([with_fallback_data[offset:]])
+    follower = cache.follow(image_id, size, fallback=fallback)
+    conn.send(("following", follower is not None))
+    received = bytearray()
+    try:
+        for chunk in follower:
+            if not received:
+                conn.send(("first-chunk",))
+            received += chunk
+        conn.send(("done", bytes(received), follower.fell_back))
+    except (fill.FillAbandoned, fill.ImageDataMismatch) as err:
+        conn.send(("failed", type(err).__name__, len(received)))
+    finally:
+        follower.close()
+        cache.close()
+
+
+def _start_fill(cache, image_id, parts, record, released=2):
+    """A fill with ``released`` chunks on disk, its client having read the first one."""
+    origin = GatedOrigin(parts)
+    tee = cache.fill(image_id, origin, sum(map(len, parts)), **record)
+    assert tee.caching
+    origin.release(released)
+    first = next(tee)
+    return origin, tee, first
+
+
+def test_a_follower_in_another_process_gets_the_same_bytes(settings, cache):
+    parts = helpers.chunks(DATA)
+    origin, tee, first = _start_fill(cache, "img", parts, GOOD)
+    process, conn = helpers.run_child(_follow, settings, "img", SIZE)
+    assert helpers.recv(conn) == ("following", True)
+    assert helpers.recv(conn) == ("first-chunk",)   # it is reading a file still growing
+    origin.release(len(parts) - 2)
+    assert first + helpers.drain(tee) == DATA
+    message = helpers.recv(conn)
+    assert message[:2] == ("done", DATA)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert tee.committed and cached_bytes(cache, "img") == DATA
+
+
+def test_a_follower_thread_gets_the_same_bytes(cache):
+    parts = helpers.chunks(DATA)
+    origin, tee, first = _start_fill(cache, "img", parts, GOOD)
+    follower = cache.follow("img", SIZE)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(helpers.drain(follower)))
+    thread.start()
+    origin.release(len(parts) - 2)
+    assert first + helpers.drain(tee) == DATA
+    thread.join()
+    assert result == [DATA]
+
+
+def test_follow_returns_none_without_a_live_fill(cache):
+    assert cache.follow("img", SIZE) is None
+    with open(cache.driver.get_image_filepath("img", "incomplete"), "wb"):
+        pass     # debris of a dead writer: nothing to follow
+    assert cache.follow("img", SIZE) is None
+    assert incomplete(cache) == ["img"]
+
+
+def test_a_follower_falls_back_when_the_fill_fails(settings, cache):
+    parts = helpers.chunks(DATA)
+    origin = GatedOrigin(parts)
+    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
+    origin.release(3)
+    next(tee)
+    process, conn = helpers.run_child(_follow, settings, "img", SIZE, DATA)
+    assert helpers.recv(conn) == ("following", True)
+    assert helpers.recv(conn) == ("first-chunk",)
+    origin.release(2)
+    with pytest.raises(IOError):
+        helpers.drain(tee)
+    message = helpers.recv(conn)
+    assert message == ("done", DATA, True)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert not cache.is_cached("img")
+
+
+def _failing_after(origin, count):
+    for index, part in enumerate(origin):
+        if index == count:
+            raise IOError("origin connection reset")
+        yield part
+
+
+def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
+    parts = helpers.chunks(DATA)
+    origin = GatedOrigin(parts)
+    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
+    origin.release(5)
+    next(tee)
+    follower = cache.follow("img", SIZE)
+    assert len(next(follower)) == 4096
+    with pytest.raises(IOError):
+        helpers.drain(tee)
+    with pytest.raises(fill.FillAbandoned):
+        helpers.drain(follower)
+
+
+def test_a_follower_never_gets_the_last_bytes_of_a_mismatch(settings, cache):
+    parts = helpers.chunks(DATA)
+    origin, tee, first = _start_fill(cache, "img", parts, dict(GOOD, checksum="0" * 32))
+    process, conn = helpers.run_child(_follow, settings, "img", SIZE)
+    assert helpers.recv(conn) == ("following", True)
+    assert helpers.recv(conn) == ("first-chunk",)
+    origin.release(len(parts) - 2)
+    with pytest.raises(fill.ImageDataMismatch):
+        helpers.drain(tee)
+    kind, name, received = helpers.recv(conn)
+    assert (kind, name) == ("failed", "ImageDataMismatch") and received < SIZE
+    process.join(helpers.WAIT_S)
+    conn.close()
+
+
+# -- client disconnect -------------------------------------------------------------------
+
+def test_a_disconnect_abandons_the_fill_at_once(cache):
+    origin = Origin(helpers.chunks(DATA))
+    tee = cache.fill("img", origin, SIZE, **GOOD)
+    next(tee)
+    next(tee)
+    tee.close()
+    assert origin.closed
+    assert incomplete(cache) == [] and invalid(cache) == []
+    assert not cache.is_cached("img") and cache.is_cacheable("img")
+
+
+def test_a_disconnect_can_complete_the_fill_in_the_background(cache):
+    origin = Origin(helpers.chunks(DATA))
+    tee = cache.fill("img", origin, SIZE, complete_in_background=True, **GOOD)
+    next(tee)
+    tee.close()
+    tee.background.join(helpers.WAIT_S)
+    assert origin.closed and cache.is_cached("img")
+    assert cached_bytes(cache, "img") == DATA
+
+
+def test_a_disconnect_with_followers_completes_for_them(settings, cache):
+    parts = helpers.chunks(DATA)
+    origin, tee, _first = _start_fill(cache, "img", parts, GOOD)
+    process, conn = helpers.run_child(_follow, settings, "img", SIZE)
+    assert helpers.recv(conn) == ("following", True)
+    assert helpers.recv(conn) == ("first-chunk",)
+    tee.close()                         # the filler's client leaves
+    assert tee.background is not None
+    origin.release(len(parts) - 2)
+    assert helpers.recv(conn)[:2] == ("done", DATA)
+    tee.background.join(helpers.WAIT_S)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert cached_bytes(cache, "img") == DATA
+
+
+# -- crashes -----------------------------------------------------------------------------
+
+def _fill_until_killed(conn, settings, image_id, stage):
+    """Fill from an origin that reports ``stage`` and then stalls until SIGKILL."""
+    cache = ImageCache.from_config(settings)
+    parts = helpers.chunks(DATA)
+
+    def origin():
+        if stage == "admitted":
+            conn.send(("ready",))
+            time.sleep(3600)
+        for index, part in enumerate(parts):
+            yield part
+            if stage == "mid-stream" and index == 4:
+                conn.send(("ready",))
+                time.sleep(3600)
+        conn.send(("ready",))             # stage "all-written": every byte is on disk
+        time.sleep(3600)
+
+    tee = cache.fill(image_id, origin(), SIZE, **GOOD)
+    assert tee.caching
+    for _chunk in tee:
+        pass
+
+
+@pytest.mark.parametrize("stage", ["admitted", "mid-stream", "all-written"])
+def test_a_sigkilled_fill_leaves_nothing_servable(settings, cache, stage):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", stage)
+    assert helpers.recv(conn) == ("ready",)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert not cache.is_cached("img") and cache.get_cached_images() == []
+    assert not cache.is_being_cached("img") and cache.follow("img", SIZE) is None
+    assert "img" in incomplete(cache)           # the debris is there ...
+    assert cache.clean(stall_time=0) >= 2       # ... the file and its reservation name
+    assert incomplete(cache) == []
+    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
+    assert tee.caching and helpers.drain(tee) == DATA
+    assert cached_bytes(cache, "img") == DATA
+
+
+def test_the_next_fill_takes_over_debris_without_a_clean(settings, cache):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", "mid-stream")
+    assert helpers.recv(conn) == ("ready",)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
+    assert tee.caching and helpers.drain(tee) == DATA
+    assert cached_bytes(cache, "img") == DATA
+
+
+def test_a_follower_survives_a_sigkilled_filler(settings, cache):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", "mid-stream")
+    assert helpers.recv(conn) == ("ready",)
+    follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:]]))
+    first = next(follower)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert first + helpers.drain(follower) == DATA
+    assert follower.fell_back
+
+
+# -- write errors ------------------------------------------------------------------------
+
+def _fill_with_file_size_limit(conn, settings, data, limit):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
+    cache = ImageCache.from_config(settings)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data), **helpers.hashes(data))
+    started = tee.caching
+    received = helpers.drain(tee)
+    conn.send(("done", received == data, started, tee.caching, cache.is_cached("img")))
+    cache.close()
+
+
+def test_a_write_error_stops_caching_but_not_the_download(settings, cache):
+    data = helpers.body(1024 * 1024, b"big")
+    process, conn = helpers.run_child(_fill_with_file_size_limit, settings, data, 256 * 1024)
+    message = helpers.recv(conn)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert message == ("done", True, True, False, False)
+    assert incomplete(cache) == [] and not cache.is_cached("img")
+    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data))   # no limit here
+    assert helpers.drain(tee) == data and cache.is_cached("img")
+
+
+# -- admission ---------------------------------------------------------------------------
+
+def _store(cache, image_id, size):
+    data = helpers.body(size, image_id.encode())
+    tee = cache.fill(image_id, Origin([data]), size)
+    assert helpers.drain(tee) == data and tee.committed
+
+
+def test_admission_evicts_lru_to_stay_within_max_size(tmp_path):
+    cache = helpers.make_cache(tmp_path, image_cache_max_size=100)
+    try:
+        for image_id in ("a", "b", "c"):
+            _store(cache, image_id, 30)
+        cache.driver.record_hit("a")
+        _store(cache, "d", 30)
+        assert [i["image_id"] for i in cache.get_cached_images()] == ["a", "c", "d"]
+        assert cache.get_cache_size() <= 100
+    finally:
+        cache.close()
+
+
+def test_an_image_larger_than_the_cache_is_not_cached(tmp_path):
+    cache = helpers.make_cache(tmp_path, image_cache_max_size=100)
+    try:
+        _store(cache, "small", 50)
+        data = helpers.body(101)
+        tee = cache.fill("big", Origin([data]), 101)
+        assert not tee.caching and helpers.drain(tee) == data
+        assert cache.is_cached("small") and not cache.is_cached("big")
+    finally:
+        cache.close()
+
+
+def test_fills_in_flight_count_against_max_size(tmp_path):
+    cache = helpers.make_cache(tmp_path, image_cache_max_size=100)
+    try:
+        first = cache.fill("x", Origin([b"x" * 60]), 60)
+        second = cache.fill("y", Origin([b"y" * 60]), 60)
+        assert first.caching and not second.caching
+        assert helpers.drain(second) == b"y" * 60
+        assert helpers.drain(first) == b"x" * 60
+        assert cache.get_cache_size() == 60
+    finally:
+        cache.close()
+
+
+def test_no_room_on_the_disk_means_no_caching(tmp_path):
+    disk = os.statvfs(tmp_path)
+    cache = helpers.make_cache(tmp_path, image_cache_min_free=disk.f_blocks * disk.f_frsize)
+    try:
+        tee = cache.fill("img", Origin([DATA]), SIZE)
+        assert not tee.caching and helpers.drain(tee) == DATA
+        assert incomplete(cache) == [] and not cache.is_cached("img")
+    finally:
+        cache.close()
+
+
+def test_an_unknown_size_is_not_cached(cache):
+    tee = cache.fill("img", Origin([DATA]), None)
+    assert not tee.caching and helpers.drain(tee) == DATA
