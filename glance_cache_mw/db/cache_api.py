@@ -70,6 +70,19 @@ def _insert_ignoring_duplicates(conn, table):
     raise exception.InvalidConfiguration(reason="unsupported database %r" % dialect)
 
 
+def _insert_replacing(conn):
+    """An INSERT into cached_images that overwrites the node's existing row for the image."""
+    dialect = conn.dialect.name
+    columns = ("size", "checksum", "hits", "last_accessed", "last_modified")
+    if dialect in _DIALECT_INSERTS:
+        stmt = _DIALECT_INSERTS[dialect](_CACHED)
+        return stmt.on_conflict_do_update(
+            index_elements=[_CACHED.c.image_id, _CACHED.c.node_reference_id],
+            set_={name: stmt.excluded[name] for name in columns})
+    stmt = mysql.insert(_CACHED)
+    return stmt.on_duplicate_key_update({name: stmt.inserted[name] for name in columns})
+
+
 def _chunks(items, size=_BATCH_ROWS):
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -140,17 +153,19 @@ def _cache_row(node_id, entry, now):
 
 @db_engine.retry_on_deadlock
 def insert_cache_details(image_id, node_url, size, checksum=None, last_accessed=None, *,
-                         last_modified=None, hits=0, engine=None):
+                         last_modified=None, hits=0, replace=False, engine=None):
     """Record that ``node_url`` caches ``image_id``; NotFound for an unknown node.
 
-    A row that already exists is left as it is (Glance ignores the duplicate too).
+    A row that already exists is left as it is (Glance ignores the duplicate too), unless
+    ``replace``: then it takes the new values (a fresh copy of the image was committed).
     """
     entry = {"image_id": image_id, "size": size, "checksum": checksum, "hits": hits,
              "last_accessed": last_accessed, "last_modified": last_modified}
     with db_engine.writer(engine) as conn:
         node_id = _require_node_id(conn, node_url)
-        conn.execute(_insert_ignoring_duplicates(conn, _CACHED),
-                     _cache_row(node_id, entry, models.utcnow()))
+        stmt = (_insert_replacing(conn) if replace
+                else _insert_ignoring_duplicates(conn, _CACHED))
+        conn.execute(stmt, _cache_row(node_id, entry, models.utcnow()))
 
 
 @db_engine.retry_on_deadlock
@@ -170,23 +185,21 @@ def insert_many_cache_details(node_url, entries, *, engine=None):
 
 def update_hit_count(image_id, node_url, *, accessed_at=None, engine=None):
     """One more hit and a fresh last_accessed; False if the node has no row for the image."""
-    return update_hit_counts(node_url, [(image_id, accessed_at)], engine=engine) > 0
+    return update_hit_counts(node_url, {image_id: (1, accessed_at)}, engine=engine) > 0
 
 
 @db_engine.retry_on_deadlock
 def update_hit_counts(node_url, hits, *, engine=None):
     """Record a batch of hits in one transaction; returns how many rows were updated.
 
-    ``hits`` is an iterable of ``(image_id, accessed_at)`` pairs, one per hit (``accessed_at``
-    may be None for now). last_accessed only moves forward, so batches may arrive out of order.
-    Rows are updated in image-id order so that concurrent batches cannot deadlock.
+    ``hits`` maps image_id to ``(count, last_accessed)`` (the drivers' batch format;
+    ``last_accessed`` may be None for now). last_accessed only moves forward, so batches may
+    arrive out of order. Rows are updated in image-id order so that concurrent batches cannot
+    deadlock. Images without a row are skipped.
     """
     now = models.utcnow()
-    totals = {}
-    for image_id, accessed_at in hits:
-        count, latest = totals.get(image_id, (0, None))
-        accessed_at = _to_db_time(accessed_at or now)
-        totals[image_id] = (count + 1, accessed_at if latest is None else max(latest, accessed_at))
+    totals = {image_id: (count, _to_db_time(accessed_at or now))
+              for image_id, (count, accessed_at) in hits.items()}
     if not totals:
         return 0
     at = sa.bindparam("b_at", type_=sa.DateTime)
@@ -245,6 +258,15 @@ def get_cached_images(node_url, *, engine=None):
                             .where(_CACHED.c.node_reference_id == _node_id_of(node_url))
                             .order_by(_CACHED.c.image_id)).all()
     return [_entry(row) for row in rows]
+
+
+def get_cached_image(image_id, node_url, *, engine=None):
+    """This node's entry for the image (as in get_cached_images), or None."""
+    with db_engine.reader(engine) as conn:
+        row = conn.execute(sa.select(_CACHED).where(
+            _CACHED.c.node_reference_id == _node_id_of(node_url),
+            _CACHED.c.image_id == image_id)).one_or_none()
+    return None if row is None else _entry(row)
 
 
 def get_least_recently_accessed_entries(node_url, *, limit=None, engine=None):

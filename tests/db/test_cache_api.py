@@ -96,6 +96,20 @@ def test_insert_cache_details_and_duplicates_are_ignored(nodes):
     assert cache_api.get_cached_images(NODE_B) == []
 
 
+def test_insert_with_replace_overwrites_the_row(nodes):
+    cache_api.insert_cache_details("img", NODE_A, 10, last_accessed=_at(0))
+    cache_api.update_hit_count("img", NODE_A, accessed_at=_at(5))
+    cache_api.insert_cache_details("img", NODE_B, 10, last_accessed=_at(0))
+    cache_api.insert_cache_details("img", NODE_A, 20, checksum="d" * 32, last_accessed=_at(9),
+                                   last_modified=_at(9), replace=True)
+    entry = cache_api.get_cached_image("img", NODE_A)
+    assert (entry["size"], entry["hits"], entry["checksum"]) == (20, 0, "d" * 32)
+    assert entry["last_accessed"] == entry["last_modified"] == _epoch(_at(9))
+    assert cache_api.get_cached_image("img", NODE_B)["size"] == 10
+    assert cache_api.get_cached_image("missing", NODE_A) is None
+    assert len(cache_api.get_cached_images(NODE_A)) == 1
+
+
 def test_insert_defaults_times_to_now(nodes):
     before = time.time()
     cache_api.insert_cache_details("img", NODE_A, 1)
@@ -152,8 +166,7 @@ def test_update_hit_count_without_row_changes_nothing(nodes):
 def test_update_hit_counts_records_a_batch(nodes):
     for image_id in ("a", "b", "c"):
         cache_api.insert_cache_details(image_id, NODE_A, 1, last_accessed=_at(100))
-    hits = [("a", _at(110)), ("b", _at(120)), ("a", _at(130)), ("a", _at(105)),
-            ("c", _at(50)), ("gone", _at(200))]
+    hits = {"a": (3, _at(130)), "b": (1, _at(120)), "c": (1, _at(50)), "gone": (2, _at(200))}
     assert cache_api.update_hit_counts(NODE_A, hits) == 3
     entries = {e["image_id"]: e for e in cache_api.get_cached_images(NODE_A)}
     assert {k: e["hits"] for k, e in entries.items()} == {"a": 3, "b": 1, "c": 1}
@@ -164,14 +177,15 @@ def test_update_hit_counts_records_a_batch(nodes):
 
 
 def test_update_hit_counts_edge_cases(nodes):
-    assert cache_api.update_hit_counts(NODE_A, []) == 0
-    assert cache_api.update_hit_counts("http://unknown", [("a", None)]) == 0
+    assert cache_api.update_hit_counts(NODE_A, {}) == 0
+    assert cache_api.update_hit_counts("http://unknown", {"a": (1, None)}) == 0
 
 
 def test_update_hit_counts_larger_than_one_chunk(nodes):
     ids = [_image_id(n) for n in range(1200)]
     cache_api.insert_many_cache_details(NODE_A, [{"image_id": i, "size": 1} for i in ids])
-    assert cache_api.update_hit_counts(NODE_A, [(i, None) for i in ids + ids[:10]]) == 1200
+    hits = {i: (2 if n < 10 else 1, None) for n, i in enumerate(ids)}
+    assert cache_api.update_hit_counts(NODE_A, hits) == 1200
     assert cache_api.get_hit_count(ids[0], NODE_A) == 2
     assert cache_api.get_hit_count(ids[-1], NODE_A) == 1
 
@@ -185,7 +199,10 @@ def test_concurrent_hit_batches_lose_nothing(nodes):
         rng = random.Random(seed)
         try:
             for _ in range(10):
-                batch = [(rng.choice(ids), None) for _ in range(30)]
+                batch = {}
+                for _ in range(30):
+                    image_id = rng.choice(ids)
+                    batch[image_id] = (batch.get(image_id, (0, None))[0] + 1, None)
                 cache_api.update_hit_counts(NODE_A, batch)
         except Exception as err:  # collected and reported by the main thread
             errors.append(err)
