@@ -75,3 +75,15 @@ def sorted_ids(images, keys, dirs):
     for key, direction in reversed(list(zip(keys, dirs))):
         ordered.sort(key=lambda image: image[key], reverse=(direction == "desc"))
     return ids(ordered)
+
+
+def insert_rows(db, table, *rows):
+    """Write child rows straight into ``table`` (a models table), bypassing the DB API.
+
+    For states a Glance-created database may hold but our API would not create, such as
+    duplicate live tag or member rows (spec §1, §4.8, §4.9).
+    """
+    with db.engine.begin() as conn:
+        for row in rows:
+            conn.execute(table.insert().values(
+                **{"created_at": BASE_TIME, "updated_at": BASE_TIME, "deleted": False, **row}))
