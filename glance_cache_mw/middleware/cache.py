@@ -1,0 +1,250 @@
+"""CacheFilter: serve image downloads from the local cache, fill it on misses, evict on change.
+
+Paste: ``[filter:cache] use = egg:glance_cache_mw#cache``. For every ``GET|HEAD
+/v2[.N]/images/{id}/file`` it validates the id (404 before any disk or DB access), checks the
+image through the DB API with the caller's context (missing or invisible → 404, deactivated →
+403 for non-admins), then answers from the cache (HIT, Range too), by following a fill in
+progress (COALESCED), or from the origin while filling the cache (MISS). Anything else goes to
+the app untouched, except that a successful image DELETE or deactivate evicts the local copy.
+"""
+
+import logging
+import os
+import re
+
+import webob
+import webob.exc
+
+from glance_cache_mw import config as cfg
+from glance_cache_mw import exception
+from glance_cache_mw.db import api as db_api_module
+from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.middleware import download
+
+LOG = logging.getLogger(__name__)
+
+STATUS_HEADER = "X-Image-Cache"
+_VERSION = r"^/v2(?:\.\d+)?"
+_DOWNLOAD_RE = re.compile(_VERSION + r"/images/(.+)/file/?$")
+_IMAGE_RE = re.compile(_VERSION + r"/images/([^/]+)/?$")
+_DEACTIVATE_RE = re.compile(_VERSION + r"/images/([^/]+)/actions/deactivate/?$")
+
+
+def filter_factory(global_conf, **local_conf):
+    """[filter:cache] use = egg:glance_cache_mw#cache"""
+    config = cfg.Config.from_mapping({**global_conf, **local_conf})
+
+    def make_filter(app):
+        db_api = db_api_module.configured(config.sql_connection)
+        return CacheFilter(app, ImageCache.from_config(config), db_api,
+                           chunk_size=config.chunk_size)
+    return make_filter
+
+
+class CacheFilter:
+    """The cache in front of an images app; everything it does not handle goes to ``app``."""
+
+    def __init__(self, app, cache, db_api, *, chunk_size=65536):
+        self.app = app
+        self.cache = cache
+        self.db_api = db_api
+        self.chunk_size = chunk_size
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if method in ("GET", "HEAD"):
+            match = _DOWNLOAD_RE.match(path)
+            if match:
+                return self._download(environ, start_response, match.group(1), method == "HEAD")
+        elif method == "DELETE":
+            match = _IMAGE_RE.match(path)
+            if match:
+                return self._evict_after(environ, start_response, match.group(1))
+        elif method == "POST":
+            match = _DEACTIVATE_RE.match(path)
+            if match:
+                return self._evict_after(environ, start_response, match.group(1))
+        return self.app(environ, start_response)
+
+    # -- downloads -----------------------------------------------------------------------
+
+    def _download(self, environ, start_response, image_id, head):
+        if not common.is_image_id(image_id):
+            LOG.info("refused download of malformed image id %r", image_id)
+            return _error(webob.exc.HTTPNotFound, "No image found with ID %s" % image_id,
+                          environ, start_response)
+        context = environ.get("glance.context")
+        if context is None:
+            LOG.warning("no request context for %s: is the context filter before the cache?",
+                        environ.get("PATH_INFO"))
+            return self._bypass(environ, start_response)
+        try:
+            image = self.db_api.image_get(context, image_id)
+        except (exception.NotFound, exception.Forbidden):
+            image = None
+        if image is None or image["deleted"]:   # deleted is gone, for admins too (LP #1081941)
+            return _error(webob.exc.HTTPNotFound, "No image found with ID %s" % image_id,
+                          environ, start_response)
+        if image["status"] == "deactivated" and not context.is_admin:
+            return _error(webob.exc.HTTPForbidden,
+                          "The requested image has been deactivated. Image data download "
+                          "is forbidden.", environ, start_response)
+        if image["status"] != "active" or not image.get("size"):
+            return self._bypass(environ, start_response)
+        range_header = environ.get("HTTP_RANGE")
+        if range_header and download.is_multi_range(range_header):
+            return self._bypass(environ, start_response)
+        handle = self._open_hit(image)
+        if handle is not None:
+            return self._serve_hit(environ, start_response, image, handle, range_header, head)
+        if range_header or head:
+            return self._bypass(environ, start_response)
+        return self._miss(environ, start_response, image)
+
+    def _open_hit(self, image):
+        """The cached file, or None; a file whose size disagrees with the record is evicted."""
+        image_id = image["id"]
+        try:
+            handle = self.cache.open_hit(image_id)
+        except OSError as err:
+            LOG.warning("cannot read cached image %s: %s", image_id, err)
+            return None
+        if handle is None:
+            return None
+        size = os.fstat(handle.fileno()).st_size
+        if size != image["size"]:
+            handle.close()
+            LOG.warning("evicting cached image %s: %d bytes on disk, %d in the record",
+                        image_id, size, image["size"])
+            self.cache.delete_cached_image(image_id)
+            return None
+        return handle
+
+    def _serve_hit(self, environ, start_response, image, handle, range_header, head):
+        size = image["size"]
+        if range_header:
+            try:
+                start, length = download.parse_range(range_header, size)
+            except download.RangeNotSatisfiable:
+                handle.close()
+                response = webob.exc.HTTPRequestRangeNotSatisfiable(
+                    explanation="Range %r cannot be served from %d bytes." % (range_header, size))
+                response.headers["Content-Range"] = "bytes */%d" % size
+                response.headers[STATUS_HEADER] = "HIT"
+                return response(environ, start_response)
+            status = "206 Partial Content"
+            headers = download.download_headers(
+                image, length, download.content_range(start, length, size))
+        else:
+            start, length, status = 0, size, "200 OK"
+            headers = download.download_headers(image)
+        start_response(status, headers + [(STATUS_HEADER, "HIT")])
+        if head:
+            handle.close()
+            return [b""]
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and start == 0 and length == size:
+            return wrapper(handle, self.chunk_size)   # sendfile where the server offers it
+        return download.FileReader(handle, start, length, self.chunk_size)
+
+    def _miss(self, environ, start_response, image):
+        image_id, size = image["id"], image["size"]
+        follower = self._follow(environ, image)
+        if follower is not None:
+            start_response("200 OK", download.download_headers(image)
+                           + [(STATUS_HEADER, "COALESCED")])
+            return follower
+        writer = self.cache.admit(image_id, size)
+        if writer is None:
+            follower = self._follow(environ, image)   # another request won the race
+            if follower is not None:
+                start_response("200 OK", download.download_headers(image)
+                               + [(STATUS_HEADER, "COALESCED")])
+                return follower
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = status
+            if status.startswith("200"):
+                return _no_write   # sent below, once the body is wrapped
+            return start_response(status, _with_status(headers, "BYPASS"), exc_info)
+
+        try:
+            body = self.app(environ, capture)
+        except BaseException:
+            if writer is not None:
+                writer.discard("origin failed")
+            raise
+        if not captured.get("status", "").startswith("200"):
+            if writer is not None:
+                writer.discard("origin answered %s" % captured.get("status"))
+            return body
+        tee = self.cache.fill(image_id, body, size, checksum=image.get("checksum"),
+                              os_hash_algo=image.get("os_hash_algo"),
+                              os_hash_value=image.get("os_hash_value"), writer=writer)
+        start_response("200 OK", download.download_headers(image)
+                       + [(STATUS_HEADER, "MISS" if tee.caching else "BYPASS")])
+        return tee
+
+    def _follow(self, environ, image):
+        if not self.cache.is_being_cached(image["id"]):
+            return None
+        return self.cache.follow(image["id"], image["size"],
+                                 fallback=lambda offset: self._origin_from(environ, offset))
+
+    def _origin_from(self, environ, offset):
+        """The origin's bytes of this image from ``offset`` (a follower whose fill died)."""
+        sub = dict(environ)
+        sub["HTTP_RANGE"] = "bytes=%d-" % offset
+        sub["REQUEST_METHOD"] = "GET"
+        status = {}
+
+        def capture(status_line, headers, exc_info=None):
+            status["line"] = status_line
+            return lambda data: None
+
+        body = self.app(sub, capture)
+        expected = "206" if offset else "20"
+        if not status.get("line", "").startswith(expected):
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            raise IOError("origin answered %s to a range from %d" % (status.get("line"), offset))
+        return body
+
+    def _bypass(self, environ, start_response):
+        def tagged(status, headers, exc_info=None):
+            return start_response(status, _with_status(headers, "BYPASS"), exc_info)
+        return self.app(environ, tagged)
+
+    # -- invalidation --------------------------------------------------------------------
+
+    def _evict_after(self, environ, start_response, image_id):
+        """Pass the DELETE/deactivate on; after a 2xx drop the local copy and queue entry."""
+        def evicting(status, headers, exc_info=None):
+            if status.startswith("2") and common.is_image_id(image_id):
+                try:
+                    self.cache.delete_cached_image(image_id)
+                    self.cache.delete_queued_image(image_id)
+                except OSError as err:
+                    LOG.warning("could not evict image %s: %s", image_id, err)
+                else:
+                    LOG.info("evicted image %s after %s", image_id, environ["REQUEST_METHOD"])
+            return start_response(status, headers, exc_info)
+        return self.app(environ, evicting)
+
+
+def _no_write(data):
+    raise RuntimeError("the cache filter does not support the WSGI write() callable")
+
+
+def _with_status(headers, value):
+    return [(k, v) for k, v in headers if k.lower() != STATUS_HEADER.lower()] + [
+        (STATUS_HEADER, value)]
+
+
+def _error(exc_class, explanation, environ, start_response):
+    response = exc_class(explanation=explanation)
+    response.headers[STATUS_HEADER] = "BYPASS"
+    return response(environ, start_response)
