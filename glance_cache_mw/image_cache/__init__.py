@@ -80,6 +80,9 @@ class ImageCache:
     def get_cached_nodes(self, image_id):
         return self.driver.get_cached_nodes(image_id)
 
+    def get_least_recently_accessed(self):
+        return self.driver.get_least_recently_accessed()
+
     def get_image_size(self, image_id):
         return self.driver.get_image_size(image_id)
 
