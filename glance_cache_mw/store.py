@@ -1,0 +1,227 @@
+"""The file store: image data as one file per image under ``filesystem_store_datadir``.
+
+This is the origin the cache sits in front of. ``add`` streams an upload into a hidden temp
+file in the same directory while counting the bytes and computing the MD5 ``checksum`` and the
+SHA-512 ``os_hash_value``; only a complete, fsynced file is renamed into place, so a failed or
+aborted upload leaves nothing behind. ``open_for_read`` returns a chunked reader that owns the
+file (``close()``) and offers its ``path`` for sendfile.
+
+Image ids become file names, so every id is checked before the filesystem is touched.
+"""
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import typing
+
+from glance_cache_mw import exception
+
+LOG = logging.getLogger(__name__)
+
+HASH_ALGO = "sha512"
+DEFAULT_CHUNK_SIZE = 65536
+# A file name we can trust: no "/", no NUL, never "." or "..", at most 36 characters (the width
+# of the images.id column). Leading dots are refused too, which keeps temp files apart.
+_IMAGE_ID = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9_.-]{0,35}\Z")
+_TEMP_PREFIX = ".upload-"
+
+
+class StorageFull(exception.GlanceException):
+    message = "There is not enough disk space on the image storage media."
+
+
+class ImageSizeLimitExceeded(exception.LimitExceeded):
+    message = "The provided image is too large."
+
+
+class UploadIncomplete(exception.Invalid):
+    message = "The image data ended before the announced size was reached."
+
+
+class StoredData(typing.NamedTuple):
+    """What ``FileStore.add`` wrote: the values the image record needs."""
+
+    size: int
+    checksum: str
+    os_hash_algo: str
+    os_hash_value: str
+    path: str
+
+
+def is_valid_image_id(image_id):
+    """True when ``image_id`` can safely be used as a file name."""
+    return isinstance(image_id, str) and _IMAGE_ID.match(image_id) is not None
+
+
+def check_image_id(image_id):
+    """Raise ImageNotFound for an id that can never name a stored file."""
+    if not is_valid_image_id(image_id):
+        raise exception.ImageNotFound("No image found with ID %r" % (image_id,))
+
+
+class FileReader:
+    """Iterate over ``length`` bytes of a file from ``offset``, in chunks; owns the file.
+
+    ``path``, ``offset`` and ``length`` say what is served, so a caller may hand the file to
+    ``wsgi.file_wrapper`` (sendfile) instead of iterating.
+    """
+
+    def __init__(self, path, offset=0, length=None, chunk_size=DEFAULT_CHUNK_SIZE):
+        self.path = path
+        self.file = open(path, "rb")
+        try:
+            self.size = os.fstat(self.file.fileno()).st_size
+            self.offset = min(max(offset, 0), self.size)
+            available = self.size - self.offset
+            self.length = available if length is None else max(0, min(length, available))
+            self.file.seek(self.offset)
+        except BaseException:
+            self.file.close()
+            raise
+        self._remaining = self.length
+        self._chunk_size = chunk_size
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._remaining <= 0:
+            raise StopIteration
+        chunk = self.file.read(min(self._chunk_size, self._remaining))
+        if not chunk:
+            # The file shrank under us: stop rather than send fewer bytes than announced
+            # silently; the server sees a short body and drops the connection.
+            LOG.warning("%s ended %d bytes early", self.path, self._remaining)
+            raise StopIteration
+        self._remaining -= len(chunk)
+        return chunk
+
+    def close(self):
+        self.file.close()
+
+
+class FileStore:
+    """Keeps image data as ``{datadir}/{image_id}``."""
+
+    def __init__(self, datadir, chunk_size=DEFAULT_CHUNK_SIZE):
+        self.datadir = os.path.abspath(datadir)
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.filesystem_store_datadir, config.chunk_size)
+
+    def path_for(self, image_id):
+        """The data file of ``image_id`` (which may not exist); ImageNotFound for a bad id."""
+        check_image_id(image_id)
+        return os.path.join(self.datadir, image_id)
+
+    def location_url(self, image_id):
+        """The ``file://`` URL recorded as the image's location."""
+        return "file://" + self.path_for(image_id)
+
+    def exists(self, image_id):
+        return os.path.isfile(self.path_for(image_id))
+
+    def get_size(self, image_id):
+        """Size in bytes of the stored data; ImageNotFound if there is none."""
+        try:
+            return os.stat(self.path_for(image_id)).st_size
+        except FileNotFoundError:
+            raise exception.ImageNotFound("No data stored for image %s" % image_id) from None
+
+    def add(self, image_id, stream, expected_size=None, max_size=None):
+        """Store everything ``stream.read()`` yields as the data of ``image_id``.
+
+        Raises UploadIncomplete when ``expected_size`` is given and not met,
+        ImageSizeLimitExceeded past ``max_size``, StorageFull on ENOSPC/EDQUOT; in every failure
+        (the reader's own errors included) the partial file is removed.
+        """
+        final_path = self.path_for(image_id)
+        os.makedirs(self.datadir, exist_ok=True)
+        fd, temp_path = tempfile.mkstemp(prefix=_TEMP_PREFIX + image_id + ".", dir=self.datadir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                size, md5, sha = self._copy(stream, out, expected_size, max_size)
+                out.flush()
+                os.fsync(out.fileno())
+            if expected_size is not None and size != expected_size:
+                raise UploadIncomplete("Expected %d bytes of image data, received %d."
+                                       % (expected_size, size))
+            os.replace(temp_path, final_path)
+        except BaseException as err:
+            _remove_quietly(temp_path)
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull() from err
+            raise
+        _fsync_dir(self.datadir)
+        LOG.info("stored %d bytes for image %s", size, image_id)
+        return StoredData(size, md5.hexdigest(), HASH_ALGO, sha.hexdigest(), final_path)
+
+    def _copy(self, stream, out, expected_size, max_size):
+        md5 = hashlib.md5(usedforsecurity=False)
+        sha = hashlib.new(HASH_ALGO)
+        size = 0
+        limit = expected_size if expected_size is not None else max_size
+        while True:
+            want = self.chunk_size
+            if limit is not None:
+                # Read one byte past the limit, so that "too much" is noticed.
+                want = max(1, min(want, limit - size + 1))
+            chunk = stream.read(want)
+            if not chunk:
+                return size, md5, sha
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise ImageSizeLimitExceeded("Image data exceeds the limit of %d bytes."
+                                             % max_size)
+            if expected_size is not None and size > expected_size:
+                raise exception.Invalid("Received more than the announced %d bytes of image "
+                                        "data." % expected_size)
+            md5.update(chunk)
+            sha.update(chunk)
+            out.write(chunk)
+
+    def open_for_read(self, image_id, offset=0, length=None):
+        """A FileReader over the data of ``image_id``; ImageNotFound when there is none."""
+        path = self.path_for(image_id)
+        try:
+            return FileReader(path, offset, length, self.chunk_size)
+        except FileNotFoundError:
+            raise exception.ImageNotFound("No data stored for image %s" % image_id) from None
+
+    def delete(self, image_id):
+        """Remove the data of ``image_id``; True if there was a file."""
+        path = self.path_for(image_id)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        LOG.info("deleted data of image %s", image_id)
+        return True
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        LOG.warning("could not remove partial upload %s", path, exc_info=True)
+
+
+def _fsync_dir(path):
+    """Make the rename durable (POSIX: the directory entry lives in the directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

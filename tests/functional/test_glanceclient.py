@@ -1,0 +1,191 @@
+"""python-glanceclient 4.x against a real server on 127.0.0.1:0 (tests/functional/serve_app.py).
+
+Each client is ``glanceclient.Client('2', endpoint, token=...)``; identity headers pick the
+project (no project header = admin in the test server).
+"""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+glanceclient = pytest.importorskip("glanceclient")
+from glanceclient import exc  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:`version` keyword:DeprecationWarning")
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("server")
+    log_path = data_dir / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.functional.serve_app", "--data-dir", str(data_dir)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+    try:
+        line = proc.stdout.readline().decode().strip()
+        if not line.isdigit():
+            proc.wait(timeout=10)
+            pytest.fail("server did not start: %s" % log_path.read_text())
+        yield "http://127.0.0.1:%s" % line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def client_for(endpoint, project=None, roles="member"):
+    headers = {}
+    if project is not None:
+        headers = {"X-Project-Id": project, "X-User-Id": "user-" + project, "X-Roles": roles}
+    return glanceclient.Client("2", endpoint, token="test-token", identity_headers=headers)
+
+
+def download(client, image_id):
+    return b"".join(client.images.data(image_id))
+
+
+def create_with_data(client, data, **kwargs):
+    kwargs.setdefault("disk_format", "raw")
+    kwargs.setdefault("container_format", "bare")
+    image = client.images.create(**kwargs)
+    client.images.upload(image.id, io.BytesIO(data))
+    return client.images.get(image.id)
+
+
+def test_versions_are_listed(endpoint):
+    ids = [version["id"] for version in client_for(endpoint).versions.list()]
+    assert "v2.0" in ids
+
+
+def test_create_upload_and_download(endpoint):
+    client = client_for(endpoint, "p1")
+    data = os.urandom(300 * 1024 + 7)
+    image = create_with_data(client, data, name="cirros")
+    assert image.status == "active"
+    assert image.size == len(data)
+    assert image.checksum == hashlib.md5(data).hexdigest()
+    assert image.os_hash_algo == "sha512"
+    assert image.os_hash_value == hashlib.sha512(data).hexdigest()
+    assert image.owner == "p1"
+    assert download(client, image.id) == data      # glanceclient checks the hash as it reads
+    body = client.images.data(image.id, do_checksum=False)
+    assert len(body) == len(data)
+    assert b"".join(body) == data
+
+
+def test_upload_with_size_and_empty_image(endpoint):
+    client = client_for(endpoint, "p1")
+    image = client.images.create(name="sized", disk_format="raw", container_format="bare")
+    client.images.upload(image.id, io.BytesIO(b"12345"), image_size=5)
+    assert download(client, image.id) == b"12345"
+    empty = client.images.create(name="empty")
+    assert client.images.data(empty.id).__wrapped__ is None  # 204: no data yet
+    with pytest.raises(exc.HTTPConflict):
+        client.images.upload(image.id, io.BytesIO(b"again"))
+
+
+def test_list_with_paging_filters_and_sort(endpoint):
+    client = client_for(endpoint, "lister")
+    ids = [client.images.create(name="page-%d" % i, disk_format="qcow2").id for i in range(5)]
+    listed = [image.id for image in client.images.list(page_size=2)]
+    assert sorted(listed) == sorted(ids)
+    by_name = [image.name for image in client.images.list(page_size=2, sort_key="name",
+                                                          sort_dir="asc")]
+    assert by_name == ["page-%d" % i for i in range(5)]
+    newest = list(client.images.list(page_size=2, sort="name:desc", limit=3))
+    assert [image.name for image in newest] == ["page-4", "page-3", "page-2"]
+    one = list(client.images.list(filters={"name": "page-3"}))
+    assert [image.id for image in one] == [ids[3]]
+    assert list(client.images.list(filters={"disk_format": "vmdk"})) == []
+
+
+def test_update_properties_and_attributes(endpoint):
+    client = client_for(endpoint, "p1")
+    image = client.images.create(name="before", foo="1")
+    updated = client.images.update(image.id, name="after", min_ram=512, bar="2", foo="3")
+    assert updated.name == "after" and updated.min_ram == 512
+    assert updated.bar == "2" and updated.foo == "3"
+    updated = client.images.update(image.id, remove_props=["foo"])
+    assert "foo" not in updated and updated.bar == "2"
+    with pytest.raises(exc.HTTPForbidden):
+        client.images.update(image.id, visibility="public")
+    admin = client_for(endpoint)
+    assert admin.images.update(image.id, visibility="public").visibility == "public"
+
+
+def test_tags(endpoint):
+    client = client_for(endpoint, "p1")
+    image = client.images.create(name="tagged", tags=["one"])
+    client.image_tags.update(image.id, "two")
+    assert sorted(client.images.get(image.id).tags) == ["one", "two"]
+    client.image_tags.delete(image.id, "one")
+    assert client.images.get(image.id).tags == ["two"]
+    with pytest.raises(exc.HTTPNotFound):
+        client.image_tags.delete(image.id, "one")
+    # an update keeps the tags (glanceclient sends a "replace /tags" with every patch)
+    assert client.images.update(image.id, name="renamed").tags == ["two"]
+
+
+def test_members(endpoint):
+    owner = client_for(endpoint, "owner")
+    other = client_for(endpoint, "friend")
+    image = create_with_data(owner, b"shared bytes", name="shared", visibility="shared")
+    member = owner.image_members.create(image.id, "friend")
+    assert member.status == "pending" and member.member_id == "friend"
+    assert [m.member_id for m in owner.image_members.list(image.id)] == ["friend"]
+    assert image.id not in [i.id for i in other.images.list()]
+    assert download(other, image.id) == b"shared bytes"  # pending members may read
+    with pytest.raises(exc.HTTPForbidden):
+        owner.image_members.update(image.id, "friend", "accepted")
+    assert other.image_members.update(image.id, "friend", "accepted").status == "accepted"
+    assert image.id in [i.id for i in other.images.list()]
+    with pytest.raises(exc.HTTPConflict):
+        owner.image_members.create(image.id, "friend")
+    with pytest.raises(exc.HTTPForbidden):
+        other.image_members.delete(image.id, "friend")
+    owner.image_members.delete(image.id, "friend")
+    assert list(owner.image_members.list(image.id)) == []
+    with pytest.raises(exc.HTTPNotFound):
+        other.images.get(image.id)
+
+
+def test_deactivate_and_reactivate(endpoint):
+    owner = client_for(endpoint, "p1")
+    admin = client_for(endpoint)
+    image = create_with_data(owner, b"data", name="deact")
+    owner.images.deactivate(image.id)
+    assert owner.images.get(image.id).status == "deactivated"
+    with pytest.raises(exc.HTTPForbidden):
+        download(owner, image.id)
+    assert download(admin, image.id) == b"data"
+    owner.images.reactivate(image.id)
+    assert download(owner, image.id) == b"data"
+
+
+def test_delete(endpoint):
+    client = client_for(endpoint, "p1")
+    image = create_with_data(client, b"bye", name="doomed")
+    client.images.delete(image.id)
+    with pytest.raises(exc.HTTPNotFound):
+        client.images.get(image.id)
+    with pytest.raises(exc.HTTPNotFound):
+        client.images.delete(image.id)
+    protected = client.images.create(name="keep", protected=True)
+    with pytest.raises(exc.HTTPForbidden):
+        client.images.delete(protected.id)
+
+
+def test_errors_carry_a_reason(endpoint):
+    client = client_for(endpoint, "p1")
+    with pytest.raises(exc.HTTPNotFound) as err:
+        client.images.get("00000000-0000-0000-0000-000000000000")
+    assert "00000000-0000-0000-0000-000000000000" in str(err.value)
+    with pytest.raises(exc.HTTPBadRequest):
+        list(client.images.list(filters={"visibility": "everyone"}))
