@@ -42,6 +42,26 @@ def test_get_all_returns_image_dicts_without_tags():
     assert [(p["name"], p["value"]) for p in listed["properties"]] == [("a", "1")]
 
 
+def test_get_all_lists_deleted_properties_and_live_locations():
+    image = _image(0, properties={"a": "1", "b": "2"},
+                   locations=[{"url": "file:///a", "metadata": {}, "status": "active"}])
+    api.image_property_delete(admin_context(), "a", image["id"])
+    (listed,) = api.image_get_all(admin_context())
+    assert sorted((p["name"], p["deleted"]) for p in listed["properties"]) == [
+        ("a", True), ("b", False)]
+    assert [loc["url"] for loc in listed["locations"]] == ["file:///a"]
+    assert listed["created_at"] == at(0) and listed["created_at"].tzinfo is None
+
+
+def test_get_all_hides_locations_of_deactivated_images_from_users():
+    image = _image(0, owner="tenant1", status="deactivated",
+                   locations=[{"url": "file:///a", "metadata": {}, "status": "active"}])
+    (as_user,) = api.image_get_all(user_context("tenant1"))
+    assert as_user["id"] == image["id"] and as_user["locations"] == []
+    (as_admin,) = api.image_get_all(admin_context())
+    assert [loc["url"] for loc in as_admin["locations"]] == ["file:///a"]
+
+
 def test_get_all_return_tag_adds_live_tags():
     image = _image(0)
     other = _image(1)

@@ -5,7 +5,7 @@ import datetime
 import pytest
 
 from glance_cache_mw import exception
-from glance_cache_mw.db import api
+from glance_cache_mw.db import api, engine as db_engine
 from tests.db.helpers import (
     FOUR_BYTE, IMAGE_KEYS, LOCATION_KEYS, PROPERTY_KEYS, admin_context, all_properties, at,
     create_image, live_properties, new_id, user_context)
@@ -632,3 +632,43 @@ def test_destroy_unknown_or_overlong_id_is_image_not_found():
         api.image_destroy(admin_context(), new_id())
     with pytest.raises(exception.ImageNotFound):
         api.image_destroy(admin_context(), "y" * 37)
+
+
+# --- configure / get_engine / reset_db ------------------------------------------------------
+
+def test_get_engine_is_the_configured_database(db):
+    assert api.get_engine().url.database == db_engine.normalize_url(db.url).database
+    assert api.get_engine() is api.get_engine()
+
+
+def test_configure_replaces_the_engine(db):
+    image = create_image()
+    before = api.get_engine()
+    api.configure(db.url)
+    assert api.get_engine() is not before
+    assert api.image_get(admin_context(), image["id"])["id"] == image["id"]
+
+
+def test_unconfigured_database_is_a_clear_error(db):
+    db_engine.dispose()
+    try:
+        with pytest.raises(exception.DBNotConfigured):
+            api.get_engine()
+        with pytest.raises(exception.DBNotConfigured):
+            api.image_get(admin_context(), new_id())
+    finally:
+        api.configure(db.url)
+
+
+def test_reset_db_removes_every_row():
+    image = create_image(properties={"a": "1"}, locations=[_location("file:///a")])
+    api.image_member_create(admin_context(), {"image_id": image["id"], "member": "t2"})
+    api.image_tag_create(admin_context(), image["id"], "t")
+    api.reset_db()
+    assert api.image_get_all(admin_context()) == []
+    assert api.image_tag_get_all(admin_context(), image["id"]) == []
+    assert api.image_member_find(admin_context(), include_deleted=True) == []
+    with pytest.raises(exception.ImageNotFound):
+        api.image_get(admin_context(), image["id"])
+    again = create_image(id=image["id"], properties={"a": "2"})  # the id is free again
+    assert live_properties(again) == {"a": "2"}

@@ -138,6 +138,16 @@ def test_image_get_all_default_member_status_is_accepted(owned):
     assert [i["name"] for i in api.image_get_all(user_context("pending1"))] == ["public"]
 
 
+def test_admin_as_user_lists_like_a_member(owned):
+    admin_member = admin_context("accepted1")
+    as_user = api.image_get_all(admin_member, admin_as_user=True)
+    assert sorted(i["name"] for i in as_user) == ["public", "shared"]
+    pending = api.image_get_all(admin_member, admin_as_user=True, member_status="pending")
+    assert [i["name"] for i in pending] == ["public"]
+    as_admin = api.image_get_all(admin_member)
+    assert sorted(i["name"] for i in as_admin) == ["private", "public", "shared"]
+
+
 # --- is_image_mutable -----------------------------------------------------------------------
 
 MUTABLE = {"owner", "admin", "admin_project"}
