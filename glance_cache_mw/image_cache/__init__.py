@@ -291,15 +291,16 @@ class ImageCache:
                 if self.driver.is_cached(image_id):   # committed by a writer that just left
                     writer.discard("already cached")
                     return None
-                entries = self.driver.get_entries_by_last_accessed()
-                used = sum(entry.size for entry in entries)
+                used = self.driver.get_cache_size()
                 reserved, pending = self._reservations()   # includes this fill
                 to_free = max(used + reserved - self.max_size,
                               self.min_free + pending - self._free_bytes(), 0)
-                if to_free > sum(entry.size for entry in entries):
-                    writer.discard("no room for %d bytes" % size)
-                    return None
-                self._evict(entries, to_free)
+                if to_free:   # only now read the metadata: most misses need no eviction
+                    entries = self.driver.get_entries_by_last_accessed()
+                    if to_free > sum(entry.size for entry in entries):
+                        writer.discard("no room for %d bytes" % size)
+                        return None
+                    self._evict(entries, to_free)
             except BaseException:
                 writer.discard("admission failed")
                 raise

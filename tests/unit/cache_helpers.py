@@ -135,3 +135,16 @@ def recv(conn):
 
 def listing(path):
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def incomplete(cache):
+    return listing(cache.driver.get_path("incomplete"))
+
+
+def invalid(cache):
+    return listing(cache.driver.get_path("invalid"))
+
+
+def cached_bytes(cache, image_id):
+    with open(cache.driver.get_image_filepath(image_id), "rb") as handle:
+        return handle.read()

@@ -59,8 +59,17 @@ def test_configure_creates_the_directory_protocol(driver):
 
 def test_unknown_driver_is_a_clear_error(tmp_path):
     with pytest.raises(exception.BadDriverConfiguration) as err:
-        drivers.load_driver("Sqlite", helpers.settings(tmp_path))
-    assert "image_cache_driver='Sqlite'" in str(err.value)
+        drivers.load_driver("sqlite3", helpers.settings(tmp_path))
+    assert "image_cache_driver='sqlite3'" in str(err.value)
+    assert not os.path.exists(tmp_path / "cache")
+
+
+def test_driver_names_ignore_case_like_glance(tmp_path):
+    driver = drivers.load_driver(" SQLite ", helpers.settings(tmp_path))
+    try:
+        assert driver.name == "sqlite"
+    finally:
+        driver.close()
 
 
 def test_xattr_refuses_a_filesystem_without_user_xattrs(tmp_path, monkeypatch):
@@ -150,8 +159,9 @@ def test_lru_does_not_depend_on_atime(driver):
     driver.record_hit("old")
     driver.flush_hits()
     # noatime / relatime mounts: atime says nothing useful; it must not change the order.
-    os.utime(driver.get_image_filepath("old"), (0, os.stat(driver.get_image_filepath("old")).st_mtime))
-    os.utime(driver.get_image_filepath("new"), (time.time() + 3600, os.stat(driver.get_image_filepath("new")).st_mtime))
+    for image_id, atime in (("old", 0), ("new", time.time() + 3600)):
+        path = driver.get_image_filepath(image_id)
+        os.utime(path, (atime, os.stat(path).st_mtime))
     assert driver.get_least_recently_accessed()[0] == "new"
 
 

@@ -1,18 +1,15 @@
-"""Fill guarantees, each caused for real: threads, forked processes, SIGKILL, RLIMIT_FSIZE."""
+"""Fill guarantees: verification, one writer, coalescing, disconnects, admission."""
 
 import hashlib
 import os
-import resource
-import signal
 import threading
-import time
 
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache import fill
 from tests.unit import cache_helpers as helpers
-from tests.unit.cache_helpers import Origin, GatedOrigin
+from tests.unit.cache_helpers import GatedOrigin, Origin, cached_bytes, incomplete, invalid
 
 SIZE = 64 * 1024      # 16 chunks of 4 KiB
 
@@ -27,19 +24,6 @@ def cache(settings):
     instance = ImageCache.from_config(settings)
     yield instance
     instance.close()
-
-
-def incomplete(cache):
-    return helpers.listing(cache.driver.get_path("incomplete"))
-
-
-def invalid(cache):
-    return helpers.listing(cache.driver.get_path("invalid"))
-
-
-def cached_bytes(cache, image_id):
-    with open(cache.driver.get_image_filepath(image_id), "rb") as handle:
-        return handle.read()
 
 
 # -- verification ------------------------------------------------------------------------
@@ -312,96 +296,6 @@ def test_a_disconnect_with_followers_completes_for_them(settings, cache):
     process.join(helpers.WAIT_S)
     conn.close()
     assert cached_bytes(cache, "img") == DATA
-
-
-# -- crashes -----------------------------------------------------------------------------
-
-def _fill_until_killed(conn, settings, image_id, stage):
-    """Fill from an origin that reports ``stage`` and then stalls until SIGKILL."""
-    cache = ImageCache.from_config(settings)
-    parts = helpers.chunks(DATA)
-
-    def origin():
-        if stage == "admitted":
-            conn.send(("ready",))
-            time.sleep(3600)
-        for index, part in enumerate(parts):
-            yield part
-            if stage == "mid-stream" and index == 4:
-                conn.send(("ready",))
-                time.sleep(3600)
-        conn.send(("ready",))             # stage "all-written": every byte is on disk
-        time.sleep(3600)
-
-    tee = cache.fill(image_id, origin(), SIZE, **GOOD)
-    assert tee.caching
-    for _chunk in tee:
-        pass
-
-
-@pytest.mark.parametrize("stage", ["admitted", "mid-stream", "all-written"])
-def test_a_sigkilled_fill_leaves_nothing_servable(settings, cache, stage):
-    process, conn = helpers.run_child(_fill_until_killed, settings, "img", stage)
-    assert helpers.recv(conn) == ("ready",)
-    os.kill(process.pid, signal.SIGKILL)
-    process.join(helpers.WAIT_S)
-    conn.close()
-    assert not cache.is_cached("img") and cache.get_cached_images() == []
-    assert not cache.is_being_cached("img") and cache.follow("img", SIZE) is None
-    assert "img" in incomplete(cache)           # the debris is there ...
-    assert cache.clean(stall_time=0) >= 2       # ... the file and its reservation name
-    assert incomplete(cache) == []
-    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
-    assert tee.caching and helpers.drain(tee) == DATA
-    assert cached_bytes(cache, "img") == DATA
-
-
-def test_the_next_fill_takes_over_debris_without_a_clean(settings, cache):
-    process, conn = helpers.run_child(_fill_until_killed, settings, "img", "mid-stream")
-    assert helpers.recv(conn) == ("ready",)
-    os.kill(process.pid, signal.SIGKILL)
-    process.join(helpers.WAIT_S)
-    conn.close()
-    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
-    assert tee.caching and helpers.drain(tee) == DATA
-    assert cached_bytes(cache, "img") == DATA
-
-
-def test_a_follower_survives_a_sigkilled_filler(settings, cache):
-    process, conn = helpers.run_child(_fill_until_killed, settings, "img", "mid-stream")
-    assert helpers.recv(conn) == ("ready",)
-    follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:]]))
-    first = next(follower)
-    os.kill(process.pid, signal.SIGKILL)
-    process.join(helpers.WAIT_S)
-    conn.close()
-    assert first + helpers.drain(follower) == DATA
-    assert follower.fell_back
-
-
-# -- write errors ------------------------------------------------------------------------
-
-def _fill_with_file_size_limit(conn, settings, data, limit):
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
-    cache = ImageCache.from_config(settings)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data), **helpers.hashes(data))
-    started = tee.caching
-    received = helpers.drain(tee)
-    conn.send(("done", received == data, started, tee.caching, cache.is_cached("img")))
-    cache.close()
-
-
-def test_a_write_error_stops_caching_but_not_the_download(settings, cache):
-    data = helpers.body(1024 * 1024, b"big")
-    process, conn = helpers.run_child(_fill_with_file_size_limit, settings, data, 256 * 1024)
-    message = helpers.recv(conn)
-    process.join(helpers.WAIT_S)
-    conn.close()
-    assert message == ("done", True, True, False, False)
-    assert incomplete(cache) == [] and not cache.is_cached("img")
-    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data))   # no limit here
-    assert helpers.drain(tee) == data and cache.is_cached("img")
 
 
 # -- admission ---------------------------------------------------------------------------

@@ -21,7 +21,9 @@ DRIVERS = {
 
 
 def get_driver_class(name):
-    """The driver class registered under ``name``; BadDriverConfiguration otherwise."""
+    """The driver class registered under ``name`` (any case, as Glance's option allowed);
+    BadDriverConfiguration otherwise."""
+    name = str(name).strip().lower() if name is not None else name
     if name not in DRIVERS:
         raise exception.BadDriverConfiguration(
             driver_name=name,
@@ -42,7 +44,8 @@ def get_driver_class(name):
 
 def load_driver(name, config):
     """A configured driver instance; ``config`` is a Config or a mapping of INI keys."""
-    driver = get_driver_class(name)(config)
+    driver_class = get_driver_class(name)
+    driver = driver_class(config)
     driver.configure()
-    LOG.debug("image cache driver %s configured in %s", name, driver.base_dir)
+    LOG.debug("image cache driver %s configured in %s", driver_class.name, driver.base_dir)
     return driver

@@ -146,8 +146,22 @@ class Driver(abc.ABC):
         return [entry._asdict() for entry in sorted(self.list_entries())]
 
     def get_cache_size(self):
-        """Bytes of cached images (stray and housekeeping files are not counted)."""
-        return sum(entry.size for entry in self.list_entries())
+        """Bytes of cached images (stray and housekeeping files are not counted).
+
+        Only the directory is read (no metadata), so admission can call it on every miss.
+        """
+        total = 0
+        with os.scandir(self.base_dir) as it:
+            for dirent in it:
+                if not common.is_image_id(dirent.name):
+                    continue
+                try:
+                    st = dirent.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+        return total
 
     def get_least_recently_accessed(self):
         """(image_id, size) of the least recently used image, or None when empty."""

@@ -1,0 +1,118 @@
+"""Fills under real faults: SIGKILL at any point, EFBIG from RLIMIT_FSIZE, a dying filler."""
+
+import os
+import resource
+import signal
+import time
+
+import pytest
+
+from glance_cache_mw.image_cache import ImageCache
+from tests.unit import cache_helpers as helpers
+from tests.unit.cache_helpers import Origin, cached_bytes, incomplete
+
+SIZE = 64 * 1024
+DATA = helpers.body(SIZE, b"faults")
+GOOD = helpers.hashes(DATA)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return helpers.settings(tmp_path)
+
+
+@pytest.fixture
+def cache(settings):
+    instance = ImageCache.from_config(settings)
+    yield instance
+    instance.close()
+
+
+# -- crashes -----------------------------------------------------------------------------
+
+def _fill_until_killed(conn, settings, image_id, stage):
+    """Fill from an origin that reports ``stage`` and then stalls until SIGKILL."""
+    cache = ImageCache.from_config(settings)
+    parts = helpers.chunks(DATA)
+
+    def origin():
+        if stage == "admitted":
+            conn.send(("ready",))
+            time.sleep(3600)
+        for index, part in enumerate(parts):
+            yield part
+            if stage == "mid-stream" and index == 4:
+                conn.send(("ready",))
+                time.sleep(3600)
+        conn.send(("ready",))             # stage "all-written": every byte is on disk
+        time.sleep(3600)
+
+    tee = cache.fill(image_id, origin(), SIZE, **GOOD)
+    assert tee.caching
+    for _chunk in tee:
+        pass
+
+
+@pytest.mark.parametrize("stage", ["admitted", "mid-stream", "all-written"])
+def test_a_sigkilled_fill_leaves_nothing_servable(settings, cache, stage):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", stage)
+    assert helpers.recv(conn) == ("ready",)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert not cache.is_cached("img") and cache.get_cached_images() == []
+    assert not cache.is_being_cached("img") and cache.follow("img", SIZE) is None
+    assert "img" in incomplete(cache)           # the debris is there ...
+    assert cache.clean(stall_time=0) >= 2       # ... the file and its reservation name
+    assert incomplete(cache) == []
+    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
+    assert tee.caching and helpers.drain(tee) == DATA
+    assert cached_bytes(cache, "img") == DATA
+
+
+def test_the_next_fill_takes_over_debris_without_a_clean(settings, cache):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", "mid-stream")
+    assert helpers.recv(conn) == ("ready",)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
+    assert tee.caching and helpers.drain(tee) == DATA
+    assert cached_bytes(cache, "img") == DATA
+
+
+def test_a_follower_survives_a_sigkilled_filler(settings, cache):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", "mid-stream")
+    assert helpers.recv(conn) == ("ready",)
+    follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:]]))
+    first = next(follower)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert first + helpers.drain(follower) == DATA
+    assert follower.fell_back
+
+
+# -- write errors ------------------------------------------------------------------------
+
+def _fill_with_file_size_limit(conn, settings, data, limit):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
+    cache = ImageCache.from_config(settings)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data), **helpers.hashes(data))
+    started = tee.caching
+    received = helpers.drain(tee)
+    conn.send(("done", received == data, started, tee.caching, cache.is_cached("img")))
+    cache.close()
+
+
+def test_a_write_error_stops_caching_but_not_the_download(settings, cache):
+    data = helpers.body(1024 * 1024, b"big")
+    process, conn = helpers.run_child(_fill_with_file_size_limit, settings, data, 256 * 1024)
+    message = helpers.recv(conn)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert message == ("done", True, True, False, False)
+    assert incomplete(cache) == [] and not cache.is_cached("img")
+    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data))   # no limit here
+    assert helpers.drain(tee) == data and cache.is_cached("img")
