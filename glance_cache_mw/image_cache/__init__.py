@@ -261,17 +261,20 @@ class ImageCache:
 
     def _evict(self, entries, to_free):
         """Evict LRU-first ``entries`` until ``to_free`` bytes are gone; (count, bytes)."""
-        victims, freed = [], 0
+        victims, planned = {}, 0
         for entry in entries:
-            if freed >= to_free:
+            if planned >= to_free:
                 break
-            victims.append(entry.image_id)
-            freed += entry.size
-        if victims:
-            self.driver.delete_cached_images(victims)
-            LOG.info("evicted %d images (%d bytes) from %s", len(victims), freed,
-                     self.driver.base_dir)
-        return len(victims), freed
+            victims[entry.image_id] = entry.size
+            planned += entry.size
+        if not victims:
+            return 0, 0
+        # Count only what this pass removed (a file deleted meanwhile is not ours to count).
+        removed = self.driver.delete_cached_images(list(victims))
+        freed = sum(victims[image_id] for image_id in removed)
+        LOG.info("evicted %d images (%d bytes) from %s", len(removed), freed,
+                 self.driver.base_dir)
+        return len(removed), freed
 
     def admit(self, image_id, size):
         """Reserve the right to cache ``size`` bytes of ``image_id``: a CacheWriter, or None
@@ -282,6 +285,15 @@ class ImageCache:
             return None
         if self.driver.is_cached(image_id):
             return None
+        try:
+            return self._admit(image_id, size)
+        except Exception:
+            # DESIGN "The miss path" step 6: caching trouble (a file system without hard
+            # links, a database outage) never stops the download; it is served uncached.
+            LOG.exception("not caching image %s: admission failed", image_id)
+            return None
+
+    def _admit(self, image_id, size):
         with self._maintenance_lock():
             try:
                 writer = self.driver.open_for_write(image_id, size)

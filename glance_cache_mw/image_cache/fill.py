@@ -239,7 +239,7 @@ class FollowIterator:
                             self.offset)
             if data:
                 if self.offset + len(data) >= self.size:
-                    self._await_verdict()
+                    self._await_verdict(idle_since)
                 self.offset += len(data)
                 return data
             if common.is_verified(self._fd):
@@ -248,20 +248,24 @@ class FollowIterator:
                 if os.fstat(self._fd).st_size > self.offset:
                     continue    # the writer wrote its last bytes, then left: read them
                 return self._abandoned("writer gone")
-            if (self._idle_timeout_s is not None
-                    and time.monotonic() - idle_since > self._idle_timeout_s):
+            if self._idle_for_too_long(idle_since):
                 return self._abandoned("no progress for %ss" % self._idle_timeout_s)
             time.sleep(self._poll_interval_s)
 
-    def _await_verdict(self):
-        """Hold the final bytes until the writer verified the file (or gave up)."""
+    def _idle_for_too_long(self, idle_since):
+        return (self._idle_timeout_s is not None
+                and time.monotonic() - idle_since > self._idle_timeout_s)
+
+    def _await_verdict(self, idle_since):
+        """Hold the final bytes until the writer verified the file; if it gave up (or
+        stalled) without verifying, fail rather than pass on unverified bytes."""
         while not common.is_verified(self._fd):
-            if not common.is_writer_alive(self._fd):
+            if not common.is_writer_alive(self._fd) or self._idle_for_too_long(idle_since):
                 if common.is_verified(self._fd):
                     return
                 self.close()
                 raise ImageDataMismatch(image_id=self.image_id,
-                                        reason="the fill was not verified")
+                                        reason="the fill ended without being verified")
             time.sleep(self._poll_interval_s)
 
     def _abandoned(self, reason):

@@ -116,3 +116,31 @@ def test_a_write_error_stops_caching_but_not_the_download(settings, cache):
     assert incomplete(cache) == [] and not cache.is_cached("img")
     tee = cache.fill("img", Origin(helpers.chunks(data)), len(data))   # no limit here
     assert helpers.drain(tee) == data and cache.is_cached("img")
+
+
+# -- a broken metadata store -------------------------------------------------------------
+
+def _break_the_database(cache):
+    cache.driver.flush_hits()
+    for suffix in ("", "-wal", "-shm"):
+        path = cache.driver.get_path("cache.db" + suffix)
+        if os.path.exists(path):
+            os.unlink(path)
+    with open(cache.driver.get_path("cache.db"), "wb") as handle:
+        handle.write(b"this is not an SQLite database" * 1000)
+
+
+def test_a_broken_metadata_store_never_breaks_a_download(tmp_path):
+    cache = helpers.make_cache(tmp_path, image_cache_max_size=SIZE)
+    try:
+        _break_the_database(cache)
+        tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
+        assert tee.caching and helpers.drain(tee) == DATA
+        assert cached_bytes(cache, "img") == DATA   # verified file, metadata not recorded
+        # A fill that needs an eviction cannot read the LRU order: it is served uncached.
+        other = helpers.body(SIZE, b"other")
+        tee = cache.fill("other", Origin([other]), SIZE)
+        assert not tee.caching and helpers.drain(tee) == other
+        assert cache.is_cached("img") and not cache.is_cached("other")
+    finally:
+        cache.close()
