@@ -190,7 +190,8 @@ class ImageCache:
         path = self._follower_mark_path(image_id)
         while True:
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            while not common.try_lock(fd, shared=True):   # held only for an instant
+                time.sleep(LOCK_POLL_S)
             if common.same_file(fd, path):
                 return fd
             os.close(fd)   # removed by a leaving follower meanwhile: take the new one

@@ -2,6 +2,9 @@
 
 import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -194,6 +197,45 @@ def test_a_follower_thread_gets_the_same_bytes(cache):
     assert first + helpers.drain(tee) == DATA
     thread.join()
     assert result == [DATA]
+
+
+GREEN_FOLLOWERS = textwrap.dedent("""
+    import eventlet
+    eventlet.monkey_patch()
+    import hashlib, sys
+    from glance_cache_mw.image_cache import ImageCache
+    cache = ImageCache.from_config({"image_cache_dir": sys.argv[1], "chunk_size": "4096"})
+    data = bytes(range(256)) * 1024
+    def origin():
+        for start in range(0, len(data), 4096):
+            eventlet.sleep(0)           # the origin is a socket: it yields to the hub
+            yield data[start:start + 4096]
+    tee = cache.fill("img", origin(), len(data), checksum=hashlib.md5(data).hexdigest())
+    first = next(tee)
+    def follow():
+        follower = cache.follow("img", len(data))
+        try:
+            return b"".join(follower)
+        finally:
+            follower.close()
+    followers = [eventlet.spawn(follow) for _ in range(5)]
+    eventlet.sleep(0)
+    body = first + b"".join(tee)
+    tee.close()
+    assert body == data and all(g.wait() == data for g in followers)
+    assert cache.is_cached("img")
+    cache.close()
+    print("ok")
+""")
+
+
+def test_green_followers_under_eventlet(tmp_path):
+    # The server runs eventlet: followers poll with green sleeps and never block the hub.
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", GREEN_FOLLOWERS, str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=helpers.WAIT_S, check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_follow_returns_none_without_a_live_fill(cache):
