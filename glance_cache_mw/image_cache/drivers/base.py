@@ -2,15 +2,16 @@
 
 The base class implements the whole seed interface on top of the directory protocol in
 ``common.py``. A subclass only keeps metadata (hits, last access, commit time) by implementing
-the ``_``-less hooks marked abstract: ``configure_metadata``, ``load_metadata``,
-``record_commit``, ``forget``, ``forget_all``, ``apply_hits`` (and optionally
-``before_publish``, ``get_metadata``, ``get_cached_nodes``).
+the abstract hooks ``configure_metadata``, ``load_metadata``, ``record_commit``, ``forget``,
+``forget_all`` and ``apply_hits`` (and, where useful, ``before_publish``, ``get_metadata``,
+``get_cached_nodes``).
 
 What counts as cached is always the file system: ``{dir}/{id}`` exists. Metadata only orders
 and annotates entries; a file without metadata (a crash between rename and insert, a driver
 switch) is still listed, counted and evictable, with its mtime as last access (W2, W4).
-Hits are batched in memory and written by ``flush_hits()`` at most every
-``hit_flush_interval_s`` (DESIGN "The hit path" step 6).
+Hits are counted in memory and written in one batch by ``flush_hits()``: by a timer at most
+``hit_flush_interval_s`` after the first pending hit, before any read of the statistics, and
+on ``close()`` — never on the hit path itself (DESIGN "The hit path" step 6).
 """
 
 import abc
