@@ -2,7 +2,11 @@
 
 import os
 import resource
+import shutil
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -116,6 +120,48 @@ def test_a_write_error_stops_caching_but_not_the_download(settings, cache):
     assert incomplete(cache) == [] and not cache.is_cached("img")
     tee = cache.fill("img", Origin(helpers.chunks(data)), len(data))   # no limit here
     assert helpers.drain(tee) == data and cache.is_cached("img")
+
+
+FULL_DISK = textwrap.dedent("""
+    import os, subprocess, sys
+    from glance_cache_mw.image_cache import ImageCache
+    directory = sys.argv[1]
+    os.makedirs(directory)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", directory],
+                           capture_output=True, text=True)
+    if mount.returncode:
+        print("skip: cannot mount a tmpfs: " + mount.stderr.strip())
+        sys.exit(0)
+    cache = ImageCache.from_config({"image_cache_dir": directory + "/cache"})
+    data = os.urandom(600 * 1024)
+    parts = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    tee = cache.fill("img", iter(parts), len(data))
+    assert tee.caching                     # admitted: the disk had room then ...
+    with open(directory + "/ballast", "wb") as ballast:
+        ballast.write(b"x" * 600 * 1024)    # ... and then another writer filled it
+    body = b"".join(tee)
+    tee.close()
+    assert body == data, "the client lost bytes"
+    assert not tee.caching and not cache.is_cached("img")
+    assert os.listdir(directory + "/cache/incomplete") == []   # the partial file is gone
+    cache.close()
+    print("ok")
+""")
+
+
+def test_a_full_disk_stops_caching_but_not_the_download(tmp_path):
+    """ENOSPC from a real 1 MiB tmpfs, mounted in a private mount namespace (needs root)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a small tmpfs")
+    result = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", sys.executable, "-W", "ignore",
+         "-c", FULL_DISK, str(tmp_path / "small")],
+        capture_output=True, text=True, timeout=helpers.WAIT_S, check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if result.stdout.startswith("skip:"):
+        pytest.skip(result.stdout.strip())
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 # -- a broken metadata store -------------------------------------------------------------
