@@ -31,6 +31,7 @@ _NODES = models.node_reference
 _CACHED = models.cached_images
 _BATCH_ROWS = 500  # rows per IN list / executemany chunk: well under every backend's limits
 
+_EPOCH = datetime.datetime(1970, 1, 1)
 _DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
@@ -49,7 +50,7 @@ def _to_epoch(value):
     """Epoch seconds from a naive UTC datetime (Glance's ``.timestamp()`` read it as local time)."""
     if value is None:
         return None
-    return value.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return (value - _EPOCH).total_seconds()
 
 
 def _node_id_of(node_url):
