@@ -102,6 +102,12 @@ class FileReader:
     def close(self):
         self.file.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
 
 class FileStore:
     """Keeps image data as ``{datadir}/{image_id}``."""

@@ -129,8 +129,10 @@ class ImagesApp:
 
     @webob.dec.wsgify
     def __call__(self, req):
+        # The raw PEP 3333 value: WebOb's path_info would fail on bytes that are not UTF-8.
+        path = req.environ.get("PATH_INFO", "")
         try:
-            handler, groups, needs_context = self.match(req.method, req.path_info)
+            handler, groups, needs_context = self.match(req.method, path)
             context = None
             if needs_context:
                 context = common.get_context(req, self.settings.admin_without_context)
@@ -139,12 +141,12 @@ class ImagesApp:
             http_error = common.error_for_exception(err)
             if http_error is not None:
                 if http_error.status >= 500:
-                    LOG.error("%s %s: %s", req.method, req.path, http_error.message)
+                    LOG.error("%s %r: %s", req.method, path, http_error.message)
                 else:
-                    LOG.debug("%s %s: %d %s", req.method, req.path, http_error.status,
+                    LOG.debug("%s %r: %d %s", req.method, path, http_error.status,
                               http_error.message)
                 return http_error.response()
-            LOG.exception("unexpected error serving %s %s", req.method, req.path)
+            LOG.exception("unexpected error serving %s %r", req.method, path)
             return common.error_response(500, "The server has either erred or is incapable of "
                                               "performing the requested operation.")
 
