@@ -5,10 +5,10 @@ import datetime
 import pytest
 
 from glance_cache_mw import exception
-from glance_cache_mw.db import api, engine as db_engine
+from glance_cache_mw.db import api, engine as db_engine, models
 from tests.db.helpers import (
     FOUR_BYTE, IMAGE_KEYS, LOCATION_KEYS, PROPERTY_KEYS, admin_context, all_properties, at,
-    create_image, live_properties, new_id, user_context)
+    create_image, insert_rows, live_properties, new_id, user_context)
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -225,6 +225,8 @@ def test_create_does_no_authorization_check():
     image = api.image_create(user_context("tenant1"),
                              {"status": "active", "owner": "tenant2", "visibility": "public"})
     assert image["owner"] == "tenant2"
+    # nor does it take the owner from the context (ImageRepo's job)
+    assert api.image_create(user_context("tenant1"), {"status": "active"})["owner"] is None
 
 
 # --- image_get ------------------------------------------------------------------------------
@@ -357,6 +359,14 @@ def test_update_deleted_image():
     with pytest.raises(exception.ImageNotFound):
         api.image_update(user_context("tenant1"), image["id"], {"name": "x"})
     updated = api.image_update(admin_context(), image["id"], {"name": "x"})
+    assert updated["name"] == "x" and updated["deleted"] is True
+
+
+def test_owner_with_show_deleted_can_update_a_deleted_image():
+    image = create_image(owner="tenant1")
+    api.image_destroy(admin_context(), image["id"])
+    updated = api.image_update(user_context("tenant1", show_deleted=True), image["id"],
+                               {"name": "x"})
     assert updated["name"] == "x" and updated["deleted"] is True
 
 
@@ -519,6 +529,17 @@ def test_update_purge_props_with_empty_dict_deletes_all():
     assert all_properties(updated) == {"a": ("1", True), "b": ("2", True)}
 
 
+def test_update_purge_props_refreshes_deleted_at_of_deleted_ones(db):
+    image = create_image(properties={"live": "1"})
+    insert_rows(db, models.image_properties, {
+        "image_id": image["id"], "name": "old", "value": "o", "deleted": True,
+        "deleted_at": at(0)})
+    updated = api.image_update(admin_context(), image["id"], {"properties": {"live": "1"}},
+                               purge_props=True)
+    (old,) = [p for p in updated["properties"] if p["name"] == "old"]
+    assert old["deleted"] is True and old["deleted_at"] > at(0)
+
+
 def test_update_resets_a_deleted_property_instead_of_inserting():
     image = create_image(properties={"a": "1"})
     api.image_update(admin_context(), image["id"], {"properties": {}}, purge_props=True)
@@ -621,10 +642,15 @@ def test_destroy_hides_image_from_users():
 
 
 def test_admin_can_destroy_a_deleted_image_again():
-    image = create_image()
-    api.image_destroy(admin_context(), image["id"])
+    image = create_image(deleted=True, deleted_at=at(0))
     again = api.image_destroy(admin_context(), image["id"])
-    assert again["deleted"] is True and again["deleted_at"] is not None
+    assert again["deleted"] is True and again["deleted_at"] > at(0)  # refreshed
+
+
+def test_destroy_does_not_check_protected():
+    image = create_image(owner="tenant1", protected=True)  # ImageRepo refuses, not the DB
+    destroyed = api.image_destroy(user_context("tenant1"), image["id"])
+    assert destroyed["deleted"] is True and destroyed["protected"] is True
 
 
 def test_destroy_unknown_or_overlong_id_is_image_not_found():
