@@ -2,7 +2,11 @@
 
 import errno
 import importlib.util
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -119,6 +123,26 @@ def test_hits_are_batched_and_reach_other_instances(driver, settings):
         assert other.get_hit_count("img") == 3
     finally:
         other.close()
+
+
+HIT_AND_EXIT = textwrap.dedent("""
+    import json, sys
+    from glance_cache_mw.image_cache.drivers import load_driver
+    settings = json.loads(sys.argv[1])
+    driver = load_driver(settings["image_cache_driver"], settings)
+    driver.record_hit("img")
+    driver.record_hit("img")
+    # no close(): the process just ends
+""")
+
+
+def test_hits_survive_an_exit_without_close(driver, settings):
+    store(driver, "img", b"x")
+    subprocess.run([sys.executable, "-W", "ignore", "-c", HIT_AND_EXIT, json.dumps(settings)],
+                   check=True, timeout=helpers.WAIT_S,
+                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                       os.path.abspath(__file__)))))
+    assert driver.get_hit_count("img") == 2
 
 
 def test_a_failed_write_goes_to_invalid_and_is_never_served(driver):

@@ -15,12 +15,14 @@ on ``close()`` — never on the hit path itself (DESIGN "The hit path" step 6).
 """
 
 import abc
+import atexit
 import contextlib
 import logging
 import os
 import stat
 import threading
 import time
+import weakref
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
@@ -30,6 +32,13 @@ LOG = logging.getLogger(__name__)
 
 HIT_FLUSH_INTERVAL_S = 1.0
 HIT_FLUSH_MAX_PENDING = 1000
+
+
+def _flush_at_exit(driver_ref):
+    """A process that exits without close() still writes its last second of hits."""
+    driver = driver_ref()
+    if driver is not None:
+        driver.flush_hits()
 
 
 class Driver(abc.ABC):
@@ -49,6 +58,7 @@ class Driver(abc.ABC):
         self._hits_lock = threading.Lock()
         self._flush_timer = None
         self._last_queued_ns = 0
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     # -- set-up -------------------------------------------------------------------------
 
