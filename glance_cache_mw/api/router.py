@@ -133,6 +133,7 @@ class ImagesApp:
         path = req.environ.get("PATH_INFO", "")
         try:
             handler, groups, needs_context = self.match(req.method, path)
+            _check_query(req)
             context = None
             if needs_context:
                 context = common.get_context(req, self.settings.admin_without_context)
@@ -149,6 +150,14 @@ class ImagesApp:
             LOG.exception("unexpected error serving %s %r", req.method, path)
             return common.error_response(500, "The server has either erred or is incapable of "
                                               "performing the requested operation.")
+
+
+def _check_query(req):
+    """Parse the query string now, so that bad UTF-8 in it is a 400 and not a crash later."""
+    try:
+        req.GET.items()
+    except UnicodeDecodeError:
+        raise common.HTTPError(400, "The query string is not valid UTF-8.") from None
 
 
 def _decode(groups):

@@ -7,8 +7,12 @@ project (no project header = admin in the test server).
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 
 import pytest
 
@@ -21,7 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
+def server(tmp_path_factory):
+    """(endpoint URL, data directory) of a running serve_app."""
     data_dir = tmp_path_factory.mktemp("server")
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
@@ -33,11 +38,16 @@ def endpoint(tmp_path_factory):
         if not line.isdigit():
             proc.wait(timeout=10)
             pytest.fail("server did not start: %s" % log_path.read_text())
-        yield "http://127.0.0.1:%s" % line
+        yield "http://127.0.0.1:%s" % line, data_dir
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         proc.stdout.close()
+
+
+@pytest.fixture
+def endpoint(server):
+    return server[0]
 
 
 def client_for(endpoint, project=None, roles="member"):
@@ -189,3 +199,61 @@ def test_errors_carry_a_reason(endpoint):
     assert "00000000-0000-0000-0000-000000000000" in str(err.value)
     with pytest.raises(exc.HTTPBadRequest):
         list(client.images.list(filters={"visibility": "everyone"}))
+
+
+class SlowFile:
+    """A file whose reads wait for ``gate`` after the first chunk (an upload in progress)."""
+
+    def __init__(self, data, started, gate):
+        self._data, self._started, self._gate = io.BytesIO(data), started, gate
+
+    def read(self, size=-1):
+        chunk = self._data.read(min(size, 1024) if size > 0 else 1024)
+        if self._data.tell() > 1024:
+            self._started.set()
+            self._gate.wait(30)
+        return chunk
+
+
+def test_concurrent_uploads_one_wins_with_409(endpoint):
+    client = client_for(endpoint, "p1")
+    image = client.images.create(name="race")
+    started, gate, errors = threading.Event(), threading.Event(), []
+
+    def slow_upload():
+        try:
+            client_for(endpoint, "p1").images.upload(image.id, SlowFile(b"a" * 4096, started,
+                                                                        gate))
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    thread = threading.Thread(target=slow_upload)
+    thread.start()
+    try:
+        assert started.wait(30)
+        assert client.images.get(image.id).status == "saving"
+        with pytest.raises(exc.HTTPConflict):
+            client.images.upload(image.id, io.BytesIO(b"b" * 10))
+    finally:
+        gate.set()
+        thread.join(30)
+    assert errors == []
+    assert download(client, image.id) == b"a" * 4096
+
+
+def test_aborted_upload_kills_image_and_leaves_no_file(server):
+    endpoint, data_dir = server
+    client = client_for(endpoint, "p1")
+    image = client.images.create(name="aborted")
+    url = urllib.parse.urlsplit(endpoint)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(("PUT /v2/images/%s/file HTTP/1.1\r\nHost: x\r\nX-Project-Id: p1\r\n"
+                      "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n"
+                      "\r\n" % image.id).encode() + b"x" * 1000)
+        time.sleep(0.2)
+    deadline = time.time() + 10
+    while client.images.get(image.id).status == "saving" and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.images.get(image.id).status == "killed"
+    assert [name for name in os.listdir(data_dir / "images") if image.id in name] == []
+    assert client.images.data(image.id).__wrapped__ is None
