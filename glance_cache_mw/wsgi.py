@@ -1,0 +1,124 @@
+"""Load the Paste pipeline; ``application`` for gunicorn and uWSGI.
+
+``glance_cache_mw.wsgi:application`` is built on first access (PEP 562 module ``__getattr__``,
+so merely importing this module does no work) from the INI file named by the environment
+variable ``GLANCE_CACHE_MW_CONFIG``, or from the sample ``etc/glance-cache-mw.ini`` (the
+embedded defaults: everything under ./data, flavor noauth) when it is unset.
+
+The INI's ``[composite:main]`` uses :func:`flavor_factory`, which picks the pipeline of the
+configured flavor, like Glance's ``[paste_deploy] flavor``: the ``flavor`` key of the
+``[paste_deploy]`` section wins over ``flavor`` in ``[DEFAULT]``; the default is ``noauth``.
+So ``loadapp("config:FILE")``, ``uwsgi --paste config:FILE`` and this module all build the
+same pipeline.
+"""
+
+import configparser
+import logging
+import os
+
+import paste.deploy
+
+from glance_cache_mw import config, exception
+
+LOG = logging.getLogger(__name__)
+
+CONFIG_ENV = "GLANCE_CACHE_MW_CONFIG"
+DEFAULT_FLAVOR = "noauth"
+APP_NAME = "main"
+
+_SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "etc", "glance-cache-mw.ini")
+
+
+def default_config_path():
+    """The sample INI that holds the embedded default pipeline (source tree / editable install)."""
+    if not os.path.isfile(_SAMPLE_CONFIG):
+        raise exception.InvalidConfiguration(
+            reason="no config file given and the sample %s is not installed; pass --config FILE "
+                   "or set %s" % (_SAMPLE_CONFIG, CONFIG_ENV))
+    return _SAMPLE_CONFIG
+
+
+def config_path_from_env(environ=None):
+    """The INI named by GLANCE_CACHE_MW_CONFIG, else None (the embedded defaults)."""
+    value = (environ if environ is not None else os.environ).get(CONFIG_ENV, "").strip()
+    return value or None
+
+
+def read_flavor(path, defaults=None):
+    """The flavor an INI file selects: ``[paste_deploy] flavor``, ``[DEFAULT] flavor``, noauth."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as err:
+        raise exception.InvalidConfiguration(
+            reason="config file %s cannot be read: %s" % (path, err)) from None
+    flavor = parser.get("paste_deploy", "flavor", fallback=None)
+    if not (flavor and flavor.strip()):
+        flavor = (defaults or {}).get("flavor") or parser.defaults().get("flavor")
+    return (flavor or "").strip() or DEFAULT_FLAVOR
+
+
+def flavor_factory(loader, global_conf, **local_conf):
+    """Paste composite: ``[composite:main] use = call:glance_cache_mw.wsgi:flavor_factory``.
+
+    Its options map each flavor to the name of a pipeline section, e.g.
+    ``noauth = glance-cache-mw-noauth``.
+    """
+    flavor = read_flavor(global_conf["__file__"], global_conf)
+    pipeline = local_conf.get(flavor)
+    if not pipeline:
+        raise exception.InvalidConfiguration(
+            reason="flavor=%r is not one of %s (see [composite:main] in %s)"
+            % (flavor, ", ".join(sorted(local_conf)), global_conf["__file__"]))
+    LOG.info("paste flavor %s: pipeline %s", flavor, pipeline)
+    return loader.get_app(pipeline, global_conf=global_conf)
+
+
+def load_app(path, name=APP_NAME):
+    """Build the WSGI app of ``path``; a broken pipeline is an InvalidConfiguration.
+
+    Factories raise InvalidConfiguration themselves for bad setting values; Paste's own errors
+    (missing section, entry point or module) are turned into one line naming the file.
+    """
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
+    try:
+        return paste.deploy.loadapp("config:" + path, name=name)
+    except exception.InvalidConfiguration:
+        raise
+    except (LookupError, ImportError, configparser.Error) as err:
+        LOG.debug("loading the paste pipeline of %s failed", path, exc_info=True)
+        raise exception.InvalidConfiguration(
+            reason="paste pipeline %r in %s cannot be loaded: %s: %s"
+            % (name, path, type(err).__name__, err)) from None
+
+
+def load_settings(path):
+    """The typed [DEFAULT] settings of ``path`` (None: the embedded defaults)."""
+    return config.Config.from_file(path)
+
+
+def build_application(environ=None):
+    """The pipeline named by GLANCE_CACHE_MW_CONFIG (or the embedded default), logging set up."""
+    from glance_cache_mw.cmd import common
+
+    path = config_path_from_env(environ)
+    settings = load_settings(path)
+    common.setup_logging(settings.debug)
+    return load_app(path or default_config_path())
+
+
+_application = None
+
+
+def __getattr__(name):
+    # PEP 562: ``application`` is built when a server asks for it, not when this is imported.
+    global _application
+    if name != "application":
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    if _application is None:
+        _application = build_application()
+    return _application

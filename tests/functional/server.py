@@ -1,0 +1,213 @@
+"""Run the real glance-cache-mw-api in a subprocess on 127.0.0.1:0, plus test-only Paste parts.
+
+``ServerProcess`` writes an INI derived from etc/glance-cache-mw.ini (data_dir in a temporary
+directory, bind_port 0, the chosen flavor and settings), starts the console script, reads the
+port from its "listening on" line and stops it with SIGTERM. Use it through the
+``start_server`` / ``api_server`` fixtures of tests/functional/conftest.py.
+
+Test-only Paste parts (imported by the server subprocess, which gets the repository root on
+PYTHONPATH): ``testing_filter_factory`` answers a few ``/test/...`` paths (slow bodies, the
+worker's pid, a fake cache status) and passes everything else; ``stub_app_factory`` stands in
+for the images app where a test does not need it.
+"""
+
+import configparser
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import webob
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SAMPLE_CONFIG = os.path.join(REPO_ROOT, "etc", "glance-cache-mw.ini")
+START_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 30
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def api_command():
+    """The console script next to this interpreter (else ``python -m``)."""
+    script = os.path.join(os.path.dirname(sys.executable), "glance-cache-mw-api")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "glance_cache_mw.cmd.api"]
+
+
+def subprocess_env(**extra):
+    """The environment for server subprocesses: the test helpers importable, no user config."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    env.pop("GLANCE_CACHE_MW_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, stub_app=False):
+    """Write a server INI based on the etc/ sample; return ``path``.
+
+    ``testing`` inserts the test-only filter just before the app of every pipeline;
+    ``stub_app`` replaces the images app by :func:`stub_app_factory`.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(SAMPLE_CONFIG, encoding="utf-8") as handle:
+        parser.read_file(handle)
+    values = {"data_dir": str(data_dir), "bind_host": "127.0.0.1", "bind_port": "0",
+              "workers": "1", "flavor": flavor}
+    values.update({key: str(value) for key, value in (settings or {}).items()})
+    for key, value in values.items():
+        parser.set("DEFAULT", key, value)
+    if testing:
+        parser["filter:testing"] = {
+            "paste.filter_factory": "tests.functional.server:testing_filter_factory"}
+        for section in parser.sections():
+            if section.startswith("pipeline:"):
+                names = parser.get(section, "pipeline").split()
+                parser.set(section, "pipeline", " ".join(names[:-1] + ["testing", names[-1]]))
+    if stub_app:
+        parser.remove_section("app:images")
+        parser["app:images"] = {"paste.app_factory": "tests.functional.server:stub_app_factory"}
+    with open(path, "w", encoding="utf-8") as handle:
+        parser.write(handle)
+    return path
+
+
+class ServerProcess:
+    """One ``glance-cache-mw-api --config FILE`` subprocess; ``url`` once started."""
+
+    def __init__(self, workdir, flavor="noauth", settings=None, testing=True, stub_app=False,
+                 extra_args=()):
+        self.workdir = str(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.data_dir = os.path.join(self.workdir, "data")
+        self.config_path = write_config(os.path.join(self.workdir, "glance-cache-mw.ini"),
+                                        self.data_dir, flavor, settings, testing, stub_app)
+        self.stdout_path = os.path.join(self.workdir, "stdout.log")
+        self.stderr_path = os.path.join(self.workdir, "stderr.log")
+        self.extra_args = list(extra_args)
+        self.process = None
+        self.url = None
+
+    def start(self, timeout_s=START_TIMEOUT_S):
+        """Start the server and wait for its "listening on" line; return self."""
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                api_command() + ["--config", self.config_path] + self.extra_args,
+                stdout=out, stderr=err, cwd=self.workdir, env=subprocess_env())
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.stdout())
+            if match:
+                self.url = match.group(1)
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not start (exit %s)\nstdout:\n%s\nstderr:\n%s"
+                           % (self.process.returncode, self.stdout(), self.stderr()))
+
+    @property
+    def port(self):
+        return urllib.parse.urlsplit(self.url).port
+
+    def stdout(self):
+        with open(self.stdout_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def stderr(self):
+        with open(self.stderr_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def signal(self, signum=signal.SIGTERM):
+        self.process.send_signal(signum)
+
+    def wait(self, timeout_s=STOP_TIMEOUT_S):
+        """Wait for the process to exit; return its status."""
+        return self.process.wait(timeout=timeout_s)
+
+    def stop(self, timeout_s=STOP_TIMEOUT_S):
+        """SIGTERM, wait (SIGKILL after the timeout); return the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def request(self, method, path, body=None, headers=None, timeout_s=30):
+        """One request on a fresh connection; (status, headers dict, body bytes)."""
+        return http_request(self.url, method, path, body, headers, timeout_s)
+
+
+def http_request(base_url, method, path, body=None, headers=None, timeout_s=30):
+    """(status, lower-cased headers, body) of one request to ``base_url + path``."""
+    parts = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+    finally:
+        conn.close()
+
+
+# --- test-only Paste parts (run inside the server subprocess) ---------------------------------
+
+class TestingFilter:
+    """Answers ``/test/slow``, ``/test/pid`` and ``/test/cache``; passes everything else."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        request = webob.Request(environ)
+        if request.path_info == "/test/slow":
+            seconds = float(request.GET.get("seconds", "1"))
+            chunks = int(request.GET.get("chunks", "10"))
+            # eventlet buffers 4 KiB before writing unless told otherwise; stream each byte.
+            environ["eventlet.minimum_write_chunk_size"] = 0
+            response = webob.Response(content_type="application/octet-stream")
+            response.app_iter = _slow_chunks(seconds, chunks)
+            response.content_length = chunks
+        elif request.path_info == "/test/pid":
+            response = webob.Response(json_body={"pid": os.getpid()})
+        elif request.path_info == "/test/cache":
+            response = webob.Response(body=b"cached", content_type="text/plain")
+            response.headers["X-Image-Cache"] = request.GET.get("status", "HIT")
+        else:
+            return self.app(environ, start_response)
+        return response(environ, start_response)
+
+
+def _slow_chunks(seconds, chunks):
+    yield b"x"                   # at once, so that the client knows the request is in flight
+    for _ in range(chunks - 1):
+        time.sleep(seconds / max(chunks - 1, 1))
+        yield b"x"
+
+
+def testing_filter_factory(global_conf, **local_conf):
+    return TestingFilter
+
+
+def stub_app(environ, start_response):
+    """Stands in for the images app: 404 for everything."""
+    body = json.dumps({"stub": True, "path": environ.get("PATH_INFO")}).encode()
+    start_response("404 Not Found", [("Content-Type", "application/json"),
+                                     ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def stub_app_factory(global_conf, **local_conf):
+    return stub_app

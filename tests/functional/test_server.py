@@ -1,0 +1,342 @@
+"""glance-cache-mw-api and glance_cache_mw.wsgi: real servers in subprocesses, real HTTP.
+
+Also the Paste side in-process: the etc/ sample's settings and flavors, loaded with loadapp.
+"""
+
+import configparser
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import webob
+
+from glance_cache_mw import config, exception, wsgi
+from glance_cache_mw.db import engine as db_engine
+from tests.functional import server as helpers
+
+
+def access_lines(server, fragment):
+    return [line for line in server.stderr().splitlines()
+            if "glance_cache_mw.access" in line and fragment in line]
+
+
+def wait_for(predicate, timeout_s=10, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def is_port_free(port):
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# --- the built-in eventlet server ----------------------------------------------------------
+
+def test_healthcheck_and_versions_through_the_real_pipeline(start_server):
+    server = start_server(testing=False)
+    assert server.request("GET", "/healthcheck")[::2] == (200, b"OK")
+    status, headers, body = server.request("GET", "/versions")
+    assert status == 200
+    assert headers["content-type"].startswith("application/json")
+    assert any(v["status"] == "CURRENT" for v in json.loads(body)["versions"])
+    wait_for(lambda: access_lines(server, '"GET /versions" 200'), what="access log")
+    assert server.stop() == 0
+
+
+def test_access_log_has_the_cache_status_of_real_downloads(start_server):
+    server = start_server(testing=False)
+    status, _, body = server.request(
+        "POST", "/v2/images", body=json.dumps(
+            {"name": "log", "disk_format": "raw", "container_format": "bare"}),
+        headers={"Content-Type": "application/json"})
+    assert status == 201, body
+    image_id = json.loads(body)["id"]
+    path = "/v2/images/%s/file" % image_id
+    assert server.request("PUT", path, body=b"0123456789",
+                          headers={"Content-Type": "application/octet-stream"})[0] == 204
+    statuses = [server.request("GET", path)[1].get("x-image-cache") for _ in range(2)]
+    assert statuses == ["MISS", "HIT"]
+    wait_for(lambda: len(access_lines(server, '"GET %s" 200 10' % path)) == 2, what="log")
+    lines = access_lines(server, '"GET %s" 200 10' % path)
+    assert lines[0].endswith("cache=MISS") and lines[1].endswith("cache=HIT")
+    wait_for(lambda: access_lines(server, '"PUT %s" 204 0' % path), what="log")
+    assert access_lines(server, '"PUT %s" 204 0' % path)[0].endswith("cache=-")
+
+
+def test_access_log_line_format(start_server):
+    server = start_server(stub_app=True)
+    assert server.request("GET", "/test/cache?status=COALESCED")[0] == 200
+    wait_for(lambda: access_lines(server, "/test/cache"), what="log")
+    line = access_lines(server, "/test/cache")[0]
+    assert re.search(r'127\.0\.0\.1 "GET /test/cache\?status=COALESCED" 200 6 '
+                     r'\d+\.\d{3}s cache=COALESCED$', line), line
+
+
+def test_listening_line_names_the_actual_port(start_server):
+    server = start_server(stub_app=True)
+    assert server.port not in (0, None)
+    assert "listening on http://127.0.0.1:%d" % server.port in server.stdout()
+
+
+def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(start_server):
+    server = start_server(stub_app=True)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/test/slow?seconds=2&chunks=10")
+        response = conn.getresponse()
+        first = response.read(1)          # the request is now in flight
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        wait_for(lambda: "no longer accepting" in server.stderr(), what="stop")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        rest = response.read()
+        assert time.monotonic() - signalled > 1   # the body really was still streaming
+    finally:
+        conn.close()
+    assert (response.status, first + rest) == (200, b"x" * 10)
+    assert server.wait(timeout_s=15) == 0
+    assert access_lines(server, '"GET /test/slow?seconds=2&chunks=10" 200 10')
+    assert "all requests done" in server.stderr()
+
+
+def test_graceful_timeout_bounds_the_drain(start_server):
+    server = start_server(stub_app=True, extra_args=["--graceful-timeout", "0.5"])
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/test/slow?seconds=60&chunks=100")
+        response = conn.getresponse()
+        response.read(1)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout_s=15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        conn.close()
+    assert "still running after 0.5 s" in server.stderr()
+
+
+def test_two_workers_serve_and_stop_cleanly(start_server):
+    server = start_server(stub_app=True, settings={"workers": 2})
+    assert "2 workers" in server.stdout()
+    pids = {json.loads(server.request("GET", "/test/pid")[2])["pid"] for _ in range(20)}
+    assert pids and server.process.pid not in pids
+    assert server.request("GET", "/healthcheck")[::2] == (200, b"OK")
+    assert server.stop() == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def run_api(*args, cwd, timeout_s=60):
+    return subprocess.run(helpers.api_command() + list(args), cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout_s, env=helpers.subprocess_env())
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"bind_port": "abc"}, "bind_port='abc' is not an integer"),
+    ({"workers": "-1"}, "workers='-1' must be at least 0"),
+    ({"debug": "maybe"}, "debug='maybe' is not a boolean"),
+    ({"image_cache_max_size": "10G"}, "image_cache_max_size='10G' is not an integer"),
+    ({"flavor": "bogus"}, "flavor='bogus' is not one of context, keystone, noauth"),
+    ({"bind_host": "256.1.1.1"}, "cannot listen on bind_host='256.1.1.1'"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, settings, expected):
+    path = helpers.write_config(tmp_path / "bad.ini", tmp_path / "data", testing=False)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    for key, value in settings.items():
+        parser.set("DEFAULT", key, value)
+    with open(path, "w") as handle:
+        parser.write(handle)
+    result = run_api("--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("keystone-manage") is not None, reason="keystone installed")
+def test_keystone_flavor_without_keystonemiddleware_names_the_extra(tmp_path):
+    path = helpers.write_config(tmp_path / "ks.ini", tmp_path / "data", flavor="keystone",
+                                testing=False)
+    result = run_api("--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "pip install glance_cache_mw[keystone]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exit_2(tmp_path):
+    result = run_api("--config", str(tmp_path / "nope.ini"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.ini does not exist" in result.stderr
+
+
+def test_embedded_defaults_without_any_config(tmp_path):
+    if not is_port_free(9292):
+        pytest.skip("port 9292 is in use")
+    stdout, stderr = tmp_path / "out", tmp_path / "err"
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        process = subprocess.Popen(helpers.api_command(), cwd=tmp_path, stdout=out, stderr=err,
+                                   env=helpers.subprocess_env())
+    try:
+        wait_for(lambda: "listening on" in stdout.read_text() or process.poll() is not None,
+                 timeout_s=30, what="start")
+        banner = stdout.read_text()
+        assert "listening on http://127.0.0.1:9292" in banner, stderr.read_text()
+        assert "glance --os-image-url http://127.0.0.1:9292" in banner
+        assert "curl -X PUT http://127.0.0.1:9292/v2/images/IMAGE_ID/file" in banner
+        assert "embedded defaults" in banner
+        assert (tmp_path / "data" / "glance-cache-mw.sqlite").exists()
+        status, _, body = helpers.http_request("http://127.0.0.1:9292", "GET", "/v2/images")
+        assert (status, json.loads(body)["images"]) == (200, [])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+# --- gunicorn --------------------------------------------------------------------------------
+
+def test_gunicorn_serves_the_wsgi_application(tmp_path):
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    if not os.path.exists(gunicorn):
+        pytest.skip("gunicorn is not installed")
+    path = helpers.write_config(tmp_path / "g.ini", tmp_path / "data", testing=False)
+    env = helpers.subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "glance-cache-mw-manage"),
+                    "--config", str(path), "db", "sync"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    port = free_port()
+    url = "http://127.0.0.1:%d" % port
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        process = subprocess.Popen(
+            [gunicorn, "-b", "127.0.0.1:%d" % port, "--workers", "2",
+             "glance_cache_mw.wsgi:application"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def answers():
+            try:
+                return helpers.http_request(url, "GET", "/healthcheck", timeout_s=2)[0] == 200
+            except OSError:
+                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                return False
+        wait_for(answers, timeout_s=30, what="gunicorn")
+        assert helpers.http_request(url, "GET", "/healthcheck")[::2] == (200, b"OK")
+        assert helpers.http_request(url, "GET", "/versions")[0] == 200
+        status, _, body = helpers.http_request(url, "GET", "/v2/images")
+        assert (status, json.loads(body)["images"]) == (200, [])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+# --- Paste, in-process -----------------------------------------------------------------------
+
+@pytest.fixture
+def clean_engine():
+    yield
+    db_engine.dispose()
+
+
+def _sample_defaults():
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(helpers.SAMPLE_CONFIG)
+    return parser
+
+
+def test_sample_ini_documents_every_setting_with_its_default():
+    with open(helpers.SAMPLE_CONFIG, encoding="utf-8") as handle:
+        text = handle.read()
+    for setting in config.SETTINGS:
+        assert re.search(r"^#%s =" % setting.name, text, re.M), setting.name
+        if not callable(setting.default):
+            value = setting.default
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif value is None:
+                value = ""
+            assert re.search(r"^#%s = ?%s$" % (setting.name, re.escape(str(value))), text,
+                             re.M), setting.name
+    # Everything is commented out, so the sample means "the embedded defaults".
+    assert dict(_sample_defaults().defaults()) == {}
+    assert config.Config.from_file(helpers.SAMPLE_CONFIG).as_dict() == \
+        config.Config.from_mapping({}).as_dict()
+
+
+def test_flavor_precedence(tmp_path):
+    path = tmp_path / "f.ini"
+    path.write_text("[DEFAULT]\nflavor = context\n")
+    assert wsgi.read_flavor(str(path)) == "context"
+    path.write_text("[DEFAULT]\nflavor = context\n[paste_deploy]\nflavor = keystone\n")
+    assert wsgi.read_flavor(str(path)) == "keystone"
+    path.write_text("[DEFAULT]\n")
+    assert wsgi.read_flavor(str(path)) == "noauth"
+
+
+def test_importing_wsgi_builds_nothing():
+    assert wsgi._application is None
+    assert "application" not in vars(wsgi)
+
+
+@pytest.mark.usefixtures("clean_engine")
+def test_context_flavor_needs_confirmed_identity_but_not_for_healthcheck(tmp_path):
+    path = helpers.write_config(tmp_path / "c.ini", tmp_path / "data", flavor="context",
+                                testing=False)
+    app = wsgi.load_app(str(path))
+    assert webob.Request.blank("/healthcheck").get_response(app).body == b"OK"
+    refused = webob.Request.blank("/versions").get_response(app)
+    assert refused.status_int == 401 and "X-Identity-Status" in refused.text
+    allowed = webob.Request.blank("/versions", headers={
+        "X-Identity-Status": "Confirmed", "X-Project-Id": "p1"}).get_response(app)
+    assert allowed.status_int == 200 and "versions" in allowed.json
+
+
+@pytest.mark.usefixtures("clean_engine")
+def test_noauth_flavor_is_the_default(tmp_path):
+    path = helpers.write_config(tmp_path / "n.ini", tmp_path / "data", testing=False)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    parser.remove_option("DEFAULT", "flavor")
+    with open(path, "w") as handle:
+        parser.write(handle)
+    app = wsgi.load_app(str(path))
+    response = webob.Request.blank("/versions").get_response(app)
+    assert response.status_int == 200 and response.json["versions"]
+
+
+def test_keystone_flavor_in_process_is_a_configuration_error(tmp_path):
+    path = helpers.write_config(tmp_path / "k.ini", tmp_path / "data", flavor="keystone",
+                                testing=False)
+    with pytest.raises(exception.InvalidConfiguration, match=r"glance_cache_mw\[keystone\]"):
+        wsgi.load_app(str(path))
+
+
+def test_broken_pipeline_names_the_file(tmp_path):
+    path = tmp_path / "broken.ini"
+    path.write_text("[composite:main]\nuse = call:glance_cache_mw.wsgi:flavor_factory\n"
+                    "noauth = missing-pipeline\n")
+    with pytest.raises(exception.InvalidConfiguration, match="broken.ini"):
+        wsgi.load_app(str(path))
