@@ -24,6 +24,7 @@ the kept database itself).
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import os
 import random
@@ -77,6 +78,8 @@ def build_parser():
                         "(default %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured runs per case first "
                         "(default %(default)s)")
+    parser.add_argument("--budget-s", type=float, default=60.0, help="stop repeating a case "
+                        "once its measured runs took this long (default %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--no-fill", action="store_true", help="measure the database at --url "
@@ -407,89 +410,122 @@ def build_cases(api, subjects):
     return cases
 
 
-def measure(function, log, warmup, repeat):
-    """Run `function` warm-up and measured times: (median ms, p95 ms, statements, rows, sql)."""
-    for _ in range(warmup):
+@dataclasses.dataclass
+class Result:
+    name: str
+    caller: str
+    samples_ms: list
+    statements: list      # per measured call
+    rows: int
+    captured: list        # (statement, parameters) of the last call
+
+    @property
+    def median_ms(self):
+        return statistics.median(self.samples_ms)
+
+    @property
+    def p95_ms(self):
+        ordered = sorted(self.samples_ms)
+        return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+    @property
+    def most_statements(self):
+        return max(self.statements)
+
+    @property
+    def shown_statements(self):
+        low, high = min(self.statements), max(self.statements)
+        return str(high) if low == high else "%d-%d" % (low, high)
+
+    @property
+    def is_met(self):
+        ok = self.median_ms < TARGET_MEDIAN_MS
+        if "return_tag" in self.name:
+            ok = ok and self.most_statements <= TARGET_RETURN_TAG_STATEMENTS
+        return ok
+
+
+def measure(name, caller, function, log, args):
+    """Warm up, then time --repeat calls (fewer when a case exceeds --budget-s seconds)."""
+    began = time.perf_counter()
+    for _ in range(args.warmup):
         function()
+        if time.perf_counter() - began > args.budget_s / 4:
+            break
     log.take()
-    samples, counts = [], []
-    rows = None
-    for _ in range(repeat):
-        began = time.perf_counter()
+    samples, counts, rows, captured = [], [], None, []
+    began = time.perf_counter()
+    for _ in range(args.repeat):
+        start = time.perf_counter()
         rows = function()
-        samples.append((time.perf_counter() - began) * 1000)
-        counts.append(len(log.statements))
+        samples.append((time.perf_counter() - start) * 1000)
         captured = log.take()
-    samples.sort()
-    p95 = samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
-    statements = str(max(counts)) if min(counts) == max(counts) else "%d-%d" % (
-        min(counts), max(counts))
-    return statistics.median(samples), p95, statements, max(counts), rows, captured
-
-
-def verdict(name, median_ms, statements):
-    ok = median_ms < TARGET_MEDIAN_MS
-    if "return_tag" in name:
-        ok = ok and statements <= TARGET_RETURN_TAG_STATEMENTS
-    return "yes" if ok else "**no**"
+        counts.append(len(captured))
+        if time.perf_counter() - began > args.budget_s:
+            break
+    return Result(name, caller, samples, counts, rows, captured)
 
 
 def load():
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    return "load %.2f/%.2f/%.2f" % os.getloadavg()
+
+
+def print_report(engine, args, subjects, results, fill_s, load_before):
+    """The markdown table on stdout, then the plans that --explain asks for."""
+    with engine.connect() as conn:
+        server_version = ".".join(str(part) for part in conn.dialect.server_version_info)
+    print("%s %s, %d images (%d live), up to %d runs after %d warm-up, %d cores, "
+          "%s before and %s after measuring%s" % (
+              engine.url.get_backend_name(), server_version, args.images,
+              subjects["live_images"], args.repeat, args.warmup, os.cpu_count(), load_before,
+              load(), ", filled in %.0f s" % fill_s if fill_s is not None else ""))
+    print()
+    print("| case | caller | median ms | p95 ms | runs | SQL statements | rows | target met |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for result in results:
+        print("| %s | %s | %.2f | %.2f | %d | %s | %s | %s |" % (
+            result.name, result.caller, result.median_ms, result.p95_ms,
+            len(result.samples_ms), result.shown_statements, result.rows,
+            "yes" if result.is_met else "**no**"))
+    for result in results:
+        if args.explain == "all" or (args.explain == "slow" and not result.is_met):
+            print("\n### %s (%s): %.2f ms, %d statements\n" % (
+                result.name, result.caller, result.median_ms, result.most_statements))
+            for statement, parameters in result.captured:
+                shown = repr(parameters)
+                if len(shown) > 300:
+                    shown = shown[:300] + "..."
+                print("```sql\n%s\n-- parameters: %s\n```\n```\n%s\n```" % (
+                    statement.strip(), shown, explain(engine, statement, parameters)))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # Imported here so that --help works while the DB API is still being written.
+    # Imported here so that --help works without a database.
     from glance_cache_mw.db import api
 
     with bench_database(args) as url:
-        if args.no_fill:
-            engine = db_engine.create_engine(url)
-            fill_s = None
-        else:
+        fill_s = None
+        if not args.no_fill:
             engine = db_engine.create_engine(url)
             fill_s = fill(engine, args)
-        engine.dispose()
+            engine.dispose()
         api.configure(url)
         engine = db_engine.get_engine()
         subjects = pick_subjects(engine)
         log = StatementLog(engine)
         cases = [case for case in build_cases(api, subjects)
                  if not args.only or any(part in case[0] for part in args.only)]
-        progress("measuring %d cases x %d runs (%s)" % (len(cases), args.repeat, load()))
+        load_before = load()
+        progress("measuring %d cases x %d runs (%s)" % (len(cases), args.repeat, load_before))
         results = []
         for name, caller, function in cases:
-            median_ms, p95_ms, shown, most, rows, captured = measure(
-                function, log, args.warmup, args.repeat)
-            results.append((name, caller, median_ms, p95_ms, shown, most, rows, captured))
-            progress("  %-36s %-6s %8.2f ms median %8.2f ms p95 %4s SQL" % (
-                name, caller, median_ms, p95_ms, shown))
-        with engine.connect() as conn:
-            server_version = ".".join(str(part) for part in conn.dialect.server_version_info)
-        backend = engine.url.get_backend_name()
-
-        print("%s %s, %d images (%d live), %d runs after %d warm-up, %d cores, %s%s" % (
-            backend, server_version, args.images, subjects["live_images"], args.repeat,
-            args.warmup, os.cpu_count(), load(),
-            ", filled in %.0f s" % fill_s if fill_s is not None else ""))
-        print()
-        print("| case | caller | median ms | p95 ms | SQL statements | rows | target met |")
-        print("|---|---|---:|---:|---:|---:|---|")
-        for name, caller, median_ms, p95_ms, shown, most, rows, _ in results:
-            print("| %s | %s | %.2f | %.2f | %s | %s | %s |" % (
-                name, caller, median_ms, p95_ms, shown, rows, verdict(name, median_ms, most)))
-        for name, caller, median_ms, _, _, most, _, captured in results:
-            slow = verdict(name, median_ms, most) != "yes"
-            if args.explain == "all" or (args.explain == "slow" and slow):
-                print("\n### %s (%s): %.2f ms, %d statements\n" % (name, caller, median_ms, most))
-                for statement, parameters in captured:
-                    shown_parameters = repr(parameters)
-                    if len(shown_parameters) > 300:
-                        shown_parameters = shown_parameters[:300] + "..."
-                    print("```sql\n%s\n-- parameters: %s\n```\n```\n%s\n```" % (
-                        statement.strip(), shown_parameters,
-                        explain(engine, statement, parameters)))
+            result = measure(name, caller, function, log, args)
+            results.append(result)
+            progress("  %-36s %-6s %9.2f ms median %9.2f ms p95 %3d runs %4s SQL" % (
+                name, caller, result.median_ms, result.p95_ms, len(result.samples_ms),
+                result.shown_statements))
+        print_report(engine, args, subjects, results, fill_s, load_before)
         db_engine.dispose()
     return 0
 
