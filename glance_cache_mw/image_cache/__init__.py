@@ -94,7 +94,16 @@ class ImageCache:
         return self.driver.queue_image(image_id)
 
     def delete_cached_image(self, image_id):
+        """Evict the image and cancel a fill in flight, so that it does not commit a copy of
+        an image that was just deleted or deactivated (W11)."""
+        self.cancel_fill(image_id)
         self.driver.delete_cached_image(image_id)
+
+    def cancel_fill(self, image_id):
+        """Make a live fill of ``image_id`` end uncommitted (its client still gets the body);
+        True if there was one. The writer notices at commit time that its name is gone."""
+        return common.unlink_quietly(
+            self.driver.get_image_filepath(image_id, common.INCOMPLETE))
 
     def delete_all_cached_images(self):
         return self.driver.delete_all_cached_images()

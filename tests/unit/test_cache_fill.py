@@ -301,6 +301,20 @@ def test_a_follower_never_gets_the_last_bytes_of_a_mismatch(settings, cache):
     conn.close()
 
 
+def test_deleting_an_image_cancels_its_fill(cache):
+    origin = Origin(helpers.chunks(DATA))
+    tee = cache.fill("img", origin, SIZE, **GOOD)
+    next(tee)
+    cache.delete_cached_image("img")          # the image was deleted during the download
+    assert not cache.is_being_cached("img")
+    restarted = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
+    assert restarted.caching                  # a new fill may start at once ...
+    assert helpers.drain(tee) and not tee.committed   # ... the old one never publishes
+    assert not cache.is_cached("img") and incomplete(cache) != []
+    assert helpers.drain(restarted) == DATA and restarted.committed
+    assert cached_bytes(cache, "img") == DATA and incomplete(cache) == []
+
+
 # -- client disconnect -------------------------------------------------------------------
 
 def test_a_disconnect_abandons_the_fill_at_once(cache):

@@ -19,10 +19,12 @@ One writer per image, across threads and processes: a fill creates its reservati
 ``incomplete/{id}`` (``link`` fails with EEXIST when another writer got there first). So the
 public name is locked from the moment it exists, and "unlocked" always means "writer gone":
 the cleaner, a follower and the next writer can all test it without guessing from timestamps.
+Commit and invalidation rename the private reservation name, never the public one, so a
+writer can only ever publish its own inode, even after ``cancel_fill`` handed the public name
+to a new writer.
 """
 
 import collections
-import errno
 import fcntl
 import logging
 import os
@@ -248,26 +250,35 @@ class CacheWriter:
             view = view[done:]
             self.bytes_written += done
 
+    def is_cancelled(self):
+        """True when ``incomplete/{id}`` no longer names our file (ImageCache.cancel_fill)."""
+        return not same_file(self._fd, self.path)
+
     def commit(self):
         """Make the file durable, mark it verified and rename it into place atomically.
 
-        Returns True when the image is now cached; False if publishing failed (the bytes are
-        then in invalid/) or the writer had already ended.
+        Returns True when the image is now cached; False if the fill was cancelled (the
+        image was deleted meanwhile), publishing failed (the bytes are then in invalid/) or
+        the writer had already ended. The rename uses our private reservation name, so it
+        can only ever publish this writer's inode.
         """
         if self.closed:
+            return False
+        if self.is_cancelled():
+            self.discard("cancelled while filling")
             return False
         try:
             os.fsync(self._fd)
             self._driver.before_publish(self._fd, self.image_id, self.bytes_written)
             os.fchmod(self._fd, MODE_VERIFIED)
-            os.rename(self.path, self._driver.get_image_filepath(self.image_id))
+            os.rename(self._reservation, self._driver.get_image_filepath(self.image_id))
             fsync_dir(self._driver.base_dir)
         except OSError:
             LOG.exception("could not publish the cached copy of %s", self.image_id)
             self.invalidate("publish failed")
             return False
         self._finish()
-        unlink_quietly(self._driver.get_image_filepath(self.image_id, "queue"))
+        unlink_quietly(self._driver.get_image_filepath(self.image_id, QUEUE))
         try:
             self._driver.record_commit(self.image_id, self.bytes_written)
         except Exception:  # the file is complete and verified: an untracked entry is fine
@@ -282,21 +293,23 @@ class CacheWriter:
             return
         LOG.warning("not caching image %s: %s", self.image_id, reason)
         try:
-            os.rename(self.path, self._driver.get_image_filepath(self.image_id, INVALID))
+            os.rename(self._reservation,
+                      self._driver.get_image_filepath(self.image_id, INVALID))
         except OSError as err:
-            LOG.warning("could not move %s to invalid/: %s", self.path, err)
-            unlink_quietly(self.path)
+            LOG.warning("could not move %s to invalid/: %s", self._reservation, err)
         self._finish()
 
     def discard(self, reason="abandoned"):
-        """Remove the partial file at once (client gone, or a write error)."""
+        """Remove the partial file at once (client gone, a write error, no room)."""
         if self.closed:
             return
         LOG.info("abandoning the fill of image %s: %s", self.image_id, reason)
-        unlink_quietly(self.path)
         self._finish()
 
     def _finish(self):
+        """Drop our names (the public one only while it is still ours) and the lock."""
+        if not self.is_cancelled():
+            unlink_quietly(self.path)
         unlink_quietly(self._reservation)
         fd, self._fd = self._fd, None
         os.close(fd)   # releases the flock: followers and the cleaner see the writer gone
@@ -310,7 +323,3 @@ class CacheWriter:
         else:
             self.invalidate("%s: %s" % (exc_type.__name__, exc))
         return False
-
-
-def is_enospc(err):
-    return getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
