@@ -81,6 +81,9 @@ def build_parser():
     parser.add_argument("--budget-s", type=float, default=60.0, help="stop repeating a case "
                         "once its measured runs took this long (default %(default)s)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default %(default)s)")
+    parser.add_argument("--sqlite-analyze", action="store_true", help="ANALYZE a SQLite "
+                        "database after filling too (Glance never does; shows what statistics "
+                        "change)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--no-fill", action="store_true", help="measure the database at --url "
                         "as it is (one filled by an earlier run with --keep and the same --seed)")
@@ -221,7 +224,7 @@ def progress(message):
 
 
 def fill(engine, args):
-    """Create the schema and insert the synthetic data; return the elapsed seconds."""
+    """Create the schema, insert the synthetic data, maybe ANALYZE: (seconds, analyzed)."""
     began = time.perf_counter()
     migration.sync(engine)
     data = Fill(args)
@@ -243,12 +246,16 @@ def fill(engine, args):
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     backend = engine.url.get_backend_name()
+    analyzed = backend != "sqlite" or args.sqlite_analyze
     # A server analyzes a freshly loaded table by itself soon enough (autovacuum, InnoDB
     # persistent statistics); do it now so every run plans with statistics. SQLite never does,
-    # and a Glance SQLite database is never ANALYZEd, so neither is ours.
+    # and a Glance SQLite database is never ANALYZEd, so ours is not unless --sqlite-analyze.
     if backend == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
+    elif backend == "sqlite" and args.sqlite_analyze:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
     elif backend in ("mysql", "mariadb"):
         with engine.begin() as conn:
             for table in ("images", "image_properties", "image_tags", "image_locations",
@@ -256,7 +263,7 @@ def fill(engine, args):
                 conn.exec_driver_sql("ANALYZE TABLE %s" % table).fetchall()
     elapsed = time.perf_counter() - began
     progress("filled %d images, %d members in %.1f s" % (data.count, len(members), elapsed))
-    return elapsed
+    return elapsed, analyzed
 
 
 # -- the database --------------------------------------------------------------------------------
@@ -470,7 +477,7 @@ def load():
     return "load %.2f/%.2f/%.2f" % os.getloadavg()
 
 
-def print_report(engine, args, subjects, results, fill_s, load_before):
+def print_report(engine, args, subjects, results, filled, load_before):
     """The markdown table on stdout, then the plans that --explain asks for."""
     with engine.connect() as conn:
         server_version = ".".join(str(part) for part in conn.dialect.server_version_info)
@@ -478,7 +485,8 @@ def print_report(engine, args, subjects, results, fill_s, load_before):
           "%s before and %s after measuring%s" % (
               engine.url.get_backend_name(), server_version, args.images,
               subjects["live_images"], args.repeat, args.warmup, os.cpu_count(), load_before,
-              load(), ", filled in %.0f s" % fill_s if fill_s is not None else ""))
+              load(), "" if filled is None else ", filled in %.0f s, %s" % (
+                  filled[0], "ANALYZEd" if filled[1] else "not ANALYZEd")))
     print()
     print("| case | caller | median ms | p95 ms | runs | SQL statements | rows | target met |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
@@ -505,10 +513,10 @@ def main(argv=None):
     from glance_cache_mw.db import api
 
     with bench_database(args) as url:
-        fill_s = None
+        filled = None
         if not args.no_fill:
             engine = db_engine.create_engine(url)
-            fill_s = fill(engine, args)
+            filled = fill(engine, args)
             engine.dispose()
         api.configure(url)
         engine = db_engine.get_engine()
@@ -525,7 +533,7 @@ def main(argv=None):
             progress("  %-36s %-6s %9.2f ms median %9.2f ms p95 %3d runs %4s SQL" % (
                 name, caller, result.median_ms, result.p95_ms, len(result.samples_ms),
                 result.shown_statements))
-        print_report(engine, args, subjects, results, fill_s, load_before)
+        print_report(engine, args, subjects, results, filled, load_before)
         db_engine.dispose()
     return 0
 
