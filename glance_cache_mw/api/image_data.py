@@ -6,23 +6,23 @@ upload marks the image ``killed``; the store leaves no file behind.
 
 A download is 200 with the whole file, 206 for one satisfiable ``Range`` (416 otherwise, 400 for
 several ranges, as Glance), 204 when the image has no data yet, 403 for a deactivated image
-unless the caller is an admin, 404 when the caller may not see the image. The response body is
-the store's ``FileReader`` (``app_iter.path`` names the file).
+unless the caller is an admin, 404 when the caller may not see the image. Headers come from
+``middleware.download.download_headers``, as on a cache hit; the response body is the store's
+``FileReader`` (``app_iter.path`` names the file).
 """
 
 import logging
-import re
 
 import webob
 
 from glance_cache_mw import exception, store as file_store
 from glance_cache_mw.api import common
+from glance_cache_mw.middleware import download
 
 LOG = logging.getLogger(__name__)
 
 OCTET_STREAM = "application/octet-stream"
 SIZE_HEADER = "x-openstack-image-size"
-_RANGE = re.compile(r"\A\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*\Z", re.IGNORECASE)
 _HAS_DATA = ("active", "deactivated")
 
 
@@ -119,20 +119,16 @@ class ImageDataController:
 
 
 def download_response(image, reader, partial=False):
-    """The response for ``reader`` (full file or one range): headers as the cache must copy."""
-    resp = webob.Response(status=206 if partial else 200, content_type=OCTET_STREAM)
-    del resp.charset
-    resp.app_iter = reader  # app_iter first: assigning it clears Content-Length (STYLE.md)
-    resp.content_length = reader.length
-    resp.headers["Accept-Ranges"] = "bytes"
-    if image.get("checksum"):
-        resp.headers["ETag"] = '"%s"' % image["checksum"]
+    """The response for ``reader`` (whole file or one range), with the headers a cache hit
+    carries too (``middleware.download.download_headers``: one definition for both)."""
+    content_range = None
     if partial:
-        end = reader.offset + reader.length - 1
-        resp.headers["Content-Range"] = "bytes %d-%d/%d" % (reader.offset, end, reader.size)
-    elif image.get("checksum"):
-        # RFC 1864: Content-MD5 is the digest of the body sent, so never on a 206.
-        resp.headers["Content-MD5"] = image["checksum"]
+        content_range = download.content_range(reader.offset, reader.length, reader.size)
+    headers = download.download_headers(dict(image, size=reader.size), reader.length,
+                                        content_range)
+    resp = webob.Response(status=206 if partial else 200)
+    resp.app_iter = reader  # app_iter first: assigning it clears Content-Length (STYLE.md)
+    resp.headerlist = headers
     return resp
 
 
@@ -143,28 +139,15 @@ def parse_range(header, size):
     """
     if header is None or not header.strip():
         return 0, None
-    if "," in header:
+    if download.is_multi_range(header):
         raise common.HTTPError(400, "Requests with multiple ranges are not supported. You may "
                                     "make multiple single-range requests instead.")
-    match = _RANGE.match(header)
-    unsatisfiable = {"Content-Range": "bytes */%d" % size}
-    if match is None or match.group(1) == match.group(2) == "":
-        raise common.HTTPError(416, "Invalid Range header %r." % header, unsatisfiable)
-    first, last = match.groups()
-    if first == "":
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise common.HTTPError(416, "Range %r cannot be satisfied." % header, unsatisfiable)
-        start = max(0, size - suffix)
-        return start, size - start
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
-    if last != "" and int(last) < start:
-        raise common.HTTPError(416, "Invalid Range header %r." % header, unsatisfiable)
-    if start >= size:
-        raise common.HTTPError(416, "Invalid start position in Range header. Start position "
-                                    "must be below %d." % size, unsatisfiable)
-    return start, end - start + 1
+    try:
+        return download.parse_range(header, size)
+    except download.RangeNotSatisfiable:
+        raise common.HTTPError(416, "Range %r cannot be satisfied from %d bytes."
+                               % (header, size), {"Content-Range": "bytes */%d" % size}
+                               ) from None
 
 
 def _expected_size(req):

@@ -191,8 +191,15 @@ def test_download_headers_and_body(api):
     assert resp.headers["Content-Type"] == "application/octet-stream"
     assert resp.headers["Content-Length"] == str(len(DATA))
     assert resp.headers["Content-MD5"] == hashlib.md5(DATA).hexdigest()
-    assert resp.headers["ETag"] == '"%s"' % hashlib.md5(DATA).hexdigest()
+    assert resp.headers["ETag"] == '"%s"' % hashlib.sha512(DATA).hexdigest()
     assert resp.headers["Accept-Ranges"] == "bytes"
+
+
+def test_download_headers_match_a_cache_hit(api):
+    from glance_cache_mw.middleware import download
+    image = api.active(DATA)
+    resp = api.call("GET", file_url(image["id"]), OWNER)
+    assert sorted(resp.headerlist) == sorted(download.download_headers(image))
 
 
 def test_download_head(api):
@@ -251,7 +258,8 @@ def test_single_range_is_206(api, header, body, content_range):
     assert resp.status_int == 206 and resp.body == body
     assert resp.headers["Content-Range"] == content_range
     assert resp.headers["Content-Length"] == str(len(body))
-    assert "Content-MD5" not in resp.headers
+    # As Glance (and a cache hit): the whole image's MD5, whatever part is sent.
+    assert resp.headers["Content-MD5"] == hashlib.md5(DATA).hexdigest()
 
 
 @pytest.mark.parametrize("header", ["bytes=11-", "bytes=20-30", "bytes=5-2", "bytes=abc",
