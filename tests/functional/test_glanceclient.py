@@ -1,12 +1,15 @@
-"""python-glanceclient 4.x against a real server on 127.0.0.1:0 (tests/functional/serve_app.py).
+"""python-glanceclient 4.x against real servers on 127.0.0.1:0.
 
-Each client is ``glanceclient.Client('2', endpoint, token=...)``; identity headers pick the
-project (no project header = admin in the test server).
+Two servers run the same tests: tests/functional/serve_app.py (the images app alone) and
+``glance-cache-mw-api`` with the ``context`` flavor (context → cache management → cache filter →
+images app), so every download below also goes through the cache. Each client is
+``glanceclient.Client('2', endpoint, token=...)`` with identity headers naming its project.
 """
 
 import hashlib
 import io
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -24,10 +27,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`version` keyword:DeprecationWar
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(endpoint URL, data directory) of a running serve_app."""
-    data_dir = tmp_path_factory.mktemp("server")
+def _serve_app(data_dir):
+    """tests/functional/serve_app.py: the images app alone, context from identity headers."""
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -45,15 +46,37 @@ def server(tmp_path_factory):
         proc.stdout.close()
 
 
+def _pipeline(data_dir):
+    """glance-cache-mw-api with the ``context`` flavor: context → cachemanage → cache → images."""
+    from tests.functional import server as server_helpers
+    process = server_helpers.ServerProcess(data_dir, flavor="context", testing=False)
+    process.start()
+    try:
+        yield process.url, pathlib.Path(process.data_dir)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module", params=["serve_app", "pipeline"])
+def server(request, tmp_path_factory):
+    """(endpoint URL, data directory) of a running server: the stand-in or the real one."""
+    data_dir = tmp_path_factory.mktemp(request.param)
+    starter = _serve_app if request.param == "serve_app" else _pipeline
+    yield from starter(data_dir)
+
+
 @pytest.fixture
 def endpoint(server):
     return server[0]
 
 
-def client_for(endpoint, project=None, roles="member"):
-    headers = {}
-    if project is not None:
-        headers = {"X-Project-Id": project, "X-User-Id": "user-" + project, "X-Roles": roles}
+def client_for(endpoint, project="admin-project", roles=None):
+    """A client for ``project`` (an admin without arguments), as an authenticating proxy
+    in front of the context filter would present it."""
+    if roles is None:
+        roles = "admin" if project == "admin-project" else "member"
+    headers = {"X-Project-Id": project, "X-User-Id": "user-" + project, "X-Roles": roles,
+               "X-Identity-Status": "Confirmed"}
     return glanceclient.Client("2", endpoint, token="test-token", identity_headers=headers)
 
 
@@ -248,6 +271,7 @@ def test_aborted_upload_kills_image_and_leaves_no_file(server):
     url = urllib.parse.urlsplit(endpoint)
     with socket.create_connection((url.hostname, url.port)) as sock:
         sock.sendall(("PUT /v2/images/%s/file HTTP/1.1\r\nHost: x\r\nX-Project-Id: p1\r\n"
+                      "X-Roles: member\r\nX-Identity-Status: Confirmed\r\n"
                       "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n"
                       "\r\n" % image.id).encode() + b"x" * 1000)
         time.sleep(0.2)
@@ -257,3 +281,28 @@ def test_aborted_upload_kills_image_and_leaves_no_file(server):
     assert client.images.get(image.id).status == "killed"
     assert [name for name in os.listdir(data_dir / "images") if image.id in name] == []
     assert client.images.data(image.id).__wrapped__ is None
+
+
+@pytest.fixture(scope="module")
+def pipeline_endpoint(tmp_path_factory):
+    """A real pipeline of its own, to watch X-Image-Cache from a cold cache."""
+    for url, _ in _pipeline(tmp_path_factory.mktemp("pipeline-only")):
+        yield url
+
+
+def test_second_download_is_a_cache_hit(pipeline_endpoint):
+    from tests.functional.server import http_request
+    endpoint = pipeline_endpoint
+    client = client_for(endpoint, "p1")
+    data = os.urandom(64 * 1024)
+    image = create_with_data(client, data, name="cached")
+    headers = {"X-Project-Id": "p1", "X-Roles": "member", "X-Identity-Status": "Confirmed"}
+    url = "/v2/images/%s/file" % image.id
+    statuses = []
+    for _ in range(3):
+        status, response_headers, body = http_request(endpoint, "GET", url, headers=headers)
+        assert status == 200 and body == data
+        assert response_headers["content-md5"] == hashlib.md5(data).hexdigest()
+        statuses.append(response_headers.get("x-image-cache"))
+    assert statuses[0] == "MISS" and statuses[-1] == "HIT"
+    assert download(client, image.id) == data
