@@ -76,13 +76,34 @@ def test_access_log_has_the_cache_status_of_real_downloads(start_server):
     path = "/v2/images/%s/file" % image_id
     assert server.request("PUT", path, body=b"0123456789",
                           headers={"Content-Type": "application/octet-stream"})[0] == 204
-    statuses = [server.request("GET", path)[1].get("x-image-cache") for _ in range(2)]
-    assert statuses == ["MISS", "HIT"]
+    assert server.request("GET", path)[1].get("x-image-cache") == "MISS"
+    wait_for(lambda: access_lines(server, "cache=MISS"), what="fill")
+    assert server.request("GET", path)[1].get("x-image-cache") == "HIT"
     wait_for(lambda: len(access_lines(server, '"GET %s" 200 10' % path)) == 2, what="log")
     lines = access_lines(server, '"GET %s" 200 10' % path)
     assert lines[0].endswith("cache=MISS") and lines[1].endswith("cache=HIT")
     wait_for(lambda: access_lines(server, '"PUT %s" 204 0' % path), what="log")
     assert access_lines(server, '"PUT %s" 204 0' % path)[0].endswith("cache=-")
+
+
+def test_workers_share_the_database_and_the_cache(start_server):
+    server = start_server(testing=False, settings={"workers": 3})
+    status, _, body = server.request(
+        "POST", "/v2/images", body=json.dumps(
+            {"name": "w", "disk_format": "raw", "container_format": "bare"}),
+        headers={"Content-Type": "application/json"})
+    path = "/v2/images/%s/file" % json.loads(body)["id"]
+    data = os.urandom(100000)
+    assert server.request("PUT", path, body=data,
+                          headers={"Content-Type": "application/octet-stream"})[0] == 204
+    first = server.request("GET", path)
+    assert (first[1]["x-image-cache"], first[2]) == ("MISS", data)
+    # The fill is committed before the access log line is written (at close()).
+    wait_for(lambda: access_lines(server, "cache=MISS"), what="fill")
+    results = [server.request("GET", path) for _ in range(5)]
+    assert all(result[2] == data for result in results)
+    assert [result[1]["x-image-cache"] for result in results] == ["HIT"] * 5
+    assert server.stop() == 0
 
 
 def test_access_log_line_format(start_server):
@@ -148,6 +169,27 @@ def test_two_workers_serve_and_stop_cleanly(start_server):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_drain_in_flight_requests_and_dead_workers_are_replaced(start_server):
+    server = start_server(stub_app=True, settings={"workers": 2})
+    victim = json.loads(server.request("GET", "/test/pid")[2])["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "worker %d exited" % victim in server.stderr(), what="respawn")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/test/slow?seconds=2&chunks=5")
+        response = conn.getresponse()
+        first = response.read(1)
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)            # to the parent, which forwards it
+        rest = response.read()
+        assert time.monotonic() - signalled > 1
+    finally:
+        conn.close()
+    assert (response.status, first + rest) == (200, b"x" * 5)
+    assert server.wait(timeout_s=20) == 0
+    assert server.stderr().count("all requests done") == 2
 
 
 def run_api(*args, cwd, timeout_s=60):
