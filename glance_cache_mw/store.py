@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import typing
 
 from glance_cache_mw import exception
@@ -208,6 +209,32 @@ class FileStore:
             return False
         LOG.info("deleted data of image %s", image_id)
         return True
+
+    def remove_stale_uploads(self, older_than_s, now=None):
+        """Remove temp files of uploads whose process died (no write for ``older_than_s``).
+
+        A live upload rewrites its temp file at least once per chunk, so its mtime stays recent.
+        Returns the number of files removed.
+        """
+        now = time.time() if now is None else now
+        removed = 0
+        try:
+            names = os.listdir(self.datadir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if not name.startswith(_TEMP_PREFIX):
+                continue
+            path = os.path.join(self.datadir, name)
+            try:
+                if now - os.stat(path).st_mtime < older_than_s:
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+            LOG.info("removed stale partial upload %s", path)
+        return removed
 
 
 def _remove_quietly(path):

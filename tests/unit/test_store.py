@@ -143,3 +143,18 @@ def test_bad_ids_never_touch_the_filesystem(store, image_id):
 @pytest.mark.parametrize("image_id", [IMAGE_ID, "a", "x" * 36, "A_b-c.d", "0"])
 def test_good_ids(image_id):
     assert file_store.is_valid_image_id(image_id)
+
+
+def test_remove_stale_uploads(store):
+    assert store.remove_stale_uploads(60) == 0           # no directory yet
+    store.add(IMAGE_ID, io.BytesIO(DATA))
+    stale = os.path.join(store.datadir, ".upload-%s.abc" % IMAGE_ID)
+    fresh = os.path.join(store.datadir, ".upload-%s.def" % IMAGE_ID)
+    for path in (stale, fresh):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+    os.utime(stale, (0, 0))
+    assert store.remove_stale_uploads(3600) == 1
+    assert listing(store) == sorted([IMAGE_ID, os.path.basename(fresh)])
+    assert store.remove_stale_uploads(0, now=os.stat(fresh).st_mtime + 1) == 1
+    assert listing(store) == [IMAGE_ID]
