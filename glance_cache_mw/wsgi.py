@@ -2,8 +2,10 @@
 
 ``glance_cache_mw.wsgi:application`` is built on first access (PEP 562 module ``__getattr__``,
 so merely importing this module does no work) from the INI file named by the environment
-variable ``GLANCE_CACHE_MW_CONFIG``, or from the sample ``etc/glance-cache-mw.ini`` (the
-embedded defaults: everything under ./data, flavor noauth) when it is unset.
+variable ``GLANCE_CACHE_MW_CONFIG``. Unset, it is the embedded default: every setting at its
+default (everything under ./data) and the noauth pipeline, read from the sample
+``etc/glance-cache-mw.ini`` when that is installed (source tree, editable install), else built
+from ``EMBEDDED_PIPELINE`` (a test keeps the two equal).
 
 The INI's ``[composite:main]`` uses :func:`flavor_factory`, which picks the pipeline of the
 configured flavor, like Glance's ``[paste_deploy] flavor``: the ``flavor`` key of the
@@ -30,13 +32,26 @@ _SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "etc", "glance-cache-mw.ini")
 
 
-def default_config_path():
-    """The sample INI that holds the embedded default pipeline (source tree / editable install)."""
-    if not os.path.isfile(_SAMPLE_CONFIG):
+# The sample's noauth pipeline, for installs that do not ship etc/ (entry point names).
+EMBEDDED_PIPELINE = ("healthcheck", "noauth", "cachemanage", "cache", "images")
+
+
+def load_embedded_app(sample_path=_SAMPLE_CONFIG):
+    """The app of the embedded defaults: the sample INI if installed, else EMBEDDED_PIPELINE."""
+    if os.path.isfile(sample_path):
+        return load_app(sample_path)
+    LOG.info("%s is not installed; building the embedded pipeline %s", sample_path,
+             " ".join(EMBEDDED_PIPELINE))
+    *filters, app_name = EMBEDDED_PIPELINE
+    try:
+        app = paste.deploy.loadapp("egg:glance_cache_mw#" + app_name, global_conf={})
+        for name in reversed(filters):
+            app = paste.deploy.loadfilter("egg:glance_cache_mw#" + name, global_conf={})(app)
+    except (LookupError, ImportError) as err:
         raise exception.InvalidConfiguration(
-            reason="no config file given and the sample %s is not installed; pass --config FILE "
-                   "or set %s" % (_SAMPLE_CONFIG, CONFIG_ENV))
-    return _SAMPLE_CONFIG
+            reason="embedded pipeline cannot be loaded: %s: %s" % (type(err).__name__, err)
+        ) from None
+    return app
 
 
 def config_path_from_env(environ=None):
@@ -46,7 +61,12 @@ def config_path_from_env(environ=None):
 
 
 def read_flavor(path, defaults=None):
-    """The flavor an INI file selects: ``[paste_deploy] flavor``, ``[DEFAULT] flavor``, noauth."""
+    """The flavor an INI file selects: ``[paste_deploy] flavor``, ``[DEFAULT] flavor``, noauth.
+
+    ``path`` None (the embedded defaults) is noauth.
+    """
+    if path is None:
+        return DEFAULT_FLAVOR
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -108,7 +128,7 @@ def build_application(environ=None):
     path = config_path_from_env(environ)
     settings = load_settings(path)
     common.setup_logging(settings.debug)
-    return load_app(path or default_config_path())
+    return load_app(path) if path else load_embedded_app()
 
 
 _application = None

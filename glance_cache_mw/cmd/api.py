@@ -71,10 +71,12 @@ def _run(argv):
     conf = common.load_config(args)
     if not conf.debug and not args.debug:
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    paste_path = args.config_file or wsgi.default_config_path()
-    flavor = wsgi.read_flavor(paste_path)
+    flavor = wsgi.read_flavor(args.config_file)
     prepare_database(conf.sql_connection)
-    app = AccessLog(wsgi.load_app(paste_path))
+    if args.config_file:
+        app = AccessLog(wsgi.load_app(args.config_file))
+    else:
+        app = AccessLog(wsgi.load_embedded_app())
     sock = bind(conf.bind_host, conf.bind_port)
     workers = conf.workers or os.cpu_count() or 1
     print_banner(sock, conf, flavor, workers, args.config_file)

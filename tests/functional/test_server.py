@@ -382,3 +382,21 @@ def test_broken_pipeline_names_the_file(tmp_path):
                     "noauth = missing-pipeline\n")
     with pytest.raises(exception.InvalidConfiguration, match="broken.ini"):
         wsgi.load_app(str(path))
+
+
+def test_embedded_pipeline_matches_the_sample_noauth_pipeline():
+    parser = _sample_defaults()
+    names = parser.get("pipeline:glance-cache-mw-noauth", "pipeline").split()
+    uses = [parser.get(("app:" if name == names[-1] else "filter:") + name, "use")
+            for name in names]
+    assert uses == ["egg:glance_cache_mw#" + name for name in wsgi.EMBEDDED_PIPELINE]
+
+
+@pytest.mark.usefixtures("clean_engine")
+def test_embedded_pipeline_without_the_sample_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = wsgi.load_embedded_app(sample_path=str(tmp_path / "not-installed.ini"))
+    assert webob.Request.blank("/healthcheck").get_response(app).body == b"OK"
+    response = webob.Request.blank("/versions").get_response(app)
+    assert response.status_int == 200 and response.json["versions"]
+    assert (tmp_path / "data").is_dir()
