@@ -1,0 +1,117 @@
+"""What the maintenance commands share: run once (cron) or as a daemon, stop on a signal.
+
+    glance-cache-mw-pruner [--config FILE]                        one pass, then exit
+    glance-cache-mw-pruner [--config FILE] --daemon [--interval SECONDS]
+
+Exit status: 0 done (also when another run held the lock and this one skipped, and when a
+daemon was stopped by SIGTERM/SIGINT), 1 a task failed or some images failed (prefetcher),
+2 bad configuration (a bad value, an unusable cache driver).
+
+SIGTERM and SIGINT set a stop event: prune and clean finish the pass they are in; the
+prefetcher abandons the image it is reading (its partial file is never servable and goes to
+invalid/, the queue entry stays) and starts no other. Then the command exits 0.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from glance_cache_mw import exception
+from glance_cache_mw import maintenance as maintenance_mod
+from glance_cache_mw import prefetcher as prefetcher_mod
+from glance_cache_mw.cmd import common
+
+LOG = logging.getLogger(__name__)
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the interval must be more than 0 seconds")
+    return value
+
+
+def build_parser(doc, prog, interval_help):
+    parser = common.build_parser(doc, prog=prog)
+    parser.add_argument("--daemon", action="store_true",
+                        help="keep running, one pass every --interval seconds, until "
+                             "SIGTERM or SIGINT")
+    parser.add_argument("--interval", type=_seconds, metavar="SECONDS",
+                        help="seconds between passes with --daemon (default: %s)"
+                             % interval_help)
+    return parser
+
+
+def install_stop_handlers(stop_event):
+    """SIGTERM and SIGINT set ``stop_event``; returns a function restoring the old ones."""
+    previous = {}
+
+    def handle(signum, _frame):
+        LOG.info("received %s: stopping after the current step", signal.Signals(signum).name)
+        stop_event.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handle)
+
+    def restore():
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return restore
+
+
+def pass_status(results):
+    """Exit status of one pass: 1 if a task raised or prefetched images failed, else 0."""
+    for result in results.values():
+        if isinstance(result, Exception):
+            return 1
+        if isinstance(result, prefetcher_mod.PrefetchResult) and result.failed:
+            return 1
+    return 0
+
+
+def run(argv, doc, prog, tasks, default_interval):
+    """Parse ``argv``, then run ``tasks`` once or as a daemon; returns the exit status.
+
+    ``default_interval(config)`` gives the daemon's interval when --interval is not given.
+    """
+    parser = build_parser(doc, prog, "from the configuration")
+    args = parser.parse_args(argv)
+    if args.interval is not None and not args.daemon:
+        parser.error("--interval needs --daemon")
+    try:
+        return _run(args, tasks, default_interval)
+    except (exception.InvalidConfiguration, exception.BadDriverConfiguration) as err:
+        sys.stderr.write("error: %s\n" % err)
+        return 2
+    except exception.GlanceException as err:
+        sys.stderr.write("error: %s\n" % err)
+        return 1
+
+
+def _run(args, tasks, default_interval):
+    conf = common.load_config(args)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    progress = None
+    if maintenance_mod.PREFETCH in tasks and not args.daemon:
+        progress = prefetcher_mod.Progress(sys.stderr)
+        if progress.enabled:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(progress)
+    maintenance = maintenance_mod.Maintenance.from_config(conf, progress=progress)
+    stop_event = threading.Event()
+    restore = install_stop_handlers(stop_event)
+    try:
+        if not args.daemon:
+            results = maintenance.run_pass(stop_event, tasks)
+            return pass_status(results)
+        interval = args.interval or default_interval(conf)
+        maintenance.run_loop(interval, stop_event, tasks)
+        return 0
+    finally:
+        restore()
+        maintenance.close()

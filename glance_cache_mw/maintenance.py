@@ -1,0 +1,249 @@
+"""Cache maintenance: evict images gone from the database, prune, clean and prefetch.
+
+``Maintenance`` runs each task once (``evict_gone``, ``prune_once``, ``clean_once``,
+``prefetch_once``), a whole pass of them (``run_pass``), or passes in a loop
+(``run_loop`` / ``start`` + ``stop``) — the same code behind the cron commands, the daemons
+and the server's in-process loop (``image_cache_maintenance_interval``)::
+
+    maintenance = Maintenance(cache, db_api, store, workers=4)
+    maintenance.start(interval_s=300)      # a (green) thread; passes until stop()
+    ...
+    maintenance.stop(timeout=30)           # finishes or abandons the current pass
+
+Concurrent runs of one task on one cache (two cron jobs, a daemon and the server, several
+worker processes) are safe: each task holds a non-blocking ``flock`` on
+``{image_cache_dir}/.{task}.lock``; the second one logs that it is skipping and returns None
+(Glance's CLIs took no lock at all, W14). The lock files start with a dot, so they are never
+taken for images, counted or deleted with them (W21).
+
+``evict_gone`` is how a node learns that images were deleted or deactivated through another
+node (DESIGN "Invalidation", W11): every cached image whose database record is missing,
+deleted or not ``active`` is evicted, with any driver; with ``centralized_db`` the node's
+rows for such images are evicted as well, even where the file is already gone.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+
+import sqlalchemy as sa
+
+from glance_cache_mw import exception
+from glance_cache_mw import prefetcher as prefetcher_mod
+from glance_cache_mw.context import RequestContext
+
+LOG = logging.getLogger(__name__)
+
+EVICT, PRUNE, CLEAN, PREFETCH = "evict", "prune", "clean", "prefetch"
+TASKS = (EVICT, PRUNE, CLEAN, PREFETCH)   # the order of a pass: free space, then fill it
+LOCK_TEMPLATE = ".%s.lock"
+ID_BATCH = 100
+WAIT_STEP_S = 1.0
+
+
+@contextlib.contextmanager
+def task_lock(directory, task):
+    """Yield True while holding the task's lock file, False if another run holds it."""
+    fd = os.open(os.path.join(directory, LOCK_TEMPLATE % task),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)   # releases the lock
+
+
+class Maintenance:
+    """The maintenance tasks of one image cache; every collaborator is passed in."""
+
+    def __init__(self, cache, db_api, store, *, stall_time_s=None, workers=4, context=None,
+                 progress=None, owns_cache=False):
+        """``cache``: ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
+        ``store``: FileStore; ``stall_time_s``: clean's age limit (None: the cache's
+        image_cache_stall_time); ``workers``: images prefetched at once; ``progress``: a
+        prefetcher.Progress; ``owns_cache``: close() also closes the cache."""
+        self.cache = cache
+        self.db_api = db_api
+        self.store = store
+        self.stall_time_s = stall_time_s
+        self.context = context or RequestContext.admin()
+        self.prefetcher = prefetcher_mod.Prefetcher(cache, db_api, store, workers=workers,
+                                                    context=self.context, progress=progress)
+        self.lock_dir = cache.driver.base_dir
+        self._owns_cache = owns_cache
+        self._thread = None
+        self._stop_event = None
+
+    @classmethod
+    def from_config(cls, config, cache=None, db_api=None, store=None, progress=None):
+        """Build from a Config; what is not passed in is created (and the cache owned)."""
+        from glance_cache_mw import store as store_mod
+        from glance_cache_mw.db import api as db_api_mod
+        from glance_cache_mw.image_cache import ImageCache
+
+        owns_cache = cache is None
+        if db_api is None:
+            db_api = db_api_mod.configured(config.sql_connection)
+        if cache is None:
+            cache = ImageCache.from_config(config)
+        if store is None:
+            store = store_mod.FileStore.from_config(config)
+        return cls(cache, db_api, store, stall_time_s=config.image_cache_stall_time,
+                   workers=config.cache_prefetcher_workers, progress=progress,
+                   owns_cache=owns_cache)
+
+    def close(self):
+        """Stop the loop if it runs; close the cache if this object created it."""
+        self.stop()
+        if self._owns_cache:
+            self.cache.close()
+
+    # -- one task ------------------------------------------------------------------------
+
+    def _locked(self, task, action):
+        with task_lock(self.lock_dir, task) as held:
+            if not held:
+                LOG.info("skipping %s: another %s of %s is running", task, task,
+                         self.lock_dir)
+                return None
+            return action()
+
+    def prune_once(self):
+        """Evict least recently used images until the cache fits; (files, bytes) or None
+        when another prune is running."""
+        def prune():
+            files, size = self.cache.prune()
+            LOG.info("pruned %d files, %d bytes from %s (now %d of %d bytes)", files, size,
+                     self.lock_dir, self.cache.get_cache_size(), self.cache.max_size)
+            return files, size
+        return self._locked(PRUNE, prune)
+
+    def clean_once(self):
+        """Remove invalid/ files and abandoned incomplete/ files older than the stall time;
+        the count, or None when another clean is running. A live fill is never touched."""
+        return self._locked(CLEAN, lambda: self.cache.clean(self.stall_time_s))
+
+    def prefetch_once(self, stop_event=None):
+        """Cache every queued image: a prefetcher.PrefetchResult (fetched, failed, dropped,
+        skipped, interrupted), or None when another prefetch is running."""
+        return self._locked(PREFETCH, lambda: self.prefetcher.run(stop_event))
+
+    def evict_gone(self):
+        """Evict cached images that are missing, deleted or not active in the database;
+        how many, or None when another eviction is running. A database error evicts nothing."""
+        return self._locked(EVICT, self._evict_gone)
+
+    def _evict_gone(self):
+        cached = [entry["image_id"] for entry in self.cache.get_cached_images()]
+        gone = set(cached) - self._usable_ids(cached)
+        get_stale = getattr(self.cache.driver, "get_stale_cached_images", None)
+        if get_stale is not None:   # centralized_db: rows whose image went away elsewhere
+            gone.update(get_stale())
+        if gone:
+            self.cache.driver.delete_cached_images(sorted(gone))
+        LOG.info("evicted %d cached images deleted, deactivated or gone from the database%s",
+                 len(gone), (": " + ", ".join(sorted(gone))) if gone else "")
+        return len(gone)
+
+    def _usable_ids(self, image_ids):
+        """The subset of ``image_ids`` that are active and not deleted (a query per batch)."""
+        usable = set()
+        for start in range(0, len(image_ids), ID_BATCH):
+            batch = image_ids[start:start + ID_BATCH]
+            quoted = ",".join('"%s"' % i.replace("\\", "\\\\").replace('"', '\\"')
+                              for i in batch)
+            images = self.db_api.image_get_all(
+                self.context, filters={"id": "in:" + quoted, "deleted": False,
+                                       "status": "active"})
+            usable.update(image["id"] for image in images)
+        return usable
+
+    # -- passes and the loop ---------------------------------------------------------------
+
+    def run_pass(self, stop_event=None, tasks=TASKS):
+        """Run ``tasks`` in order; {task: result, None if skipped, or the exception raised}.
+
+        One failing task is logged and does not stop the others.
+        """
+        actions = {EVICT: self.evict_gone, PRUNE: self.prune_once, CLEAN: self.clean_once,
+                   PREFETCH: lambda: self.prefetch_once(stop_event)}
+        results = {}
+        for task in tasks:
+            if stop_event is not None and stop_event.is_set():
+                break
+            try:
+                results[task] = actions[task]()
+            except Exception as err:
+                # Expected failures (database down, disk errors) in one line; bugs in full.
+                expected = isinstance(err, (exception.GlanceException, OSError,
+                                            sa.exc.SQLAlchemyError))
+                LOG.error("cache maintenance task %s failed on %s: %s", task, self.lock_dir,
+                          _first_line(err), exc_info=not expected or LOG.isEnabledFor(
+                              logging.DEBUG))
+                results[task] = err
+        return results
+
+    def run_loop(self, interval_s, stop_event, tasks=TASKS, on_pass=None):
+        """Run a pass, then wait ``interval_s`` seconds, until ``stop_event`` is set.
+
+        ``stop_event`` is a threading.Event (green under eventlet's monkey patching); it is
+        waited on in steps of at most a second, so a stop is seen quickly on any hub. A stop
+        during a prefetch abandons the image being fetched (nothing partial is ever servable)
+        and leaves it queued. ``on_pass(results)`` is called after every pass.
+        """
+        LOG.info("cache maintenance of %s every %s s: %s", self.lock_dir, interval_s,
+                 ", ".join(tasks))
+        while not stop_event.is_set():
+            results = self.run_pass(stop_event, tasks)
+            if on_pass is not None:
+                on_pass(results)
+            wait(stop_event, interval_s)
+        LOG.info("cache maintenance of %s stopped", self.lock_dir)
+
+    def start(self, interval_s, tasks=TASKS):
+        """Run ``run_loop`` in a daemon thread (a green thread in a monkey-patched server)."""
+        if self.running:
+            raise RuntimeError("cache maintenance is already running")
+        self._stop_event = threading.Event()
+        self._thread = threading.Thread(target=self.run_loop, name="cache-maintenance",
+                                        args=(interval_s, self._stop_event, tasks),
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout=None):
+        """Ask the loop to stop and wait up to ``timeout`` seconds; True once it stopped."""
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+            self._thread = None
+        return True
+
+
+def wait(stop_event, seconds):
+    """Wait until ``stop_event`` is set or ``seconds`` passed, in small steps."""
+    deadline = time.monotonic() + seconds
+    while not stop_event.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        stop_event.wait(min(remaining, WAIT_STEP_S))
+
+
+def _first_line(err):
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

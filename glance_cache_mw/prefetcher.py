@@ -1,0 +1,299 @@
+"""The prefetcher: cache every queued image from the file store, a few at a time.
+
+Each queued image is looked up in the database first (an admin context): images that are
+gone, deleted or not ``active`` are dropped from the queue with a log line (Glance kept them
+forever, W11). The others are read from the file store and go through
+``ImageCache.cache_image_iter`` — the same admitted, verified fill the CacheFilter uses — so a
+wrong size or checksum never reaches the cache (W1, W6).
+
+Failure policy (one image never stops the others; W12):
+
+* a fetch that fails (data missing from the store, a read error, bytes that do not match the
+  image record, no room in the cache) counts as failed, is logged at ERROR with the image id
+  and the reason, and its queue entry is **dropped**: a corrupt or missing image would fail
+  the same way on every pass, so it is retried only if it is queued again;
+* an image another writer is filling stays queued (that fill removes the entry on commit);
+* an unreadable database (the image's state is unknown) or a stop request leaves the entry
+  queued for the next pass.
+
+``cache_prefetcher_workers`` images are fetched at once, by that many threads (green threads
+when the server has monkey-patched the process), which yield between chunks.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+from glance_cache_mw import exception
+from glance_cache_mw.context import RequestContext
+from glance_cache_mw.image_cache import fill as fill_mod
+
+LOG = logging.getLogger(__name__)
+
+FETCHED, FAILED, DROPPED, SKIPPED, INTERRUPTED = (
+    "fetched", "failed", "dropped", "skipped", "interrupted")
+PROGRESS_INTERVAL_S = 0.25
+
+
+class PrefetchResult(collections.namedtuple(
+        "PrefetchResult", "fetched failed dropped skipped interrupted")):
+    """Counts of one prefetch pass: images cached, failed, dropped, left queued, interrupted."""
+
+    @classmethod
+    def from_outcomes(cls, outcomes):
+        counts = collections.Counter(outcomes)
+        return cls(counts[FETCHED], counts[FAILED], counts[DROPPED], counts[SKIPPED],
+                   counts[INTERRUPTED])
+
+
+class Interrupted(Exception):
+    """Raised from the data source when a stop was requested: the fill is abandoned."""
+
+
+class Prefetcher:
+    """Caches queued images; ``run(stop_event)`` is one pass over the queue."""
+
+    def __init__(self, cache, db_api, store, workers=4, context=None, progress=None):
+        """``cache``: an ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
+        ``store``: a FileStore; ``progress``: an optional Progress shown while fetching."""
+        self.cache = cache
+        self.db_api = db_api
+        self.store = store
+        self.workers = max(1, int(workers))
+        self.context = context or RequestContext.admin()
+        self.progress = progress
+
+    def run(self, stop_event=None):
+        """Fetch every queued image (oldest first); return a PrefetchResult."""
+        stop_event = stop_event or threading.Event()
+        queued = self.cache.get_queued_images()
+        if not queued:
+            LOG.info("prefetch: no image is queued")
+            return PrefetchResult(0, 0, 0, 0, 0)
+        LOG.info("prefetching %d queued images with %d workers", len(queued),
+                 min(self.workers, len(queued)))
+        if self.progress is not None:
+            self.progress.begin(len(queued))
+        pending = collections.deque(queued)
+        outcomes = []
+        lock = threading.Lock()
+
+        def work():
+            while not stop_event.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    image_id = pending.popleft()
+                outcome = self.fetch_one(image_id, stop_event)
+                with lock:
+                    outcomes.append(outcome)
+
+        threads = [threading.Thread(target=work, name="prefetch-%d" % index, daemon=True)
+                   for index in range(min(self.workers, len(queued)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():   # a timed join keeps signal handlers running
+                thread.join(0.2)
+        if self.progress is not None:
+            self.progress.end()
+        result = PrefetchResult.from_outcomes(outcomes)
+        result = result._replace(interrupted=result.interrupted + len(pending))
+        LOG.info("prefetch: %d images fetched, %d failed, %d dropped from the queue, "
+                 "%d left queued, %d interrupted", *result)
+        return result
+
+    def fetch_one(self, image_id, stop_event=None):
+        """Cache one queued image; returns FETCHED, FAILED, DROPPED, SKIPPED or INTERRUPTED."""
+        stop_event = stop_event or threading.Event()
+        try:
+            image = self.db_api.image_get(self.context, image_id)
+        except (exception.NotFound, exception.Invalid, exception.Forbidden) as err:
+            return self._drop(image_id, "it is not in the database (%s)" % err)
+        except Exception as err:
+            LOG.error("prefetch of image %s failed: cannot read the image record: %s; it "
+                      "stays queued", image_id, err)
+            return FAILED
+        if image.get("deleted"):
+            return self._drop(image_id, "it is deleted")
+        if image.get("status") != "active":
+            return self._drop(image_id, "its status is %s, not active" % image.get("status"))
+        if self.cache.is_cached(image_id):
+            self.cache.delete_queued_image(image_id)
+            LOG.info("image %s is already cached; removed it from the queue", image_id)
+            return FETCHED
+        if self.cache.is_being_cached(image_id):
+            LOG.info("image %s is being cached by another writer; it stays queued", image_id)
+            return SKIPPED
+        return self._fetch(image, stop_event)
+
+    def _drop(self, image_id, reason):
+        self.cache.delete_queued_image(image_id)
+        LOG.warning("dropped image %s from the prefetch queue: %s", image_id, reason)
+        return DROPPED
+
+    def _fail(self, image_id, reason):
+        self.cache.delete_queued_image(image_id)
+        LOG.error("prefetch of image %s failed: %s; dropped from the queue (queue it again "
+                  "to retry)", image_id, reason)
+        return FAILED
+
+    def _fetch(self, image, stop_event):
+        image_id = image["id"]
+        try:
+            reader = self.store.open_for_read(image_id)
+        except exception.NotFound:
+            return self._fail(image_id, "no data in the file store")
+        except OSError as err:
+            return self._fail(image_id, "cannot open its data: %s" % err)
+        source = _Source(image_id, reader, stop_event, self.progress)
+        if self.progress is not None:
+            self.progress.start(image_id, image.get("size"))
+        try:
+            cached = self.cache.cache_image_iter(
+                image_id, source, image.get("size"), checksum=image.get("checksum"),
+                os_hash_algo=image.get("os_hash_algo"),
+                os_hash_value=image.get("os_hash_value"))
+        except Interrupted:
+            LOG.warning("prefetch of image %s interrupted after %d bytes; it stays queued",
+                        image_id, source.bytes_read)
+            return INTERRUPTED
+        except fill_mod.ImageDataMismatch as err:
+            return self._fail(image_id, "data does not match the image record: %s"
+                              % err.msg.split(": ", 1)[-1])
+        except Exception as err:
+            return self._fail(image_id, "reading its data failed: %s" % err)
+        finally:
+            source.close()
+            if self.progress is not None:
+                self.progress.stop(image_id)
+        if cached:
+            LOG.info("prefetched image %s (%d bytes)", image_id, source.bytes_read)
+            return FETCHED
+        if self.cache.is_cached(image_id) or self.cache.is_being_cached(image_id):
+            LOG.info("image %s was cached by another writer meanwhile", image_id)
+            return SKIPPED
+        return self._fail(image_id, "the cache did not admit it (size %s; see the lines "
+                          "above)" % image.get("size"))
+
+
+class _Source:
+    """The store's reader for one image: counts bytes, reports progress, obeys a stop."""
+
+    def __init__(self, image_id, reader, stop_event, progress):
+        self.image_id = image_id
+        self.bytes_read = 0
+        self._reader = reader
+        self._chunks = iter(reader)
+        self._stop_event = stop_event
+        self._progress = progress
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._stop_event.is_set():
+            raise Interrupted(self.image_id)
+        chunk = next(self._chunks)
+        self.bytes_read += len(chunk)
+        if self._progress is not None:
+            self._progress.advance(self.image_id, len(chunk))
+        time.sleep(0)   # a green thread (in-process maintenance) lets requests run
+        return chunk
+
+    def close(self):
+        """Close the store's reader (once: the tee closes it too)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+
+class Progress:
+    """One self-rewriting status line (images, bytes, rate) on a terminal; silent otherwise.
+
+    ``stream`` is written only when it is a TTY. Thread-safe; redrawn at most every
+    ``interval_s``. ``clear_line`` is a logging filter that wipes the line before a log record
+    is written to the same terminal.
+    """
+
+    def __init__(self, stream, interval_s=PROGRESS_INTERVAL_S, clock=time.monotonic):
+        self.stream = stream
+        self.enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active = {}
+        self._total = self._done = self._bytes = 0
+        self._started = self._drawn_at = 0.0
+        self._shown = False
+
+    def begin(self, total_images):
+        with self._lock:
+            self._total, self._done, self._bytes = total_images, 0, 0
+            self._started = self._clock()
+
+    def start(self, image_id, size):
+        with self._lock:
+            self._active[image_id] = [0, size]
+        self._draw()
+
+    def advance(self, image_id, nbytes):
+        with self._lock:
+            if image_id in self._active:
+                self._active[image_id][0] += nbytes
+            self._bytes += nbytes
+        self._draw()
+
+    def stop(self, image_id):
+        with self._lock:
+            self._active.pop(image_id, None)
+            self._done += 1
+        self._draw(force=True)
+
+    def end(self):
+        self.clear_line()
+
+    def line(self):
+        """The status text, e.g. ``prefetch 2/5 images, 12.0 MiB at 3.0 MiB/s; abc 40%``."""
+        elapsed = max(self._clock() - self._started, 1e-6)
+        text = "prefetch %d/%d images, %s at %s/s" % (
+            self._done, self._total, _human(self._bytes), _human(self._bytes / elapsed))
+        parts = []
+        for image_id, (done, size) in sorted(self._active.items()):
+            share = " %d%%" % (100 * done // size) if size else ""
+            parts.append("%s %s%s" % (image_id, _human(done), share))
+        return text + ("; " + ", ".join(parts) if parts else "")
+
+    def _draw(self, force=False):
+        if not self.enabled:
+            return
+        with self._lock:
+            now = self._clock()
+            if not force and now - self._drawn_at < self._interval_s:
+                return
+            self._drawn_at = now
+            self.stream.write("\r\033[K" + self.line())
+            self.stream.flush()
+            self._shown = True
+
+    def clear_line(self, record=None):
+        """Erase the status line (also usable as a logging filter: always returns True)."""
+        if self.enabled:
+            with self._lock:
+                if self._shown:
+                    self.stream.write("\r\033[K")
+                    self.stream.flush()
+                    self._shown = False
+        return True
+
+    filter = clear_line
+
+
+def _human(nbytes):
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
+        value /= 1024
+    return "%.1f TiB" % value
