@@ -1,9 +1,9 @@
 """One contract suite for every cache driver: the seed interface and the directory protocol."""
 
-import errno
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,9 +14,9 @@ import pytest
 from glance_cache_mw import exception
 from glance_cache_mw.image_cache import drivers
 from glance_cache_mw.image_cache.drivers import common
-from glance_cache_mw.image_cache.drivers import xattr as xattr_driver
 from tests.unit import cache_helpers as helpers
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER_NAMES = ["sqlite", "xattr"]
 if importlib.util.find_spec("glance_cache_mw.image_cache.drivers.centralized_db"):
     DRIVER_NAMES.append("centralized_db")
@@ -76,16 +76,38 @@ def test_driver_names_ignore_case_like_glance(tmp_path):
         driver.close()
 
 
-def test_xattr_refuses_a_filesystem_without_user_xattrs(tmp_path, monkeypatch):
-    # A filesystem without user xattrs cannot be mounted here without root: simulate its
-    # answer (ENOTSUP from setxattr), the one fault in this suite that is not caused for real.
-    def refuse(*_args):
-        raise OSError(errno.ENOTSUP, "Operation not supported")
-    monkeypatch.setattr(xattr_driver.os, "setxattr", refuse)
-    with pytest.raises(exception.BadDriverConfiguration) as err:
-        drivers.load_driver("xattr", helpers.settings(tmp_path, "xattr"))
-    assert "no user extended attributes" in str(err.value)
-    assert helpers.listing(tmp_path / "cache") == ["incomplete", "invalid", "queue"]
+NO_XATTR_FS = textwrap.dedent("""
+    import os, subprocess, sys
+    from glance_cache_mw import exception
+    from glance_cache_mw.image_cache import drivers
+    directory = sys.argv[1]
+    os.makedirs(directory)
+    mount = subprocess.run(["mount", "-t", "ramfs", "ramfs", directory],
+                           capture_output=True, text=True)
+    if mount.returncode:
+        print("skip: cannot mount a ramfs: " + mount.stderr.strip())
+        sys.exit(0)
+    try:
+        drivers.load_driver("xattr", {"image_cache_dir": directory + "/cache"})
+    except exception.BadDriverConfiguration as err:
+        assert "no user extended attributes" in str(err), err
+        assert sorted(os.listdir(directory + "/cache")) == ["incomplete", "invalid", "queue"]
+        print("ok")
+""")
+
+
+def test_xattr_refuses_a_filesystem_without_user_xattrs(tmp_path):
+    """ramfs has no user xattrs: mounted for real in a private mount namespace (needs root)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a ramfs")
+    result = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", sys.executable, "-W", "ignore",
+         "-c", NO_XATTR_FS, str(tmp_path / "ramfs")],
+        capture_output=True, text=True, timeout=helpers.WAIT_S, check=False, cwd=REPO)
+    if result.stdout.startswith("skip:"):
+        pytest.skip(result.stdout.strip())
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 @pytest.mark.parametrize("bad_id", BAD_IDS)
@@ -139,9 +161,7 @@ HIT_AND_EXIT = textwrap.dedent("""
 def test_hits_survive_an_exit_without_close(driver, settings):
     store(driver, "img", b"x")
     subprocess.run([sys.executable, "-W", "ignore", "-c", HIT_AND_EXIT, json.dumps(settings)],
-                   check=True, timeout=helpers.WAIT_S,
-                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-                       os.path.abspath(__file__)))))
+                   check=True, timeout=helpers.WAIT_S, cwd=REPO)
     assert driver.get_hit_count("img") == 2
 
 
