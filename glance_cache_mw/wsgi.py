@@ -11,7 +11,8 @@ The INI's ``[composite:main]`` uses :func:`flavor_factory`, which picks the pipe
 configured flavor, like Glance's ``[paste_deploy] flavor``: the ``flavor`` key of the
 ``[paste_deploy]`` section wins over ``flavor`` in ``[DEFAULT]``; the default is ``noauth``.
 So ``loadapp("config:FILE")``, ``uwsgi --paste config:FILE`` and this module all build the
-same pipeline.
+same pipeline. An INI file with only a [DEFAULT] section gets the embedded noauth pipeline,
+with its settings.
 """
 
 import configparser
@@ -32,21 +33,30 @@ _SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "etc", "glance-cache-mw.ini")
 
 
-# The sample's noauth pipeline, for installs that do not ship etc/ (entry point names).
+# The sample's noauth pipeline (entry point names), for installs that do not ship etc/ and for
+# INI files that hold only [DEFAULT] settings.
 EMBEDDED_PIPELINE = ("healthcheck", "noauth", "cachemanage", "cache", "images")
+_MAIN_SECTIONS = ("composite:main", "pipeline:main", "app:main", "filter-app:main")
 
 
 def load_embedded_app(sample_path=_SAMPLE_CONFIG):
     """The app of the embedded defaults: the sample INI if installed, else EMBEDDED_PIPELINE."""
     if os.path.isfile(sample_path):
         return load_app(sample_path)
-    LOG.info("%s is not installed; building the embedded pipeline %s", sample_path,
-             " ".join(EMBEDDED_PIPELINE))
+    LOG.info("%s is not installed; using the embedded pipeline", sample_path)
+    return build_embedded_pipeline({})
+
+
+def build_embedded_pipeline(global_conf):
+    """EMBEDDED_PIPELINE from the package's entry points, with ``global_conf`` as settings."""
+    LOG.info("embedded pipeline: %s", " ".join(EMBEDDED_PIPELINE))
     *filters, app_name = EMBEDDED_PIPELINE
     try:
-        app = paste.deploy.loadapp("egg:glance_cache_mw#" + app_name, global_conf={})
+        app = paste.deploy.loadapp("egg:glance_cache_mw#" + app_name, global_conf=global_conf)
         for name in reversed(filters):
-            app = paste.deploy.loadfilter("egg:glance_cache_mw#" + name, global_conf={})(app)
+            make_filter = paste.deploy.loadfilter("egg:glance_cache_mw#" + name,
+                                                  global_conf=global_conf)
+            app = make_filter(app)
     except (LookupError, ImportError) as err:
         raise exception.InvalidConfiguration(
             reason="embedded pipeline cannot be loaded: %s: %s" % (type(err).__name__, err)
@@ -67,6 +77,16 @@ def read_flavor(path, defaults=None):
     """
     if path is None:
         return DEFAULT_FLAVOR
+    parser = _read_ini(path)
+    flavor = parser.get("paste_deploy", "flavor", fallback=None)
+    if not (flavor and flavor.strip()):
+        flavor = (defaults or {}).get("flavor") or parser.defaults().get("flavor")
+    return (flavor or "").strip() or DEFAULT_FLAVOR
+
+
+def _read_ini(path):
+    if not os.path.isfile(path):
+        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -74,10 +94,7 @@ def read_flavor(path, defaults=None):
     except (OSError, configparser.Error) as err:
         raise exception.InvalidConfiguration(
             reason="config file %s cannot be read: %s" % (path, err)) from None
-    flavor = parser.get("paste_deploy", "flavor", fallback=None)
-    if not (flavor and flavor.strip()):
-        flavor = (defaults or {}).get("flavor") or parser.defaults().get("flavor")
-    return (flavor or "").strip() or DEFAULT_FLAVOR
+    return parser
 
 
 def flavor_factory(loader, global_conf, **local_conf):
@@ -103,8 +120,16 @@ def load_app(path, name=APP_NAME):
     (missing section, entry point or module) are turned into one line naming the file.
     """
     path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
+    parser = _read_ini(path)
+    if name == APP_NAME and not any(parser.has_section(s) for s in _MAIN_SECTIONS):
+        # Only settings in this file: the embedded (noauth) pipeline with these settings.
+        flavor = read_flavor(path)
+        if flavor != DEFAULT_FLAVOR:
+            raise exception.InvalidConfiguration(
+                reason="flavor=%r needs the Paste sections of etc/glance-cache-mw.ini, which %s "
+                       "does not have" % (flavor, path))
+        return build_embedded_pipeline(
+            {**parser.defaults(), "here": os.path.dirname(path), "__file__": path})
     try:
         return paste.deploy.loadapp("config:" + path, name=name)
     except exception.InvalidConfiguration:

@@ -106,7 +106,8 @@ def prepare_database(url):
                 "database %s is at revision %s, this version needs %s: run "
                 "glance-cache-mw-manage --config FILE db sync" % (where, current, head))
     except sa.exc.DBAPIError as err:
-        raise exception.GlanceException("database %s: %s" % (where, err.orig)) from None
+        reason = " ".join(str(err.orig).split())   # drivers' messages span lines
+        raise exception.GlanceException("database %s: %s" % (where, reason)) from None
     except OSError as err:
         raise exception.GlanceException("database %s: %s" % (where, err)) from None
     finally:

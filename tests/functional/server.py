@@ -81,12 +81,16 @@ class ServerProcess:
     """One ``glance-cache-mw-api --config FILE`` subprocess; ``url`` once started."""
 
     def __init__(self, workdir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 extra_args=()):
+                 extra_args=(), ini_text=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.data_dir = os.path.join(self.workdir, "data")
-        self.config_path = write_config(os.path.join(self.workdir, "glance-cache-mw.ini"),
-                                        self.data_dir, flavor, settings, testing, stub_app)
+        self.config_path = os.path.join(self.workdir, "glance-cache-mw.ini")
+        if ini_text is None:
+            write_config(self.config_path, self.data_dir, flavor, settings, testing, stub_app)
+        else:   # verbatim, e.g. a settings-only file
+            with open(self.config_path, "w", encoding="utf-8") as handle:
+                handle.write(ini_text)
         self.stdout_path = os.path.join(self.workdir, "stdout.log")
         self.stderr_path = os.path.join(self.workdir, "stderr.log")
         self.extra_args = list(extra_args)

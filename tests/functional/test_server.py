@@ -5,10 +5,10 @@ Also the Paste side in-process: the etc/ sample's settings and flavors, loaded w
 
 import configparser
 import http.client
+import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -221,7 +221,8 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, settings, expected):
     assert "listening" not in result.stdout
 
 
-@pytest.mark.skipif(shutil.which("keystone-manage") is not None, reason="keystone installed")
+@pytest.mark.skipif(importlib.util.find_spec("keystonemiddleware") is not None,
+                    reason="keystonemiddleware is installed")
 def test_keystone_flavor_without_keystonemiddleware_names_the_extra(tmp_path):
     path = helpers.write_config(tmp_path / "ks.ini", tmp_path / "data", flavor="keystone",
                                 testing=False)
@@ -400,3 +401,29 @@ def test_embedded_pipeline_without_the_sample_file(tmp_path, monkeypatch):
     response = webob.Request.blank("/versions").get_response(app)
     assert response.status_int == 200 and response.json["versions"]
     assert (tmp_path / "data").is_dir()
+
+
+def test_settings_only_config_gets_the_embedded_pipeline(start_server, tmp_path):
+    server = start_server(ini_text="[DEFAULT]\ndata_dir = %s\nbind_port = 0\n" % tmp_path)
+    status, _, body = server.request("GET", "/v2/images")
+    assert (status, json.loads(body)["images"]) == (200, [])
+    assert (tmp_path / "glance-cache-mw.sqlite").exists()
+    assert "embedded pipeline: healthcheck noauth" in server.stderr()
+
+
+def test_settings_only_config_with_another_flavor_is_an_error(tmp_path):
+    path = tmp_path / "s.ini"
+    path.write_text("[DEFAULT]\ndata_dir = %s\nflavor = context\n" % tmp_path)
+    result = run_api("--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "flavor='context' needs the Paste sections" in result.stderr
+
+
+def test_unreachable_database_is_one_line_and_exit_1(tmp_path):
+    path = tmp_path / "db.ini"
+    path.write_text("[DEFAULT]\nsql_connection = postgresql://u:secret@127.0.0.1:1/db\n")
+    result = run_api("--config", str(path), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: database postgresql"), errors
+    assert "secret" not in result.stderr
