@@ -1,10 +1,7 @@
-"""Fill guarantees: verification, one writer, coalescing, disconnects, admission."""
+"""Fill guarantees: verification, one writer, cancellation, disconnects, admission."""
 
 import hashlib
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 
 import pytest
@@ -12,7 +9,7 @@ import pytest
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache import fill
 from tests.unit import cache_helpers as helpers
-from tests.unit.cache_helpers import GatedOrigin, Origin, cached_bytes, incomplete, invalid
+from tests.unit.cache_helpers import Origin, cached_bytes, incomplete, invalid
 
 SIZE = 64 * 1024      # 16 chunks of 4 KiB
 
@@ -137,170 +134,6 @@ def test_one_writer_per_image_across_processes(settings, cache):
     assert cached_bytes(cache, "img") == b"data"
 
 
-# -- coalescing --------------------------------------------------------------------------
-
-def _follow(conn, settings, image_id, size, with_fallback_data=None):
-    cache = ImageCache.from_config(settings)
-    fallback = None
-    if with_fallback_data is not None:
-        def fallback(offset):
-            return Origin([with_fallback_data[offset:]])
-    follower = cache.follow(image_id, size, fallback=fallback)
-    conn.send(("following", follower is not None))
-    received = bytearray()
-    try:
-        for chunk in follower:
-            if not received:
-                conn.send(("first-chunk",))
-            received += chunk
-        conn.send(("done", bytes(received), follower.fell_back))
-    except (fill.FillAbandoned, fill.ImageDataMismatch) as err:
-        conn.send(("failed", type(err).__name__, len(received)))
-    finally:
-        follower.close()
-        cache.close()
-
-
-def _start_fill(cache, image_id, parts, record, released=2):
-    """A fill with ``released`` chunks on disk, its client having read the first one."""
-    origin = GatedOrigin(parts)
-    tee = cache.fill(image_id, origin, sum(map(len, parts)), **record)
-    assert tee.caching
-    origin.release(released)
-    first = next(tee)
-    return origin, tee, first
-
-
-def test_a_follower_in_another_process_gets_the_same_bytes(settings, cache):
-    parts = helpers.chunks(DATA)
-    origin, tee, first = _start_fill(cache, "img", parts, GOOD)
-    process, conn = helpers.run_child(_follow, settings, "img", SIZE)
-    assert helpers.recv(conn) == ("following", True)
-    assert helpers.recv(conn) == ("first-chunk",)   # it is reading a file still growing
-    origin.release(len(parts) - 2)
-    assert first + helpers.drain(tee) == DATA
-    message = helpers.recv(conn)
-    assert message[:2] == ("done", DATA)
-    process.join(helpers.WAIT_S)
-    conn.close()
-    assert tee.committed and cached_bytes(cache, "img") == DATA
-
-
-def test_a_follower_thread_gets_the_same_bytes(cache):
-    parts = helpers.chunks(DATA)
-    origin, tee, first = _start_fill(cache, "img", parts, GOOD)
-    follower = cache.follow("img", SIZE)
-    result = []
-    thread = threading.Thread(target=lambda: result.append(helpers.drain(follower)))
-    thread.start()
-    origin.release(len(parts) - 2)
-    assert first + helpers.drain(tee) == DATA
-    thread.join()
-    assert result == [DATA]
-
-
-GREEN_FOLLOWERS = textwrap.dedent("""
-    import eventlet
-    eventlet.monkey_patch()
-    import hashlib, sys
-    from glance_cache_mw.image_cache import ImageCache
-    cache = ImageCache.from_config({"image_cache_dir": sys.argv[1], "chunk_size": "4096"})
-    data = bytes(range(256)) * 1024
-    def origin():
-        for start in range(0, len(data), 4096):
-            eventlet.sleep(0)           # the origin is a socket: it yields to the hub
-            yield data[start:start + 4096]
-    tee = cache.fill("img", origin(), len(data), checksum=hashlib.md5(data).hexdigest())
-    first = next(tee)
-    def follow():
-        follower = cache.follow("img", len(data))
-        try:
-            return b"".join(follower)
-        finally:
-            follower.close()
-    followers = [eventlet.spawn(follow) for _ in range(5)]
-    eventlet.sleep(0)
-    body = first + b"".join(tee)
-    tee.close()
-    assert body == data and all(g.wait() == data for g in followers)
-    assert cache.is_cached("img")
-    cache.close()
-    print("ok")
-""")
-
-
-def test_green_followers_under_eventlet(tmp_path):
-    # The server runs eventlet: followers poll with green sleeps and never block the hub.
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", GREEN_FOLLOWERS, str(tmp_path / "cache")],
-        capture_output=True, text=True, timeout=helpers.WAIT_S, check=False,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
-
-
-def test_follow_returns_none_without_a_live_fill(cache):
-    assert cache.follow("img", SIZE) is None
-    with open(cache.driver.get_image_filepath("img", "incomplete"), "wb"):
-        pass     # debris of a dead writer: nothing to follow
-    assert cache.follow("img", SIZE) is None
-    assert incomplete(cache) == ["img"]
-
-
-def test_a_follower_falls_back_when_the_fill_fails(settings, cache):
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(3)
-    next(tee)
-    process, conn = helpers.run_child(_follow, settings, "img", SIZE, DATA)
-    assert helpers.recv(conn) == ("following", True)
-    assert helpers.recv(conn) == ("first-chunk",)
-    origin.release(2)
-    with pytest.raises(IOError):
-        helpers.drain(tee)
-    message = helpers.recv(conn)
-    assert message == ("done", DATA, True)
-    process.join(helpers.WAIT_S)
-    conn.close()
-    assert not cache.is_cached("img")
-
-
-def _failing_after(origin, count):
-    for index, part in enumerate(origin):
-        if index == count:
-            raise IOError("origin connection reset")
-        yield part
-
-
-def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(5)
-    next(tee)
-    follower = cache.follow("img", SIZE)
-    assert len(next(follower)) == 4096
-    with pytest.raises(IOError):
-        helpers.drain(tee)
-    with pytest.raises(fill.FillAbandoned):
-        helpers.drain(follower)
-
-
-def test_a_follower_never_gets_the_last_bytes_of_a_mismatch(settings, cache):
-    parts = helpers.chunks(DATA)
-    origin, tee, first = _start_fill(cache, "img", parts, dict(GOOD, checksum="0" * 32))
-    process, conn = helpers.run_child(_follow, settings, "img", SIZE)
-    assert helpers.recv(conn) == ("following", True)
-    assert helpers.recv(conn) == ("first-chunk",)
-    origin.release(len(parts) - 2)
-    with pytest.raises(fill.ImageDataMismatch):
-        helpers.drain(tee)
-    kind, name, received = helpers.recv(conn)
-    assert (kind, name) == ("failed", "ImageDataMismatch") and received < SIZE
-    process.join(helpers.WAIT_S)
-    conn.close()
-
-
 def test_deleting_an_image_cancels_its_fill(cache):
     origin = Origin(helpers.chunks(DATA))
     tee = cache.fill("img", origin, SIZE, **GOOD)
@@ -335,22 +168,6 @@ def test_a_disconnect_can_complete_the_fill_in_the_background(cache):
     tee.close()
     tee.background.join(helpers.WAIT_S)
     assert origin.closed and cache.is_cached("img")
-    assert cached_bytes(cache, "img") == DATA
-
-
-def test_a_disconnect_with_followers_completes_for_them(settings, cache):
-    parts = helpers.chunks(DATA)
-    origin, tee, _first = _start_fill(cache, "img", parts, GOOD)
-    process, conn = helpers.run_child(_follow, settings, "img", SIZE)
-    assert helpers.recv(conn) == ("following", True)
-    assert helpers.recv(conn) == ("first-chunk",)
-    tee.close()                         # the filler's client leaves
-    assert tee.background is not None
-    origin.release(len(parts) - 2)
-    assert helpers.recv(conn)[:2] == ("done", DATA)
-    tee.background.join(helpers.WAIT_S)
-    process.join(helpers.WAIT_S)
-    conn.close()
     assert cached_bytes(cache, "img") == DATA
 
 
