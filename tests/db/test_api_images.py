@@ -43,8 +43,9 @@ def test_create_returns_image_dict_with_defaults():
     assert image["properties"] == [] and image["locations"] == []
     created = image["created_at"]
     assert isinstance(created, datetime.datetime) and created.tzinfo is None
-    # naive UTC; MySQL drops the fraction, hence the one-second slack
-    assert before - datetime.timedelta(seconds=1) <= created <= after
+    # naive UTC; MySQL/MariaDB drop (or round) the fraction, hence the one-second slack
+    second = datetime.timedelta(seconds=1)
+    assert before - second <= created <= after + second
     assert isinstance(image["updated_at"], datetime.datetime)
     assert image["updated_at"].tzinfo is None
 
