@@ -1,0 +1,792 @@
+#!/usr/bin/env python3
+"""Download benchmark of the cache (issue 4): hits, origin only, nginx, cold and coalesced fills.
+
+    .venv/bin/python tools/bench_download_run.py --update-docs
+
+One invocation measures, on 127.0.0.1, with ``tools/bench_download.py`` as the client:
+  (a) hits of a 256 MiB image at concurrency 1, 4, 16 under glance-cache-mw-api (eventlet,
+      ``--eventlet-workers``, default 2) and gunicorn (gthread, ``--gunicorn-workers`` x
+      ``--gunicorn-threads``, default 2 x 8; wsgi.file_wrapper, so sendfile);
+  (b) the same bytes served by nginx from disk (sendfile on; installed with
+      ``apt-get install -y nginx`` when missing, which needs root), 2 worker processes;
+  (c) the same servers with tools/bench-nocache.ini (the pipeline without the cache filter);
+  (d) 64 KiB images (16 of them, round-robin) at concurrency 16, every server;
+  (e) 16 concurrent cold downloads of a 256 MiB image vs one cold download alone, counting
+      origin reads (responses marked MISS/BYPASS, plus followers that fell back to the origin,
+      which the server logs as "abandoned"), under both cache servers;
+  (f) a cold 256 MiB download vs its hit, under both cache servers.
+
+Setup: a temp dir holds the database (SQLite), the file store, the cache and the INIs (copies
+of etc/glance-cache-mw.ini and tools/bench-nocache.ini with [DEFAULT] pointing there; the cache
+filter is put into the noauth pipeline when the sample does not have it yet). Images are
+created and uploaded through the real server's API (POST /v2/images, PUT .../file) from random
+data whose MD5 the client then checks; each hit image is fetched once (the fill) and warmed up
+with a fully hashed run before it is measured. Cold runs first evict the image through the
+cache API (DELETE /v2/cache/{id}); the page cache stays warm for every server, nginx included.
+
+Each throughput cell runs ``--repeat`` times (default 3) for ``--seconds``; the run with the
+median throughput is reported, with its latency and server CPU. Server CPU is utime+stime
+from /proc/<pid>/stat of every process of the server (master/supervisor and workers), read
+before and after each run. Cold runs are timed without client hashing; one extra unmeasured
+run hashes every body. Progress goes to stderr; every process and the temp dir are removed
+at the end, also on Ctrl-C or SIGTERM.
+"""
+
+import argparse
+import configparser
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_download  # noqa: E402  (tools/ script beside this one)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+SAMPLE_INI = os.path.join(ROOT, "etc", "glance-cache-mw.ini")
+NOCACHE_INI = os.path.join(ROOT, "tools", "bench-nocache.ini")
+DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
+CHART = os.path.join(ROOT, "docs", "bench_download.png")
+SECTION = "## Downloads (tools/bench_download_run.py)"
+
+MIB = 1 << 20
+GIB = 1 << 30
+BIG_SIZE = 256 * MIB
+SMALL_SIZE = 64 * 1024
+SMALL_COUNT = 16
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOADS = []   # 1-minute load averages seen around every client run
+
+# Targets of issue 4 and the Glance 33 reference measured on this machine (uWSGI, 4 procs).
+GLANCE_REFERENCE = {
+    "big_hit_c1_mib_s": 1237, "big_hit_c1_vs_nginx": 0.67, "small_hit_c16_req_s": 117,
+    "small_cpu_ms_per_hit": 12.6, "nginx_small_req_s": 21500, "cold16_origin_reads": 16,
+    "cold_vs_hit": 8,
+}
+
+
+def log(message, *args):
+    sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), message % args if args else message))
+    sys.stderr.flush()
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_tree(root_pid):
+    """``root_pid`` and all its descendants (from /proc/*/stat)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(name))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids):
+    """utime+stime of ``pids`` in seconds (processes already gone count as 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])   # utime, stime (fields 14, 15 of stat)
+    return total / CLK_TCK
+
+
+class Server:
+    """A server process group we started: its port, its pids, and how to stop it."""
+
+    def __init__(self, name, argv, port, workdir, env=None, port_from_stdout=False):
+        self.name = name
+        self.port = port
+        self.stdout_path = os.path.join(workdir, "%s.out" % name)
+        self.stderr_path = os.path.join(workdir, "%s.log" % name)
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=workdir,
+                                         env={**os.environ, **(env or {})},
+                                         start_new_session=True)
+        self.port_from_stdout = port_from_stdout
+        self.pids = []
+
+    def wait_ready(self, path="/healthcheck", timeout_s=60):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s; see %s" % (self.name, self.proc.returncode,
+                                                                   self.stderr_path))
+            if self.port_from_stdout and not self.port:
+                with open(self.stdout_path) as handle:
+                    match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", handle.read())
+                if match:
+                    self.port = int(match.group(1))
+            if self.port:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                    conn.request("GET", path)
+                    status = conn.getresponse().status
+                    conn.close()
+                    if status < 500:
+                        time.sleep(0.5)   # let every worker come up
+                        self.pids = process_tree(self.proc.pid)
+                        log("%s ready on port %d (pids %s)", self.name, self.port, self.pids)
+                        return self
+            time.sleep(0.1)
+        raise RuntimeError("%s did not come up in %ss; see %s" % (self.name, timeout_s,
+                                                                  self.stderr_path))
+
+    def cpu(self):
+        return cpu_seconds(process_tree(self.proc.pid))
+
+    def log_text(self):
+        with open(self.stderr_path, errors="replace") as handle:
+            return handle.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Workers that outlived their parent: the group is ours, so end it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+# --- configuration and data -----------------------------------------------------------------
+
+def write_ini(template, path, settings, add_cache):
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read(template)
+    for key, value in settings.items():
+        parser["DEFAULT"][key] = str(value)
+    parser["DEFAULT"]["flavor"] = "noauth"
+    if parser.has_section("paste_deploy"):
+        parser.remove_option("paste_deploy", "flavor")
+    section = "pipeline:glance-cache-mw-noauth"
+    stages = parser[section]["pipeline"].split()
+    if add_cache and "cache" not in stages:
+        log("note: %s has no cache filter in its noauth pipeline; adding cachemanage cache",
+            template)
+        stages[stages.index("images"):stages.index("images")] = ["cachemanage", "cache"]
+        for name in ("cache", "cachemanage"):
+            if not parser.has_section("filter:" + name):
+                parser["filter:" + name] = {"use": "egg:glance_cache_mw#" + name}
+    if not add_cache:
+        assert "cache" not in stages, "the no-cache pipeline must not have the cache filter"
+    parser[section]["pipeline"] = " ".join(stages)
+    with open(path, "w") as handle:
+        parser.write(handle)
+    return " ".join(stages)
+
+
+def make_data(path, size):
+    """``size`` random bytes into ``path``; returns their MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            chunk = os.urandom(min(remaining, 4 * MIB))
+            digest.update(chunk)
+            handle.write(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def api(port, method, path, body=None, headers=None, expect=(200, 201, 204)):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300, blocksize=MIB)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status not in expect:
+            raise RuntimeError("%s %s: %d %s" % (method, path, resp.status, data[:300]))
+        return resp.status, data
+    finally:
+        conn.close()
+
+
+def upload(port, name, data_path, size):
+    _, body = api(port, "POST", "/v2/images", json.dumps(
+        {"name": name, "disk_format": "raw", "container_format": "bare"}).encode(),
+        {"Content-Type": "application/json"})
+    image_id = json.loads(body)["id"]
+    with open(data_path, "rb") as handle:
+        api(port, "PUT", "/v2/images/%s/file" % image_id, handle,
+            {"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+    return image_id
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+def client_args(hash_every, timeout=300):
+    return types.SimpleNamespace(max_duration=600.0, timeout=timeout, hash_every=hash_every,
+                                 expect_status=200, header=[])
+
+
+def load(server, targets, concurrency, *, seconds=None, requests=None, hash_every=0):
+    """One client run against ``server``; the summary plus the server's CPU during it."""
+    before = server.cpu()
+    load_before = os.getloadavg()[0]
+    summary = bench_download.run(targets, concurrency, requests, seconds, client_args(hash_every))
+    summary["server_cpu_s"] = server.cpu() - before
+    # Other processes on the machine skew throughput (not CPU per request): record the load.
+    summary["loadavg_1m"] = (load_before, os.getloadavg()[0])
+    LOADS.extend(summary["loadavg_1m"])
+    ok = max(summary["ok"], 1)
+    summary["cpu_ms_per_request"] = summary["server_cpu_s"] * 1000.0 / ok
+    summary["cpu_s_per_gib"] = (summary["server_cpu_s"] / (summary["bytes"] / GIB)
+                                if summary["bytes"] else None)
+    if summary["errors"]:
+        log("  ERRORS on %s: %s", server.name, summary["error_kinds"])
+    return summary
+
+
+def median_run(server, targets, concurrency, seconds, repeat, key):
+    runs = [load(server, targets, concurrency, seconds=seconds) for _ in range(repeat)]
+    runs.sort(key=lambda run: run[key])
+    best = runs[len(runs) // 2]
+    best["all_runs"] = [round(run[key], 1) for run in runs]
+    for run in runs:
+        run.pop("records", None)
+    return best
+
+
+def targets_for(port, path_fmt, images):
+    return [bench_download.Target("http://127.0.0.1:%d%s#size=%d&md5=%s"
+                                  % (port, path_fmt % image["id"], image["size"], image["md5"]))
+            for image in images]
+
+
+def measure_hits(server, port, path_fmt, big, smalls, args, results, label):
+    """(a)-(d): big files at C=1,4,16 and 64 KiB files at C=16."""
+    big_targets = targets_for(port, path_fmt, [big])
+    small_targets = targets_for(port, path_fmt, smalls)
+    # Warm-up: every body MD5-checked (the fill happened before, for the cache servers).
+    for targets, conc, n in ((big_targets, 2, 4), (small_targets, 16, 320)):
+        warm = load(server, targets, conc, requests=n, hash_every=1)
+        if warm["errors"] or warm["hashed"] != n:
+            raise RuntimeError("%s warm-up failed: %s" % (label, warm["error_kinds"]))
+        log("  %s warm-up: %d bodies MD5-checked, X-Image-Cache %s", label, warm["hashed"],
+            warm["x_image_cache"])
+    for conc in args.concurrency:
+        run = median_run(server, big_targets, conc, args.seconds, args.repeat, "mib_per_s")
+        results["big"][label][str(conc)] = run
+        log("  %s 256 MiB C=%d: %.0f MiB/s (runs %s) p50 %.1f ms p99 %.1f ms, server CPU "
+            "%.2f s/GiB, X-Image-Cache %s, load %.1f", label, conc, run["mib_per_s"],
+            run["all_runs"], run["latency_ms"]["p50"], run["latency_ms"]["p99"],
+            run["cpu_s_per_gib"], run["x_image_cache"], run["loadavg_1m"][1])
+    run = median_run(server, small_targets, 16, args.seconds, args.repeat, "requests_per_s")
+    results["small"][label] = run
+    log("  %s 64 KiB C=16: %.0f req/s (runs %s) p50 %.2f ms p99 %.2f ms, server CPU %.3f ms/req, "
+        "X-Image-Cache %s, load %.1f", label, run["requests_per_s"], run["all_runs"],
+        run["latency_ms"]["p50"], run["latency_ms"]["p99"], run["cpu_ms_per_request"],
+        run["x_image_cache"], run["loadavg_1m"][1])
+
+
+def evict(port, image_id):
+    api(port, "DELETE", "/v2/cache/%s" % image_id, expect=(204, 404))
+
+
+def measure_cold(server, port, cold, args, results, label):
+    """(e) and (f): one cold download, its hit, 16 concurrent cold downloads."""
+    targets = targets_for(port, "/v2/images/%s/file", [cold])
+    out = {"single": [], "hit": [], "sixteen": []}
+    # Unmeasured correctness run: 16 cold downloads, every body MD5-checked.
+    evict(port, cold["id"])
+    check = load(server, targets, 16, requests=16, hash_every=1)
+    if check["errors"] or check["hashed"] != 16:
+        raise RuntimeError("%s cold verification failed: %s" % (label, check["error_kinds"]))
+    log("  %s cold x16 verification: 16 bodies MD5-checked, X-Image-Cache %s", label,
+        check["x_image_cache"])
+    for rep in range(args.repeat):
+        evict(port, cold["id"])
+        single = load(server, targets, 1, requests=1)
+        hit = load(server, targets, 1, requests=1)
+        evict(port, cold["id"])
+        log_before = len(server.log_text())
+        sixteen = load(server, targets, 16, requests=16)
+        fallbacks = server.log_text()[log_before:].count("abandoned")
+        statuses = sixteen["x_image_cache"]
+        ends = sorted(r["end"] - sixteen["start_at"] for r in sixteen["records"])
+        starts = [r["start"] - sixteen["start_at"] for r in sixteen["records"]]
+        entry = {
+            "single_s": single["wall_s"], "single_status": single["x_image_cache"],
+            "hit_s": hit["wall_s"], "hit_status": hit["x_image_cache"],
+            "sixteen_finish_s": ends, "sixteen_last_s": ends[-1],
+            "sixteen_start_spread_s": max(starts) - min(starts),
+            "sixteen_status": statuses, "sixteen_errors": sixteen["errors"],
+            "origin_reads": statuses.get("MISS", 0) + statuses.get("BYPASS", 0) + fallbacks,
+            "follower_fallbacks": fallbacks,
+            "server_cpu_s_single": single["server_cpu_s"],
+            "server_cpu_s_sixteen": sixteen["server_cpu_s"],
+            "errors": single["errors"] + hit["errors"] + sixteen["errors"],
+        }
+        entry["last_vs_single"] = entry["sixteen_last_s"] / entry["single_s"]
+        entry["cold_vs_hit"] = entry["single_s"] / entry["hit_s"]
+        out["single"].append(entry)
+        log("  %s cold rep %d: one cold %.2f s (%s), its hit %.3f s (%s); 16 cold: all done by "
+            "%.2f s = %.2fx one cold, X-Image-Cache %s, origin reads %d", label, rep + 1,
+            entry["single_s"], single["x_image_cache"], entry["hit_s"], hit["x_image_cache"],
+            entry["sixteen_last_s"], entry["last_vs_single"], statuses, entry["origin_reads"])
+    reps = out["single"]
+    results["cold"][label] = {
+        "reps": reps,
+        "single_s": statistics.median(r["single_s"] for r in reps),
+        "hit_s": statistics.median(r["hit_s"] for r in reps),
+        "sixteen_last_s": statistics.median(r["sixteen_last_s"] for r in reps),
+        "last_vs_single": statistics.median(r["last_vs_single"] for r in reps),
+        "cold_vs_hit": statistics.median(r["cold_vs_hit"] for r in reps),
+        "origin_reads_max": max(r["origin_reads"] for r in reps),
+        "errors": sum(r["errors"] for r in reps),
+    }
+
+
+# --- nginx ----------------------------------------------------------------------------------
+
+def ensure_nginx():
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                     else None)
+    if path:
+        return path
+    if os.geteuid() != 0:
+        raise SystemExit("nginx is missing and installing it needs root: "
+                         "apt-get install -y nginx")
+    log("installing nginx (apt-get install -y nginx)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(nginx, workdir, root_dir, workers):
+    prefix = os.path.join(workdir, "nginx")
+    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+    port = free_port()
+    conf = os.path.join(prefix, "nginx.conf")
+    user = "user root;\n" if os.geteuid() == 0 else ""   # the temp dir is 0700
+    with open(conf, "w") as handle:
+        handle.write("""%(user)sworker_processes %(workers)d;
+daemon off;
+pid %(prefix)s/nginx.pid;
+error_log %(prefix)s/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    access_log %(prefix)s/logs/access.log combined buffer=256k;
+    client_body_temp_path %(prefix)s/body;
+    proxy_temp_path %(prefix)s/proxy;
+    fastcgi_temp_path %(prefix)s/fastcgi;
+    uwsgi_temp_path %(prefix)s/uwsgi;
+    scgi_temp_path %(prefix)s/scgi;
+    types { }
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:%(port)d;
+        root %(root)s;
+        location = /healthcheck { return 200 "OK"; }
+    }
+}
+""" % {"user": user, "workers": workers, "prefix": prefix, "port": port, "root": root_dir})
+    return Server("nginx", [nginx, "-p", prefix, "-c", conf], port, workdir)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def evaluate(results):
+    big, small, cold = results["big"], results["small"], results["cold"]
+    nginx_c1 = big["nginx"]["1"]
+    checks = []
+
+    def add(name, ok, detail):
+        checks.append({"target": name, "met": bool(ok), "detail": detail})
+
+    for label, factor in (("gunicorn", 0.95), ("eventlet", 0.8)):
+        ratio = big[label]["1"]["mib_per_s"] / nginx_c1["mib_per_s"]
+        add("256 MiB hit at C=1 >= %.2fx nginx MiB/s (%s)" % (factor, label), ratio >= factor,
+            "%.0f vs %.0f MiB/s = %.2fx" % (big[label]["1"]["mib_per_s"],
+                                             nginx_c1["mib_per_s"], ratio))
+    for label in ("gunicorn", "eventlet"):
+        ratio = big[label]["1"]["cpu_s_per_gib"] / nginx_c1["cpu_s_per_gib"]
+        add("server CPU per GiB at C=1 <= 1.1x nginx (%s)" % label, ratio <= 1.1,
+            "%.3f vs %.3f s/GiB = %.2fx" % (big[label]["1"]["cpu_s_per_gib"],
+                                             nginx_c1["cpu_s_per_gib"], ratio))
+    for label in ("gunicorn", "eventlet"):
+        run = small[label]
+        add("64 KiB hits >= 3000 req/s at C=16, <= 0.5 ms CPU/hit (%s)" % label,
+            run["requests_per_s"] >= 3000 and run["cpu_ms_per_request"] <= 0.5,
+            "%.0f req/s, %.3f ms CPU/hit (nginx %.0f req/s, %.3f ms)"
+            % (run["requests_per_s"], run["cpu_ms_per_request"],
+               small["nginx"]["requests_per_s"], small["nginx"]["cpu_ms_per_request"]))
+    for label, entry in cold.items():
+        add("16 concurrent cold: 1 origin read, all done <= 1.5x one cold (%s)" % label,
+            entry["origin_reads_max"] == 1 and entry["last_vs_single"] <= 1.5
+            and not entry["errors"],
+            "origin reads <= %d per run, last of 16 at %.2f s vs one cold %.2f s = %.2fx"
+            % (entry["origin_reads_max"], entry["sixteen_last_s"], entry["single_s"],
+               entry["last_vs_single"]))
+        add("cold download <= 3x its hit (%s)" % label, entry["cold_vs_hit"] <= 3,
+            "cold %.2f s vs hit %.3f s = %.1fx" % (entry["single_s"], entry["hit_s"],
+                                                 entry["cold_vs_hit"]))
+    return checks
+
+
+def markdown(results, checks, command):
+    meta = results["meta"]
+    lines = [SECTION, "",
+             "Reproduce every number below (as root on an otherwise idle machine; installs nginx "
+             "from Debian if missing, needs matplotlib in .venv for the chart):", "",
+             "```", command, "```", "",
+             "Machine: %s, %d cores, Python %s; %s. Client: tools/bench_download.py (one process "
+             "per connection, keep-alive, readinto a 1 MiB buffer, byte count checked on every "
+             "response, MD5 of every body in the warm-up and verification runs, none in the timed "
+             "runs). Servers: glance-cache-mw-api (eventlet, %d workers, no wsgi.file_wrapper), "
+             "gunicorn %s (gthread, %d workers x %d threads, wsgi.file_wrapper = sendfile), "
+             "nginx %s (%d workers, sendfile on, access log buffered). Each cell: median of %d "
+             "runs of %g s; server CPU = utime+stime of all server processes from /proc. "
+             "1-minute load average during the runs: %.1f to %.1f (other work on the same 2 "
+             "cores lowers throughput; CPU per request/GiB is the steadier figure)."
+             % (meta["cpu"], meta["cores"], meta["python"], meta["date"], meta["eventlet_workers"],
+                meta["gunicorn_version"], meta["gunicorn_workers"], meta["gunicorn_threads"],
+                meta["nginx_version"], meta["nginx_workers"], meta["repeat"], meta["seconds"],
+                min(LOADS), max(LOADS)),
+             "", "### Hits and origin-only, 256 MiB image", "",
+             "| server | C | MiB/s | (each run) | p50 ms | p99 ms | server CPU s/GiB "
+             "| vs nginx MiB/s |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    big = results["big"]
+    for label in results["labels"]:
+        for conc, run in big[label].items():
+            ratio = run["mib_per_s"] / big["nginx"][conc]["mib_per_s"]
+            lines.append("| %s | %s | %.0f | %s | %.1f | %.1f | %.3f | %.2fx |" % (
+                label, conc, run["mib_per_s"], " / ".join("%.0f" % v for v in run["all_runs"]),
+                run["latency_ms"]["p50"], run["latency_ms"]["p99"], run["cpu_s_per_gib"], ratio))
+    lines += ["", "### 64 KiB images, C=16 (16 images round-robin)", "",
+              "| server | req/s | (each run) | p50 ms | p99 ms | server CPU ms/request "
+              "| X-Image-Cache |",
+              "|---|---:|---|---:|---:|---:|---|"]
+    for label in results["labels"]:
+        run = results["small"][label]
+        lines.append("| %s | %.0f | %s | %.2f | %.2f | %.3f | %s |" % (
+            label, run["requests_per_s"], " / ".join("%.0f" % v for v in run["all_runs"]),
+            run["latency_ms"]["p50"], run["latency_ms"]["p99"],
+            run["cpu_ms_per_request"], ", ".join("%s %d" % kv for kv in
+                                                 sorted(run["x_image_cache"].items()))))
+    lines += ["", "### Cold downloads, 256 MiB (median of %d)" % meta["repeat"], "",
+              "| server | one cold s | its hit s | cold/hit | 16 cold: last done s | /one cold "
+              "| origin reads (max) | X-Image-Cache of 16 (last run) |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for label, entry in results["cold"].items():
+        last = entry["reps"][-1]["sixteen_status"]
+        lines.append("| %s | %.2f | %.3f | %.1fx | %.2f | %.2fx | %d | %s |" % (
+            label, entry["single_s"], entry["hit_s"], entry["cold_vs_hit"],
+            entry["sixteen_last_s"], entry["last_vs_single"], entry["origin_reads_max"],
+            ", ".join("%s %d" % kv for kv in sorted(last.items()))))
+    lines += ["", "### Targets (issue 4)", "", "| target | met | measured |", "|---|---|---|"]
+    for check in checks:
+        lines.append("| %s | %s | %s |" % (check["target"], "met" if check["met"] else
+                                            "**not met**", check["detail"]))
+    ref = GLANCE_REFERENCE
+    lines += ["", "Glance 33 under uWSGI (4 procs) on this machine, for reference: 256 MiB hit at "
+              "C=1 %d MiB/s = %.2fx nginx; 64 KiB hits at C=16 %d req/s (%.1f ms server CPU per "
+              "hit; nginx %d req/s); 16 cold = %d origin reads; cold = %dx hit."
+              % (ref["big_hit_c1_mib_s"], ref["big_hit_c1_vs_nginx"], ref["small_hit_c16_req_s"],
+                 ref["small_cpu_ms_per_hit"], ref["nginx_small_req_s"],
+                 ref["cold16_origin_reads"], ref["cold_vs_hit"]),
+              "", "![downloads](bench_download.png)", ""]
+    return "\n".join(lines)
+
+
+def update_docs(section_text, path=DOCS):
+    """Replace (or append) our section of docs/benchmarks.md; re-read just before writing."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start < 0:
+        new = text.rstrip("\n") + "\n\n" + section_text.rstrip("\n") + "\n"
+    else:
+        nxt = re.search(r"^## ", text[start + len(SECTION):], re.MULTILINE)
+        end = start + len(SECTION) + nxt.start() if nxt else len(text)
+        new = text[:start] + section_text.rstrip("\n") + "\n" + ("\n" + text[end:] if nxt else "")
+    with open(path, "w") as handle:
+        handle.write(new)
+
+
+def chart(results, path=CHART):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = results["labels"]
+    colors = {"nginx": "#444444", "gunicorn": "#1f77b4", "eventlet": "#2ca02c",
+              "gunicorn-nocache": "#aec7e8", "eventlet-nocache": "#98df8a"}
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    concs = list(results["big"]["nginx"])
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        values = [results["big"][label][c]["mib_per_s"] for c in concs]
+        ax.bar([x + i * width for x in range(len(concs))], values, width, label=label,
+               color=colors.get(label))
+    ax.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(concs))])
+    ax.set_xticklabels(["C=%s" % c for c in concs])
+    ax.set_ylabel("MiB/s")
+    ax.set_title("256 MiB downloads: throughput")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    values = [results["big"][label]["1"]["cpu_s_per_gib"] for label in labels]
+    ax.bar(labels, values, color=[colors.get(label) for label in labels])
+    ax.set_ylabel("server CPU s per GiB (C=1)")
+    ax.set_title("256 MiB downloads: server CPU per GiB")
+    ax.tick_params(axis="x", labelsize=8)
+    ax = axes[1][0]
+    values = [results["small"][label]["requests_per_s"] for label in labels]
+    ax.bar(labels, values, color=[colors.get(label) for label in labels])
+    ax.axhline(3000, color="red", linestyle="--", linewidth=1, label="target 3,000 req/s")
+    ax.set_yscale("log")
+    ax.set_ylabel("requests/s (log)")
+    ax.set_title("64 KiB downloads at C=16")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=8)
+    ax = axes[1][1]
+    cold_labels = list(results["cold"])
+    for i, label in enumerate(cold_labels):
+        entry = results["cold"][label]
+        rep = entry["reps"][len(entry["reps"]) // 2]
+        ax.scatter(rep["sixteen_finish_s"], [i] * len(rep["sixteen_finish_s"]), marker="|",
+                   s=300, color=colors.get(label), label="%s: 16 cold, finish times" % label)
+        ax.scatter([entry["single_s"]], [i + 0.25], marker="o", color=colors.get(label),
+                   label="%s: one cold alone" % label)
+        ax.scatter([entry["hit_s"]], [i + 0.25], marker="x", color=colors.get(label),
+                   label="%s: one hit" % label)
+        ax.axvline(1.5 * entry["single_s"], color=colors.get(label), linestyle=":",
+                   linewidth=1)
+    ax.set_yticks(range(len(cold_labels)))
+    ax.set_yticklabels(cold_labels)
+    ax.set_ylim(-0.5, len(cold_labels) - 0.2)
+    ax.set_xlabel("seconds (dotted: 1.5x one cold)")
+    ax.set_title("Cold 256 MiB downloads")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("glance_cache_mw downloads on 127.0.0.1 (%s)" % results["meta"]["date"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell (median)")
+    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")],
+                        default=[1, 4, 16], help="for the 256 MiB hits (default 1,4,16)")
+    parser.add_argument("--eventlet-workers", type=int, default=2)
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--gunicorn-threads", type=int, default=8)
+    parser.add_argument("--nginx-workers", type=int, default=2)
+    parser.add_argument("--json-out", help="write all results as JSON here")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write docs/bench_download.png and the Downloads section of "
+                             "docs/benchmarks.md")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    command = "sudo .venv/bin/python tools/bench_download_run.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    nginx = ensure_nginx()
+    workdir = tempfile.mkdtemp(prefix="bench-download-")
+    servers = []
+    try:
+        return _run(args, command, nginx, workdir, servers)
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        for server in servers:
+            server.stop()
+        if args.keep:
+            log("kept %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args, command, nginx, workdir, servers):
+    data = os.path.join(workdir, "data")
+    settings = {"data_dir": data, "sql_connection": "sqlite:///%s/db.sqlite" % data,
+                "filesystem_store_datadir": os.path.join(data, "images"),
+                "image_cache_dir": os.path.join(data, "cache"),
+                "image_cache_max_size": 8 * GIB, "bind_host": "127.0.0.1", "bind_port": 0,
+                "workers": args.eventlet_workers}
+    cache_ini = os.path.join(workdir, "cache.ini")
+    nocache_ini = os.path.join(workdir, "nocache.ini")
+    cache_pipeline = write_ini(SAMPLE_INI, cache_ini, settings, add_cache=True)
+    nocache_pipeline = write_ini(NOCACHE_INI, nocache_ini, settings, add_cache=False)
+    log("temp dir %s; pipelines: cache [%s], no cache [%s]", workdir, cache_pipeline,
+        nocache_pipeline)
+    subprocess.run([os.path.join(VENV_BIN, "glance-cache-mw-manage"), "--config", cache_ini,
+                    "db", "sync"], check=True, cwd=workdir, stdout=subprocess.DEVNULL)
+
+    def start(kind, ini):
+        if kind == "eventlet":
+            server = Server(kind, [os.path.join(VENV_BIN, "glance-cache-mw-api"), "--config", ini,
+                                   "--graceful-timeout", "5"], None, workdir,
+                            port_from_stdout=True)
+        else:
+            port = free_port()
+            server = Server(kind, [os.path.join(VENV_BIN, "gunicorn"), "-b",
+                                   "127.0.0.1:%d" % port, "-k", "gthread",
+                                   "-w", str(args.gunicorn_workers),
+                                   "--threads", str(args.gunicorn_threads),
+                                   "--graceful-timeout", "5", "--timeout", "300",
+                                   "glance_cache_mw.wsgi:application"], port, workdir,
+                            env={"GLANCE_CACHE_MW_CONFIG": ini})
+        servers.append(server)
+        return server.wait_ready()
+
+    def stop(server):
+        server.stop()
+        servers.remove(server)
+
+    # Data, through the real server's API.
+    sources = os.path.join(workdir, "src")
+    os.makedirs(sources)
+    log("making %d MiB + %d MiB + %d x %d KiB of random data", BIG_SIZE // MIB, BIG_SIZE // MIB,
+        SMALL_COUNT, SMALL_SIZE // 1024)
+    specs = [("big", BIG_SIZE), ("cold", BIG_SIZE)] + [("small%02d" % i, SMALL_SIZE)
+                                                       for i in range(SMALL_COUNT)]
+    images = {}
+    server = start("eventlet", cache_ini)
+    for name, size in specs:
+        path = os.path.join(sources, name)
+        md5 = make_data(path, size)
+        images[name] = {"id": upload(server.port, name, path, size), "size": size, "md5": md5}
+        os.unlink(path)
+    log("uploaded %d images through the API (POST /v2/images, PUT /v2/images/{id}/file)",
+        len(images))
+    big, cold = images["big"], images["cold"]
+    smalls = [images["small%02d" % i] for i in range(SMALL_COUNT)]
+    fill = load(server, targets_for(server.port, "/v2/images/%s/file", [big] + smalls), 1,
+                requests=1 + SMALL_COUNT, hash_every=1)
+    log("first downloads (fills): X-Image-Cache %s, errors %d", fill["x_image_cache"],
+        fill["errors"])
+
+    results = {"big": {}, "small": {}, "cold": {}, "images": images}
+    labels = ["nginx", "gunicorn", "eventlet", "gunicorn-nocache", "eventlet-nocache"]
+    results["labels"] = labels
+    for label in labels:
+        results["big"][label] = {}
+    path_fmt = "/v2/images/%s/file"
+
+    log("(a,d) eventlet server, cache pipeline, %d workers", args.eventlet_workers)
+    measure_hits(server, server.port, path_fmt, big, smalls, args, results, "eventlet")
+    log("(e,f) eventlet: cold downloads")
+    measure_cold(server, server.port, cold, args, results, "eventlet")
+    stop(server)
+
+    log("(a,d) gunicorn gthread %dx%d, cache pipeline", args.gunicorn_workers,
+        args.gunicorn_threads)
+    server = start("gunicorn", cache_ini)
+    measure_hits(server, server.port, path_fmt, big, smalls, args, results, "gunicorn")
+    log("(e,f) gunicorn: cold downloads")
+    measure_cold(server, server.port, cold, args, results, "gunicorn")
+    stop(server)
+
+    for kind in ("eventlet", "gunicorn"):
+        log("(c) %s, pipeline without the cache filter", kind)
+        server = start(kind, nocache_ini)
+        measure_hits(server, server.port, path_fmt, big, smalls, args, results,
+                     kind + "-nocache")
+        stop(server)
+
+    log("(b,d) nginx from disk, %d workers", args.nginx_workers)
+    server = start_nginx(nginx, workdir, settings["filesystem_store_datadir"], args.nginx_workers)
+    servers.append(server)
+    server.wait_ready()
+    measure_hits(server, server.port, "/%s", big, smalls, args, results, "nginx")
+    stop(server)
+
+    results["meta"] = {
+        "loadavg_1m_range": (min(LOADS), max(LOADS)),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "python": sys.version.split()[0],
+        "eventlet_workers": args.eventlet_workers, "gunicorn_workers": args.gunicorn_workers,
+        "gunicorn_threads": args.gunicorn_threads, "nginx_workers": args.nginx_workers,
+        "gunicorn_version": _version([os.path.join(VENV_BIN, "gunicorn"), "--version"]),
+        "nginx_version": _version([nginx, "-v"]).replace("nginx version: nginx/", ""),
+        "repeat": args.repeat, "seconds": args.seconds, "command": command,
+    }
+    checks = evaluate(results)
+    results["checks"] = checks
+    section = markdown(results, checks, command)
+    print(section)
+    if args.json_out:
+        with open(args.json_out, "w") as handle:
+            json.dump(results, handle, indent=1, default=str)
+    if args.update_docs:
+        chart(results)
+        update_docs(section)
+        log("wrote %s and the Downloads section of %s", CHART, DOCS)
+    return 0 if all(check["met"] for check in checks) else 1
+
+
+def _cpu_model():
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _version(argv):
+    out = subprocess.run(argv, capture_output=True, text=True)
+    return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr) else "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
