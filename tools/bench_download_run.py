@@ -255,7 +255,7 @@ def upload(port, name, data_path, size):
 
 def client_args(hash_every, timeout=300):
     return types.SimpleNamespace(max_duration=600.0, timeout=timeout, hash_every=hash_every,
-                                 expect_status=200, header=[])
+                                 expect_status=200, header=[], client="raw")
 
 
 def load(server, targets, concurrency, *, seconds=None, requests=None, hash_every=0):
@@ -756,7 +756,8 @@ def _run(args, command, nginx, workdir, servers):
         "cpu": _cpu_model(), "cores": os.cpu_count(), "python": sys.version.split()[0],
         "eventlet_workers": args.eventlet_workers, "gunicorn_workers": args.gunicorn_workers,
         "gunicorn_threads": args.gunicorn_threads, "nginx_workers": args.nginx_workers,
-        "gunicorn_version": _version([os.path.join(VENV_BIN, "gunicorn"), "--version"]),
+        "gunicorn_version": _version([os.path.join(VENV_BIN, "gunicorn"), "--version"]
+                                     ).replace("gunicorn (version ", "").rstrip(")"),
         "nginx_version": _version([nginx, "-v"]).replace("nginx version: nginx/", ""),
         "repeat": args.repeat, "seconds": args.seconds, "command": command,
     }
