@@ -34,6 +34,10 @@ HIT_FLUSH_INTERVAL_S = 1.0
 HIT_FLUSH_MAX_PENDING = 1000
 
 
+def _or_default(value, default):
+    return default if value is None else value
+
+
 def _flush_at_exit(driver_ref):
     """A process that exits without close() still writes its last second of hits."""
     driver = driver_ref()
@@ -124,11 +128,8 @@ class Driver(abc.ABC):
 
     # -- entries -------------------------------------------------------------------------
 
-    def list_entries(self):
-        """Every cached image as a CacheEntry, in directory order (one metadata read)."""
-        self.flush_hits()
-        metadata = self.load_metadata()
-        entries = []
+    def _scan_image_files(self):
+        """(image_id, stat) of every regular file in the cache directory named like an id."""
         with os.scandir(self.base_dir) as it:
             for dirent in it:
                 if not common.is_image_id(dirent.name):
@@ -137,14 +138,23 @@ class Driver(abc.ABC):
                     st = dirent.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                meta = metadata.get(dirent.name) or {}
-                entries.append(common.CacheEntry(
-                    dirent.name, st.st_size,
-                    meta.get("last_accessed", st.st_mtime),
-                    meta.get("last_modified", st.st_mtime),
-                    meta.get("hits", 0)))
+                if stat.S_ISREG(st.st_mode):
+                    yield dirent.name, st
+
+    def list_entries(self):
+        """Every cached image as a CacheEntry, in directory order (one metadata read).
+
+        A file without metadata gets its mtime as both times and 0 hits."""
+        self.flush_hits()
+        metadata = self.load_metadata()
+        entries = []
+        for image_id, st in self._scan_image_files():
+            meta = metadata.get(image_id) or {}
+            entries.append(common.CacheEntry(
+                image_id, st.st_size,
+                _or_default(meta.get("last_accessed"), st.st_mtime),
+                _or_default(meta.get("last_modified"), st.st_mtime),
+                _or_default(meta.get("hits"), 0)))
         return entries
 
     def get_entries_by_last_accessed(self):
@@ -161,18 +171,7 @@ class Driver(abc.ABC):
 
         Only the directory is read (no metadata), so admission can call it on every miss.
         """
-        total = 0
-        with os.scandir(self.base_dir) as it:
-            for dirent in it:
-                if not common.is_image_id(dirent.name):
-                    continue
-                try:
-                    st = dirent.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
-        return total
+        return sum(st.st_size for _image_id, st in self._scan_image_files())
 
     def get_least_recently_accessed(self):
         """(image_id, size) of the least recently used image, or None when empty."""
