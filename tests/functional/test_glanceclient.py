@@ -254,6 +254,9 @@ def test_concurrent_uploads_one_wins_with_409(endpoint):
     thread.start()
     try:
         assert started.wait(30)
+        deadline = time.time() + 30       # the server may not have read the first chunk yet
+        while client.images.get(image.id).status != "saving" and time.time() < deadline:
+            time.sleep(0.02)
         assert client.images.get(image.id).status == "saving"
         with pytest.raises(exc.HTTPConflict):
             client.images.upload(image.id, io.BytesIO(b"b" * 10))
