@@ -279,7 +279,8 @@ def test_aborted_upload_kills_image_and_leaves_no_file(server):
                       "\r\n" % image.id).encode() + b"x" * 1000)
         time.sleep(0.2)
     deadline = time.time() + 10
-    while client.images.get(image.id).status == "saving" and time.time() < deadline:
+    while (client.images.get(image.id).status in ("queued", "saving")
+           and time.time() < deadline):
         time.sleep(0.05)
     assert client.images.get(image.id).status == "killed"
     assert [name for name in os.listdir(data_dir / "images") if image.id in name] == []
