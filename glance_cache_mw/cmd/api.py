@@ -87,6 +87,7 @@ def _run(argv):
 
 def prepare_database(url):
     """Create/upgrade a SQLite schema in place; require a synced schema on a database server."""
+    import alembic.util
     import sqlalchemy as sa
 
     from glance_cache_mw.db import engine as db_engine, migration
@@ -108,7 +109,8 @@ def prepare_database(url):
     except sa.exc.DBAPIError as err:
         reason = " ".join(str(err.orig).split())   # drivers' messages span lines
         raise exception.GlanceException("database %s: %s" % (where, reason)) from None
-    except OSError as err:
+    except (OSError, alembic.util.CommandError) as err:
+        # e.g. a revision from a newer release of this package
         raise exception.GlanceException("database %s: %s" % (where, err)) from None
     finally:
         engine.dispose()
