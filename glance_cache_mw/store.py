@@ -39,6 +39,8 @@ class ImageSizeLimitExceeded(exception.LimitExceeded):
 
 
 class UploadIncomplete(exception.Invalid):
+    """The request body broke off or ended short: the client's fault, not the store's."""
+
     message = "The image data ended before the announced size was reached."
 
 
@@ -143,13 +145,13 @@ class FileStore:
     def add(self, image_id, stream, expected_size=None, max_size=None):
         """Store everything ``stream.read()`` yields as the data of ``image_id``.
 
-        Raises UploadIncomplete when ``expected_size`` is given and not met,
-        ImageSizeLimitExceeded past ``max_size``, StorageFull on ENOSPC/EDQUOT; in every failure
-        (the reader's own errors included) the partial file is removed.
+        Raises UploadIncomplete when reading ``stream`` fails or ``expected_size`` is given and
+        not met, ImageSizeLimitExceeded past ``max_size``, StorageFull on ENOSPC/EDQUOT, and
+        other OSErrors of the filesystem as they are; in every failure the partial file is
+        removed.
         """
         final_path = self.path_for(image_id)
-        os.makedirs(self.datadir, exist_ok=True)
-        fd, temp_path = tempfile.mkstemp(prefix=_TEMP_PREFIX + image_id + ".", dir=self.datadir)
+        fd, temp_path = self._open_temp(image_id)
         try:
             with os.fdopen(fd, "wb") as out:
                 size, md5, sha = self._copy(stream, out, expected_size, max_size)
@@ -168,6 +170,11 @@ class FileStore:
         LOG.info("stored %d bytes for image %s", size, image_id)
         return StoredData(size, md5.hexdigest(), HASH_ALGO, sha.hexdigest(), final_path)
 
+    def _open_temp(self, image_id):
+        """A new hidden temp file next to the final one: (fd open for writing, path)."""
+        os.makedirs(self.datadir, exist_ok=True)
+        return tempfile.mkstemp(prefix=_TEMP_PREFIX + image_id + ".", dir=self.datadir)
+
     def _copy(self, stream, out, expected_size, max_size):
         md5 = hashlib.md5(usedforsecurity=False)
         sha = hashlib.new(HASH_ALGO)
@@ -178,7 +185,11 @@ class FileStore:
             if limit is not None:
                 # Read one byte past the limit, so that "too much" is noticed.
                 want = max(1, min(want, limit - size + 1))
-            chunk = stream.read(want)
+            try:
+                chunk = stream.read(want)
+            except (OSError, ValueError) as err:
+                # The client's side: a dropped connection or broken chunked framing.
+                raise UploadIncomplete("Error reading the image data: %s" % err) from err
             if not chunk:
                 return size, md5, sha
             size += len(chunk)

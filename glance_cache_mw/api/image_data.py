@@ -59,7 +59,8 @@ class ImageDataController:
         return common.empty_response()
 
     def _store(self, context, image_id, req, expected_size, cap):
-        """Write the body to the store; on any failure mark the image killed and answer 4xx."""
+        """Write the body to the store; on any failure mark the image killed (4xx for the
+        client's faults, the error itself for the store's)."""
         try:
             return self.store.add(image_id, common.body_stream(req), expected_size,
                                   cap if cap >= 0 else None)
@@ -70,12 +71,10 @@ class ImageDataController:
             if isinstance(err, file_store.StorageFull):
                 raise common.HTTPError(413, "Image storage media is full: %s" % err) from None
             if isinstance(err, exception.Invalid):
-                raise common.HTTPError(400, str(err)) from None
-            if isinstance(err, (OSError, ValueError)):
-                # A broken or truncated request body (client gone, bad chunk framing).
+                # The request body broke off, ended short or ran long.
                 LOG.warning("upload of image %s failed: %s", image_id, err)
-                raise common.HTTPError(400, "Error reading the image data: %s" % err) from None
-            raise
+                raise common.HTTPError(400, str(err)) from None
+            raise  # the store's own failure (EIO, EACCES, ...): a 500, logged by the router
 
     def _kill(self, context, image_id, err):
         LOG.warning("upload of image %s failed (%s); marking it killed", image_id,

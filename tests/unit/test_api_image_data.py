@@ -7,6 +7,8 @@ import os
 import pytest
 import webob
 
+from glance_cache_mw import store as file_store
+from glance_cache_mw.api import router
 from glance_cache_mw.db import api as db_api
 from tests.unit.test_api_support import (  # noqa: F401  (fixtures)
     ADMIN, OTHER, OWNER, api, assert_error, make_api, migrated_template)
@@ -275,3 +277,30 @@ def test_multiple_ranges_are_400(api):
     image = api.active(DATA)
     resp = api.call("GET", file_url(image["id"]), OWNER, headers={"Range": "bytes=0-1,3-4"})
     assert_error(resp, 400, "multiple ranges")
+
+
+class BrokenDiskStore(file_store.FileStore):
+    """Writes go to ``device`` (opened with ``flags``) instead of the temp file."""
+
+    def __init__(self, datadir, device, flags):
+        super().__init__(datadir)
+        self._device, self._flags = device, flags
+
+    def _open_temp(self, image_id):
+        fd, path = super()._open_temp(image_id)
+        os.close(fd)
+        return os.open(self._device or path, self._flags), path
+
+
+@pytest.mark.parametrize("device, flags, status", [
+    pytest.param("/dev/full", os.O_WRONLY, 413, marks=pytest.mark.skipif(
+        not os.path.exists("/dev/full"), reason="no /dev/full")),
+    (None, os.O_RDONLY, 500),
+])
+def test_store_failures_kill_the_image(api, device, flags, status):
+    api.app = router.ImagesApp(db_api, BrokenDiskStore(str(api.store_dir), device, flags),
+                               api.app.settings)
+    image = api.create()
+    assert_error(api.call("PUT", file_url(image["id"]), OWNER, body=DATA), status)
+    assert status_of(image["id"]) == "killed"
+    assert store_files(api) == []

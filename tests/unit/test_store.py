@@ -62,17 +62,43 @@ def test_add_beyond_max_size_leaves_nothing(store):
     assert store.add(IMAGE_ID, io.BytesIO(DATA), max_size=len(DATA)).size == len(DATA)
 
 
-@pytest.mark.parametrize("error", [OSError("reset"), ValueError("bad chunk"),
-                                   KeyboardInterrupt()])
-def test_failed_read_leaves_nothing(store, error):
-    with pytest.raises(type(error)):
+@pytest.mark.parametrize("error, raised", [
+    (OSError("reset"), file_store.UploadIncomplete),
+    (ValueError("bad chunk"), file_store.UploadIncomplete),
+    (KeyboardInterrupt(), KeyboardInterrupt),
+])
+def test_failed_read_leaves_nothing(store, error, raised):
+    with pytest.raises(raised):
         store.add(IMAGE_ID, FailingStream(DATA, error, after=2))
     assert listing(store) == []
 
 
-def test_full_disk_is_storage_full(store):
+class BrokenDiskStore(file_store.FileStore):
+    """Writes go to ``device`` opened with ``flags`` instead of the temp file."""
+
+    def __init__(self, datadir, device, flags):
+        super().__init__(datadir, chunk_size=4096)
+        self._device, self._flags = device, flags
+
+    def _open_temp(self, image_id):
+        fd, path = super()._open_temp(image_id)
+        os.close(fd)
+        return os.open(self._device or path, self._flags), path
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_full_disk_is_storage_full(tmp_path):
+    store = BrokenDiskStore(str(tmp_path / "images"), "/dev/full", os.O_WRONLY)
     with pytest.raises(file_store.StorageFull):
-        store.add(IMAGE_ID, FailingStream(DATA, OSError(errno.ENOSPC, "No space left")))
+        store.add(IMAGE_ID, io.BytesIO(DATA))
+    assert listing(store) == []
+
+
+def test_other_write_errors_are_raised_as_they_are(tmp_path):
+    store = BrokenDiskStore(str(tmp_path / "images"), None, os.O_RDONLY)  # EBADF on write
+    with pytest.raises(OSError) as err:
+        store.add(IMAGE_ID, io.BytesIO(DATA))
+    assert err.value.errno == errno.EBADF
     assert listing(store) == []
 
 
