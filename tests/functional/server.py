@@ -169,10 +169,15 @@ def http_request(base_url, method, path, body=None, headers=None, timeout_s=30):
 # --- test-only Paste parts (run inside the server subprocess) ---------------------------------
 
 class TestingFilter:
-    """Answers ``/test/slow``, ``/test/pid`` and ``/test/cache``; passes everything else."""
+    """Answers ``/test/slow``, ``/test/pid`` and ``/test/cache``; passes everything else.
 
-    def __init__(self, app):
+    ``/test/slow?seconds=S&chunks=N&name=X`` streams N bytes over S seconds and, when its body
+    is closed, writes ``{data_dir}/closed-X`` with the number of bytes it yielded.
+    """
+
+    def __init__(self, app, data_dir):
         self.app = app
+        self.data_dir = data_dir
 
     def __call__(self, environ, start_response):
         request = webob.Request(environ)
@@ -182,7 +187,8 @@ class TestingFilter:
             # eventlet buffers 4 KiB before writing unless told otherwise; stream each byte.
             environ["eventlet.minimum_write_chunk_size"] = 0
             response = webob.Response(content_type="application/octet-stream")
-            response.app_iter = _slow_chunks(seconds, chunks)
+            marker = os.path.join(self.data_dir, "closed-" + request.GET.get("name", "slow"))
+            response.app_iter = SlowBody(seconds, chunks, marker)
             response.content_length = chunks
         elif request.path_info == "/test/pid":
             response = webob.Response(json_body={"pid": os.getpid()})
@@ -194,15 +200,37 @@ class TestingFilter:
         return response(environ, start_response)
 
 
-def _slow_chunks(seconds, chunks):
-    yield b"x"                   # at once, so that the client knows the request is in flight
-    for _ in range(chunks - 1):
-        time.sleep(seconds / max(chunks - 1, 1))
-        yield b"x"
+class SlowBody:
+    """``chunks`` single bytes, the first at once (the client then knows the request is in
+    flight), the others spread over ``seconds``; close() records how many were yielded."""
+
+    def __init__(self, seconds, chunks, marker_path):
+        self.delay_s = seconds / max(chunks - 1, 1)
+        self.left = chunks
+        self.sent = 0
+        self.marker_path = marker_path
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.left <= 0:
+            raise StopIteration
+        if self.sent:
+            time.sleep(self.delay_s)
+        self.left -= 1
+        self.sent += 1
+        return b"x"
+
+    def close(self):
+        os.makedirs(os.path.dirname(self.marker_path), exist_ok=True)
+        with open(self.marker_path, "w", encoding="utf-8") as handle:
+            handle.write(str(self.sent))
 
 
 def testing_filter_factory(global_conf, **local_conf):
-    return TestingFilter
+    data_dir = global_conf.get("data_dir") or "./data"
+    return lambda app: TestingFilter(app, data_dir)
 
 
 def stub_app(environ, start_response):

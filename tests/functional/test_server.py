@@ -427,3 +427,22 @@ def test_unreachable_database_is_one_line_and_exit_1(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: database postgresql"), errors
     assert "secret" not in result.stderr
+
+
+def test_client_disconnect_closes_the_body_and_is_logged(start_server):
+    server = start_server(stub_app=True)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/test/slow?seconds=20&chunks=200&name=gone")
+        response = conn.getresponse()
+        assert response.read(1) == b"x"
+    finally:
+        conn.close()                      # the client goes away mid-body
+    marker = os.path.join(server.data_dir, "closed-gone")
+    wait_for(lambda: os.path.exists(marker), timeout_s=15, what="close() of the body")
+    with open(marker) as handle:
+        assert 1 <= int(handle.read()) < 200
+    wait_for(lambda: access_lines(server, "name=gone"), what="access log")
+    line = access_lines(server, "name=gone")[0]
+    sent = int(re.search(r'" 200 (\d+) ', line).group(1))
+    assert 1 <= sent < 200
