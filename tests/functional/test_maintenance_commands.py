@@ -6,9 +6,12 @@ and a process is frozen with SIGSTOP where a signal must land in the middle of a
 
 import multiprocessing
 import os
+import pty
 import signal
 import subprocess
+import sys
 import time
+import types
 
 import pytest
 
@@ -265,3 +268,96 @@ def test_interval_without_daemon_is_a_usage_error(tmp_path):
                             capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
                             cwd=str(tmp_path), env=command_env())
     assert result.returncode == 2 and "--interval needs --daemon" in result.stderr
+
+
+def test_an_unreachable_database_fails_the_evict_but_the_prune_still_runs(tmp_path):
+    node = Node(tmp_path / "node-a", types.SimpleNamespace(
+        url="postgresql://nobody@127.0.0.1:1/none"))
+    cache = node.cache()
+    try:
+        assert cache.cache_image_iter("cached", [b"data"], 4)
+    finally:
+        cache.close()
+    result = node.run("pruner")
+    assert result.returncode == 1
+    assert "cache maintenance task evict failed" in result.stderr
+    assert "pruned 0 files" in result.stderr and "Traceback" not in result.stderr
+    assert node.cached_ids() == ["cached"]
+
+
+def test_the_prefetcher_shows_progress_on_a_terminal(node):
+    node.add_image("shown", size=200000)
+    node.queue("shown")
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(node.command("prefetcher"), cwd=str(node.dir),
+                                   stdout=subprocess.DEVNULL, stderr=follower,
+                                   env=command_env())
+        os.close(follower)
+        follower = None
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:   # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(COMMAND_TIMEOUT_S) == 0
+    finally:
+        os.close(leader)
+        if follower is not None:
+            os.close(follower)
+    text = output.decode("utf-8", "replace")
+    assert "\r\x1b[K" in text and "prefetch 1/1 images" in text and "/s" in text
+    assert "prefetched image shown (200000 bytes)" in text
+
+
+def test_piped_stderr_gets_no_progress_line(node):
+    node.add_image("quiet")
+    node.queue("quiet")
+    result = node.run("prefetcher")
+    assert result.returncode == 0 and "\x1b[K" not in result.stderr
+
+
+GREEN_LOOP = """
+import os, sys, warnings
+warnings.filterwarnings("ignore")
+import eventlet
+eventlet.monkey_patch()
+from glance_cache_mw import config
+from glance_cache_mw.maintenance import Maintenance
+
+maintenance = Maintenance.from_config(config.Config.from_file(sys.argv[1]))
+incomplete = maintenance.cache.driver.get_path("incomplete")
+ticks_during_fills = []
+
+def ticker():   # another green thread, like a request being served
+    while True:
+        if any(not name.startswith(".") for name in os.listdir(incomplete)):
+            ticks_during_fills.append(1)
+        eventlet.sleep(0.001)
+
+eventlet.spawn(ticker)
+maintenance.start(3600)
+while len(maintenance.cache.get_cached_images()) < 3:
+    eventlet.sleep(0.01)
+assert maintenance.stop(60), "the loop did not stop"
+maintenance.close()
+print("cached", len(maintenance.cache.get_cached_images()), "ran during fills",
+      bool(ticks_during_fills))
+"""
+
+
+def test_the_in_process_loop_under_eventlet_lets_other_green_threads_run(node):
+    ids = ["green-%d" % index for index in range(3)]
+    for image_id in ids:
+        node.add_image(image_id, size=2 * 1024 * 1024)
+    node.queue(*ids)
+    result = subprocess.run([sys.executable, "-c", GREEN_LOOP, str(node.ini)],
+                            cwd=str(node.dir), capture_output=True, text=True,
+                            timeout=COMMAND_TIMEOUT_S, env=command_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cached 3 ran during fills True"
+    assert node.cached_ids() == ids
