@@ -15,6 +15,7 @@ Each response is logged on the ``glance_cache_mw.access`` logger when its body i
 the ``X-Image-Cache`` status (HIT, MISS, ...) when the response has one.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -142,6 +143,8 @@ def base_url(sock):
 
 def print_banner(sock, conf, flavor, workers, config_file):
     """Tell the operator where the server listens and, for noauth, how to upload an image."""
+    import sqlalchemy as sa
+
     url = base_url(sock)
     LOG.info("listening on %s (flavor %s, workers=%d)", url, flavor, workers)
     lines = ["glance-cache-mw-api: listening on %s (flavor %s, %d worker%s, pid %d)"
@@ -151,7 +154,8 @@ def print_banner(sock, conf, flavor, workers, config_file):
     else:
         lines.append("  settings: embedded defaults (no --config); data under %s"
                      % os.path.abspath(conf.data_dir))
-    lines.append("  database: %s" % _hide_password(conf.sql_connection))
+    lines.append("  database: %s" % sa.engine.make_url(conf.sql_connection).render_as_string(
+        hide_password=True))
     if flavor == "noauth":
         lines += [
             "Upload an image (noauth: no real token needed):",
@@ -168,11 +172,6 @@ def print_banner(sock, conf, flavor, workers, config_file):
     print("\n".join(lines), flush=True)
 
 
-def _hide_password(url):
-    import sqlalchemy as sa
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
-
-
 class _StopFlag:
     """Set by a signal handler; polled by the serving loop (nothing else is safe in a handler)."""
 
@@ -183,8 +182,12 @@ class _StopFlag:
         self.signum = signum
 
 
-def serve(sock, app, grace_s, stop_on_sigint=False):
-    """Serve ``app`` on ``sock`` until SIGTERM, then drain for up to ``grace_s``; return 0."""
+def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None):
+    """Serve ``app`` on ``sock`` until SIGTERM, then drain for up to ``grace_s``; return 0.
+
+    A worker passes its parent's pid: if the parent is gone (killed with SIGKILL), the worker
+    stops as if it got SIGTERM instead of holding the port as an orphan.
+    """
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop if stop_on_sigint else signal.SIG_IGN)
@@ -194,6 +197,9 @@ def serve(sock, app, grace_s, stop_on_sigint=False):
                             keepalive=True, debug=False)
     while stop.signum is None and not server.dead:
         eventlet.sleep(STOP_POLL_S)
+        if parent_pid is not None and os.getppid() != parent_pid:
+            LOG.warning("worker %d: the parent process is gone; stopping", os.getpid())
+            stop(signal.SIGTERM, None)
     if stop.signum is None:
         LOG.error("the server loop of worker %d ended unexpectedly", os.getpid())
         return 1
@@ -221,6 +227,7 @@ class Supervisor:
         self.workers = workers
         self.grace_s = grace_s
         self.children = {}           # pid -> start time (monotonic)
+        self.parent_pid = os.getpid()
         self.quick_crashes = 0
 
     def run(self):
@@ -247,12 +254,16 @@ class Supervisor:
         self.children[pid] = time.monotonic()
 
     def _child_main(self):
+        # Until serve() installs its handler, SIGTERM simply ends a worker with no requests yet
+        # (the parent's handler, inherited, would swallow it).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         status = 1
         try:
             # A fresh hub: the parent's epoll instance must not be shared with the children.
             eventlet.hubs.use_hub()
             _forget_inherited_connections()
-            status = serve(self.sock, self.app, self.grace_s)
+            status = serve(self.sock, self.app, self.grace_s, parent_pid=self.parent_pid)
         except BaseException:  # the child must never return into the parent's code
             LOG.exception("worker %d failed", os.getpid())
         finally:
@@ -299,10 +310,8 @@ class Supervisor:
 
 
 def _signal(pid, signum):
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _forget_inherited_connections():
