@@ -26,7 +26,8 @@ Checks:
 
 Reported: requests, errors (by kind), requests/s, MiB/s, latency p50/p99/max in ms (time from
 sending the request to the last body byte), the ``X-Image-Cache`` values seen, and with
-``--json`` also every request's start/end (``time.monotonic()``, comparable across processes).
+``--json`` also every request's start, headers-received and end times (``time.monotonic()``,
+comparable across processes).
 """
 
 import argparse
@@ -103,6 +104,7 @@ class RawConnection:
                 break
             if len(head) > self.MAX_HEADER:
                 raise http.client.HTTPException("response headers too long")
+        self.header_time = time.monotonic()
         lines = bytes(head[:end]).decode("latin-1").split("\r\n")
         status = int(lines[0].split(None, 2)[1])
         headers = {}
@@ -146,7 +148,7 @@ class Worker:
         self.conn = None
         self.buffer = bytearray(BUFFER_SIZE)
         self.view = memoryview(self.buffer)
-        self.records = []   # (start, end, bytes, ok, error, cache_status, hashed)
+        self.records = []   # (start, end, bytes, ok, error, cache_status, hashed, headers at)
         extra = [tuple(part.strip() for part in h.split(":", 1)) for h in args.header]
         self.headers = dict(extra)
         self.requests = {
@@ -184,7 +186,7 @@ class Worker:
 
     def one(self, target, hash_this):
         start = time.monotonic()
-        received, cache_status, hashed = 0, None, False
+        received, cache_status, hashed, header_time = 0, None, False, None
 
         def digest_for(headers):
             expected = target.md5 or headers.get("content-md5")
@@ -195,9 +197,11 @@ class Worker:
             if self.args.client == "raw":
                 status, headers, received, digest, will_close = conn.get(
                     self.requests[id(target)], self.view, digest_for)
+                header_time = conn.header_time
             else:
                 status, headers, received, digest, will_close = self._httpclient(
                     conn, target, digest_for)
+                header_time = self._header_time
             if will_close:
                 self.drop()
             cache_status = headers.get("x-image-cache")
@@ -217,11 +221,13 @@ class Worker:
         except (OSError, ValueError, http.client.HTTPException) as err:
             self.drop()
             error = "%s: %s" % (type(err).__name__, err)
-        return (start, time.monotonic(), received, error is None, error, cache_status, hashed)
+        return (start, time.monotonic(), received, error is None, error, cache_status, hashed,
+                header_time)
 
     def _httpclient(self, conn, target, digest_for):
         conn.request("GET", target.path, headers=self.headers)
         resp = conn.getresponse()
+        self._header_time = time.monotonic()
         headers = {k.lower(): v for k, v in resp.getheaders()}
         digest = digest_for(headers)
         received, view, readinto = 0, self.view, resp.readinto
@@ -249,7 +255,7 @@ def _worker_main(index, targets, args, start_at, deadline, quota, concurrency, q
         records = worker.run()
     except BaseException as err:  # report rather than hang the parent
         records = [(time.monotonic(), time.monotonic(), 0, False,
-                    "worker crashed: %r" % (err,), None, False)]
+                    "worker crashed: %r" % (err,), None, False, None)]
     queue.put((index, records))
 
 
@@ -328,7 +334,8 @@ def summarize(records, start_at, concurrency, missing_workers=0):
         "x_image_cache": statuses,
         "start_at": start_at,
         "records": [{"start": r[0], "end": r[1], "bytes": r[2], "ok": r[3], "error": r[4],
-                     "x_image_cache": r[5], "hashed": r[6]} for r in records],
+                     "x_image_cache": r[5], "hashed": r[6], "headers_at": r[7]}
+                    for r in records],
     }
 
 

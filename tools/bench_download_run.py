@@ -344,11 +344,14 @@ def measure_cold(server, port, cold, args, results, label):
         statuses = sixteen["x_image_cache"]
         ends = sorted(r["end"] - sixteen["start_at"] for r in sixteen["records"])
         starts = [r["start"] - sixteen["start_at"] for r in sixteen["records"]]
+        first_bytes = sorted(r["headers_at"] - sixteen["start_at"] for r in sixteen["records"]
+                             if r["headers_at"] is not None)
         entry = {
             "single_s": single["wall_s"], "single_status": single["x_image_cache"],
             "hit_s": hit["wall_s"], "hit_status": hit["x_image_cache"],
             "sixteen_finish_s": ends, "sixteen_last_s": ends[-1],
             "sixteen_start_spread_s": max(starts) - min(starts),
+            "sixteen_headers_s": first_bytes,
             "sixteen_status": statuses, "sixteen_errors": sixteen["errors"],
             "origin_reads": statuses.get("MISS", 0) + statuses.get("BYPASS", 0) + fallbacks,
             "follower_fallbacks": fallbacks,
@@ -360,15 +363,19 @@ def measure_cold(server, port, cold, args, results, label):
         entry["cold_vs_hit"] = entry["single_s"] / entry["hit_s"]
         out["single"].append(entry)
         log("  %s cold rep %d: one cold %.2f s (%s), its hit %.3f s (%s); 16 cold: all done by "
-            "%.2f s = %.2fx one cold, X-Image-Cache %s, origin reads %d", label, rep + 1,
-            entry["single_s"], single["x_image_cache"], entry["hit_s"], hit["x_image_cache"],
-            entry["sixteen_last_s"], entry["last_vs_single"], statuses, entry["origin_reads"])
+            "%.2f s = %.2fx one cold (headers of the 16 at %.2f..%.2f s), X-Image-Cache %s, "
+            "origin reads %d", label, rep + 1, entry["single_s"], single["x_image_cache"],
+            entry["hit_s"], hit["x_image_cache"], entry["sixteen_last_s"],
+            entry["last_vs_single"], first_bytes[0] if first_bytes else -1,
+            first_bytes[-1] if first_bytes else -1, statuses, entry["origin_reads"])
     reps = out["single"]
     results["cold"][label] = {
         "reps": reps,
         "single_s": statistics.median(r["single_s"] for r in reps),
         "hit_s": statistics.median(r["hit_s"] for r in reps),
         "sixteen_last_s": statistics.median(r["sixteen_last_s"] for r in reps),
+        "sixteen_last_headers_s": statistics.median(
+            (r["sixteen_headers_s"] or [float("nan")])[-1] for r in reps),
         "last_vs_single": statistics.median(r["last_vs_single"] for r in reps),
         "cold_vs_hit": statistics.median(r["cold_vs_hit"] for r in reps),
         "origin_reads_max": max(r["origin_reads"] for r in reps),
@@ -512,15 +519,22 @@ def markdown(results, checks, command):
             run["cpu_ms_per_request"], ", ".join("%s %d" % kv for kv in
                                                  sorted(run["x_image_cache"].items()))))
     lines += ["", "### Cold downloads, 256 MiB (median of %d)" % meta["repeat"], "",
-              "| server | one cold s | its hit s | cold/hit | 16 cold: last done s | /one cold "
-              "| origin reads (max) | X-Image-Cache of 16 (last run) |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+              "| server | one cold s | its hit s | cold/hit | 16 cold: last headers s "
+              "| 16 cold: last done s | /one cold | origin reads (max) "
+              "| X-Image-Cache of 16 (last run) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for label, entry in results["cold"].items():
         last = entry["reps"][-1]["sixteen_status"]
-        lines.append("| %s | %.2f | %.3f | %.1fx | %.2f | %.2fx | %d | %s |" % (
+        lines.append("| %s | %.2f | %.3f | %.1fx | %.2f | %.2f | %.2fx | %d | %s |" % (
             label, entry["single_s"], entry["hit_s"], entry["cold_vs_hit"],
-            entry["sixteen_last_s"], entry["last_vs_single"], entry["origin_reads_max"],
+            entry.get("sixteen_last_headers_s", float("nan")), entry["sixteen_last_s"],
+            entry["last_vs_single"], entry["origin_reads_max"],
             ", ".join("%s %d" % kv for kv in sorted(last.items()))))
+    floor = 16 * BIG_SIZE / MIB / results["big"]["nginx"]["16"]["mib_per_s"]
+    lines += ["", "Bandwidth floor for the 16 cold downloads on this machine: 16 x 256 MiB at "
+              "nginx's C=16 hit rate = %.2f s, whatever the cache does; \"headers\" is when "
+              "the response headers arrived (a request that waits for a fill shows it here)."
+              % floor]
     lines += ["", "### Targets (issue 4)", "", "| target | met | measured |", "|---|---|---|"]
     for check in checks:
         lines.append("| %s | %s | %s |" % (check["target"], "met" if check["met"] else
@@ -630,6 +644,8 @@ def build_parser():
                         help="write docs/bench_download.png and the Downloads section of "
                              "docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="measure nothing: render the report of an earlier --json-out")
     return parser
 
 
@@ -637,6 +653,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     command = "sudo .venv/bin/python tools/bench_download_run.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
+    if args.from_json:
+        with open(args.from_json) as handle:
+            results = json.load(handle)
+        LOADS.extend(results["meta"].get("loadavg_1m_range") or [float("nan")])
+        return report(results, results["meta"]["command"], args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     nginx = ensure_nginx()
     workdir = tempfile.mkdtemp(prefix="bench-download-")
@@ -761,13 +782,18 @@ def _run(args, command, nginx, workdir, servers):
         "nginx_version": _version([nginx, "-v"]).replace("nginx version: nginx/", ""),
         "repeat": args.repeat, "seconds": args.seconds, "command": command,
     }
+    if args.json_out:
+        with open(args.json_out, "w") as handle:
+            json.dump(results, handle, indent=1, default=str)
+    return report(results, command, args)
+
+
+def report(results, command, args):
+    """Print the Markdown section; with --update-docs also write the chart and the doc."""
     checks = evaluate(results)
     results["checks"] = checks
     section = markdown(results, checks, command)
     print(section)
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(results, handle, indent=1, default=str)
     if args.update_docs:
         chart(results)
         update_docs(section)
