@@ -217,13 +217,8 @@ def run_api(*args, cwd, timeout_s=60):
     ({"bind_host": "256.1.1.1"}, "cannot listen on bind_host='256.1.1.1'"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, settings, expected):
-    path = helpers.write_config(tmp_path / "bad.ini", tmp_path / "data", testing=False)
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(path)
-    for key, value in settings.items():
-        parser.set("DEFAULT", key, value)
-    with open(path, "w") as handle:
-        parser.write(handle)
+    path = helpers.write_config(tmp_path / "bad.ini", tmp_path / "data", testing=False,
+                                settings=settings)
     result = run_api("--config", str(path), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -369,14 +364,10 @@ def test_context_flavor_needs_confirmed_identity_but_not_for_healthcheck(tmp_pat
 
 
 @pytest.mark.usefixtures("clean_engine")
-def test_noauth_flavor_is_the_default(tmp_path):
-    path = helpers.write_config(tmp_path / "n.ini", tmp_path / "data", testing=False)
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(path)
-    parser.remove_option("DEFAULT", "flavor")
-    with open(path, "w") as handle:
-        parser.write(handle)
-    app = wsgi.load_app(str(path))
+def test_the_sample_as_it_is_serves_the_noauth_flavor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                   # its data_dir is ./data
+    assert wsgi.read_flavor(helpers.SAMPLE_CONFIG) == "noauth"
+    app = wsgi.load_app(helpers.SAMPLE_CONFIG)    # noauth: no identity headers needed
     response = webob.Request.blank("/versions").get_response(app)
     assert response.status_int == 200 and response.json["versions"]
 
