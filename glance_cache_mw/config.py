@@ -136,17 +136,28 @@ def _convert(setting, raw):
 
 
 def read_ini_defaults(path):
-    """Return the [DEFAULT] section of an INI file as a dict; a missing file is a clear error."""
+    """Return the [DEFAULT] section of an INI file as a dict, interpolated as Paste does it
+    (``%(here)s`` is the file's directory; a literal ``%`` is written ``%%``)."""
     if not os.path.isfile(path):
         raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
-    parser = configparser.ConfigParser(interpolation=None)
+    path = os.path.abspath(path)
+    parser = configparser.ConfigParser(
+        defaults={"here": os.path.dirname(path), "__file__": path})
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except configparser.Error as err:
         raise exception.InvalidConfiguration(
             reason="config file %s cannot be parsed: %s" % (path, err)) from None
-    return dict(parser.defaults())
+    values = {}
+    for key in parser.defaults():
+        try:
+            values[key] = parser.get(configparser.DEFAULTSECT, key)
+        except configparser.InterpolationError as err:
+            raise exception.InvalidConfiguration(
+                reason="%s in %s: %s (write a literal %% as %%%%)"
+                % (key, path, str(err).splitlines()[0])) from None
+    return values
 
 
 def describe():

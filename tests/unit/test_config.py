@@ -60,3 +60,19 @@ def test_missing_and_broken_files_are_clear_errors(tmp_path):
 def test_every_setting_is_described():
     names = [name for name, _default, help_text in config.describe() if help_text]
     assert names == [setting.name for setting in config.SETTINGS]
+
+
+def test_ini_values_are_interpolated_like_paste(tmp_path):
+    ini = tmp_path / "x.ini"
+    ini.write_text("[DEFAULT]\ndata_dir = %(here)s/state\n"
+                   "sql_connection = postgresql://u:p%%40ss@127.0.0.1/db\n")
+    conf = config.Config.from_file(str(ini))
+    assert conf.data_dir == "%s/state" % tmp_path
+    assert conf.sql_connection == "postgresql://u:p%40ss@127.0.0.1/db"
+
+
+def test_a_lone_percent_names_the_key(tmp_path):
+    ini = tmp_path / "x.ini"
+    ini.write_text("[DEFAULT]\nsql_connection = postgresql://u:p%40ss@h/db\n")
+    with pytest.raises(exception.InvalidConfiguration, match="sql_connection"):
+        config.Config.from_file(str(ini))
