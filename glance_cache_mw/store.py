@@ -66,26 +66,31 @@ def check_image_id(image_id):
 
 
 class FileReader:
-    """Iterate over ``length`` bytes of a file from ``offset``, in chunks; owns the file.
+    """Iterate over ``length`` bytes of an open file from ``offset``, in chunks; owns the file.
 
+    The one file reader of the project: the store's downloads and the cache's hits use it.
     ``path``, ``offset`` and ``length`` say what is served, so a caller may hand the file to
     ``wsgi.file_wrapper`` (sendfile) instead of iterating.
     """
 
-    def __init__(self, path, offset=0, length=None, chunk_size=DEFAULT_CHUNK_SIZE):
-        self.path = path
-        self.file = open(path, "rb")
+    def __init__(self, file, offset=0, length=None, chunk_size=DEFAULT_CHUNK_SIZE):
+        self.file = file
+        self.path = getattr(file, "name", None)
         try:
-            self.size = os.fstat(self.file.fileno()).st_size
+            self.size = os.fstat(file.fileno()).st_size
             self.offset = min(max(offset, 0), self.size)
             available = self.size - self.offset
             self.length = available if length is None else max(0, min(length, available))
-            self.file.seek(self.offset)
+            file.seek(self.offset)
         except BaseException:
-            self.file.close()
+            file.close()
             raise
         self._remaining = self.length
         self._chunk_size = chunk_size
+
+    @classmethod
+    def open(cls, path, offset=0, length=None, chunk_size=DEFAULT_CHUNK_SIZE):
+        return cls(open(path, "rb"), offset, length, chunk_size)
 
     def __iter__(self):
         return self
@@ -207,7 +212,7 @@ class FileStore:
         """A FileReader over the data of ``image_id``; ImageNotFound when there is none."""
         path = self.path_for(image_id)
         try:
-            return FileReader(path, offset, length, self.chunk_size)
+            return FileReader.open(path, offset, length, self.chunk_size)
         except FileNotFoundError:
             raise exception.ImageNotFound("No data stored for image %s" % image_id) from None
 

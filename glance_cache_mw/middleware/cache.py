@@ -16,7 +16,7 @@ import webob
 import webob.exc
 
 from glance_cache_mw import config as cfg
-from glance_cache_mw import exception
+from glance_cache_mw import exception, store
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import common
@@ -146,7 +146,7 @@ class CacheFilter:
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None and start == 0 and length == size:
             return wrapper(handle, self.chunk_size)   # sendfile where the server offers it
-        return download.FileReader(handle, start, length, self.chunk_size)
+        return store.FileReader(handle, start, length, self.chunk_size)
 
     def _miss(self, environ, start_response, image):
         image_id, size = image["id"], image["size"]

@@ -57,30 +57,3 @@ def parse_range(header, size):
 
 def content_range(start, length, size):
     return "bytes %d-%d/%d" % (start, start + length - 1, size)
-
-
-class FileReader:
-    """Iterate ``length`` bytes of an open file from ``start``; close() closes the file."""
-
-    def __init__(self, handle, start, length, chunk_size):
-        self._handle = handle
-        self._remaining = length
-        self._chunk_size = chunk_size
-        handle.seek(start)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._remaining <= 0:
-            raise StopIteration
-        chunk = self._handle.read(min(self._chunk_size, self._remaining))
-        if not chunk:
-            # The file is shorter than its record: end the body short so the client sees a
-            # Content-Length mismatch rather than a hang (the hit path checked the size).
-            raise StopIteration
-        self._remaining -= len(chunk)
-        return chunk
-
-    def close(self):
-        self._handle.close()
