@@ -422,6 +422,7 @@ class Result:
     name: str
     caller: str
     samples_ms: list
+    cpu_ms: list          # CPU time of this process per call (SQLite's work included)
     statements: list      # per measured call
     rows: int
     captured: list        # (statement, parameters) of the last call
@@ -460,17 +461,18 @@ def measure(name, caller, function, log, args):
         if time.perf_counter() - began > args.budget_s / 4:
             break
     log.take()
-    samples, counts, rows, captured = [], [], None, []
+    samples, cpu, counts, rows, captured = [], [], [], None, []
     began = time.perf_counter()
     for _ in range(args.repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         rows = function()
         samples.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
         captured = log.take()
         counts.append(len(captured))
         if time.perf_counter() - began > args.budget_s:
             break
-    return Result(name, caller, samples, counts, rows, captured)
+    return Result(name, caller, samples, cpu, counts, rows, captured)
 
 
 def load():
@@ -488,11 +490,13 @@ def print_report(engine, args, subjects, results, filled, load_before):
               load(), "" if filled is None else ", filled in %.0f s, %s" % (
                   filled[0], "ANALYZEd" if filled[1] else "not ANALYZEd")))
     print()
-    print("| case | caller | median ms | p95 ms | runs | SQL statements | rows | target met |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| case | caller | median ms | p95 ms | client CPU ms | runs | SQL statements | rows "
+          "| target met |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for result in results:
-        print("| %s | %s | %.2f | %.2f | %d | %s | %s | %s |" % (
+        print("| %s | %s | %.2f | %.2f | %.2f | %d | %s | %s | %s |" % (
             result.name, result.caller, result.median_ms, result.p95_ms,
+            statistics.median(result.cpu_ms),
             len(result.samples_ms), result.shown_statements, result.rows,
             "yes" if result.is_met else "**no**"))
     for result in results:
