@@ -7,6 +7,7 @@ and the server's in-process loop (``image_cache_maintenance_interval``)::
 
     maintenance = Maintenance(cache, db_api, store, workers=4)
     maintenance.start(interval_s=300)      # a (green) thread; passes until stop()
+    maintenance.wake()                     # optional: prefetch now (an image was queued)
     ...
     maintenance.stop(timeout=30)           # finishes or abandons the current pass
 
@@ -23,7 +24,6 @@ rows for such images are evicted as well, even where the file is already gone.
 """
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -33,7 +33,11 @@ import sqlalchemy as sa
 
 from glance_cache_mw import exception
 from glance_cache_mw import prefetcher as prefetcher_mod
+from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
+from glance_cache_mw.db import api as db_api_mod
+from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache.drivers import common
 
 LOG = logging.getLogger(__name__)
 
@@ -44,20 +48,31 @@ ID_BATCH = 100
 WAIT_STEP_S = 1.0
 
 
+class _LockFile:
+    """An open lock file; a forked child drops its copy at once, so that a server forking
+    workers during a pass never keeps the lock held after the pass ended."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        common.hold_across_fork(self)
+
+    def forget_fds_after_fork(self):
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def close(self):
+        self.forget_fds_after_fork()   # closing releases the flock
+
+
 @contextlib.contextmanager
 def task_lock(directory, task):
     """Yield True while holding the task's lock file, False if another run holds it."""
-    fd = os.open(os.path.join(directory, LOCK_TEMPLATE % task),
-                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = _LockFile(os.path.join(directory, LOCK_TEMPLATE % task))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield common.try_lock(lock.fd)
     finally:
-        os.close(fd)   # releases the lock
+        lock.close()
 
 
 class Maintenance:
@@ -80,14 +95,11 @@ class Maintenance:
         self._owns_cache = owns_cache
         self._thread = None
         self._stop_event = None
+        self._wake = threading.Event()
 
     @classmethod
     def from_config(cls, config, cache=None, db_api=None, store=None, progress=None):
         """Build from a Config; what is not passed in is created (and the cache owned)."""
-        from glance_cache_mw import store as store_mod
-        from glance_cache_mw.db import api as db_api_mod
-        from glance_cache_mw.image_cache import ImageCache
-
         owns_cache = cache is None
         if db_api is None:
             db_api = db_api_mod.configured(config.sql_connection)
@@ -191,21 +203,38 @@ class Maintenance:
         return results
 
     def run_loop(self, interval_s, stop_event, tasks=TASKS, on_pass=None):
-        """Run a pass, then wait ``interval_s`` seconds, until ``stop_event`` is set.
+        """Run a pass every ``interval_s`` seconds until ``stop_event`` is set.
 
-        ``stop_event`` is a threading.Event (green under eventlet's monkey patching); it is
-        waited on in steps of at most a second, so a stop is seen quickly on any hub. A stop
-        during a prefetch abandons the image being fetched (nothing partial is ever servable)
-        and leaves it queued. ``on_pass(results)`` is called after every pass.
+        ``stop_event`` is a threading.Event (green under eventlet's monkey patching). The loop
+        sleeps in steps of at most a second, so a stop is seen quickly on any hub; ``wake()``
+        makes it run a prefetch at once (then it keeps its schedule). A stop during a prefetch
+        abandons the image being fetched (nothing partial is ever servable) and leaves it
+        queued. ``on_pass(results)`` is called after every pass.
         """
         LOG.info("cache maintenance of %s every %s s: %s", self.lock_dir, interval_s,
                  ", ".join(tasks))
+        next_pass = time.monotonic()
         while not stop_event.is_set():
-            results = self.run_pass(stop_event, tasks)
+            now = time.monotonic()
+            if now >= next_pass:
+                self._wake.clear()
+                results = self.run_pass(stop_event, tasks)
+                next_pass = time.monotonic() + interval_s
+            elif self._wake.is_set():
+                self._wake.clear()
+                if PREFETCH not in tasks:
+                    continue
+                results = self.run_pass(stop_event, (PREFETCH,))
+            else:
+                self._wake.wait(min(next_pass - now, WAIT_STEP_S))
+                continue
             if on_pass is not None:
                 on_pass(results)
-            wait(stop_event, interval_s)
         LOG.info("cache maintenance of %s stopped", self.lock_dir)
+
+    def wake(self):
+        """Ask the running loop to prefetch now (e.g. right after an image was queued)."""
+        self._wake.set()
 
     def start(self, interval_s, tasks=TASKS):
         """Run ``run_loop`` in a daemon thread (a green thread in a monkey-patched server)."""
@@ -226,22 +255,13 @@ class Maintenance:
         """Ask the loop to stop and wait up to ``timeout`` seconds; True once it stopped."""
         if self._stop_event is not None:
             self._stop_event.set()
+            self._wake.set()   # cut the current sleep short
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return False
             self._thread = None
         return True
-
-
-def wait(stop_event, seconds):
-    """Wait until ``stop_event`` is set or ``seconds`` passed, in small steps."""
-    deadline = time.monotonic() + seconds
-    while not stop_event.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        stop_event.wait(min(remaining, WAIT_STEP_S))
 
 
 def _first_line(err):

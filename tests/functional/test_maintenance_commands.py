@@ -67,6 +67,7 @@ def test_pruner_evicts_deleted_images_then_prunes_to_the_limit(node):
     for image_id in ("a", "b", "c", "d", "e"):
         node.add_image(image_id, size=10000)
     node.queue("a", "b", "c", "d", "e")
+    node.write_ini(cache_prefetcher_workers=1)   # cached in queue order: "a" is the LRU
     assert node.run("prefetcher").returncode == 0
     db_api.image_destroy(ADMIN, "b")
     db_api.image_update(ADMIN, "c", {"status": "deactivated"})

@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -259,6 +260,25 @@ def test_start_and_stop_run_passes_in_a_thread(setup):
     assert setup.maintenance.stop(helpers.WAIT_S) and not setup.maintenance.running
 
 
+def test_wake_prefetches_at_once_between_passes(setup):
+    setup.add_image("first")
+    setup.maintenance.start(3600)
+    try:
+        wait_until(lambda: setup.cached_ids() == ["first"])
+        setup.add_image("second")
+        setup.maintenance.wake()
+        wait_until(lambda: setup.cached_ids() == ["first", "second"])
+    finally:
+        assert setup.maintenance.stop(helpers.WAIT_S)
+
+
+def wait_until(predicate):
+    deadline = time.monotonic() + helpers.WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 class FakeTty(io.StringIO):
     def isatty(self):
         return True
@@ -290,3 +310,24 @@ def test_images_without_hashes_are_cached_when_the_size_matches(setup):
     assert setup.maintenance.prefetch_once().fetched == 1
     with setup.cache.open_for_read("plain") as handle:
         assert hashlib.sha256(handle.read()).digest() == hashlib.sha256(data).digest()
+
+
+def _sleep_after_start(started):
+    started.set()
+    time.sleep(helpers.WAIT_S)
+
+
+def test_a_child_forked_during_a_task_does_not_keep_its_lock(setup):
+    directory = setup.cache.driver.base_dir
+    started = helpers.MP.Event()
+    with maintenance_mod.task_lock(directory, "prune") as held:
+        assert held
+        child = helpers.MP.Process(target=_sleep_after_start, args=(started,))
+        child.start()
+        assert started.wait(helpers.WAIT_S)
+    try:
+        with maintenance_mod.task_lock(directory, "prune") as held_again:
+            assert held_again   # the child's copy of the descriptor was closed at fork
+    finally:
+        child.terminate()
+        child.join()
