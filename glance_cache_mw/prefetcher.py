@@ -85,7 +85,11 @@ class Prefetcher:
                     if not pending:
                         return
                     image_id = pending.popleft()
-                outcome = self.fetch_one(image_id, stop_event)
+                try:
+                    outcome = self.fetch_one(image_id, stop_event)
+                except Exception:   # a bug or a broken cache dir: this image only (W12)
+                    LOG.exception("prefetch of image %s failed", image_id)
+                    outcome = FAILED
                 with lock:
                     outcomes.append(outcome)
 

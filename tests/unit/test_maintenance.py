@@ -331,3 +331,22 @@ def test_a_child_forked_during_a_task_does_not_keep_its_lock(setup):
     finally:
         child.terminate()
         child.join()
+
+
+def test_an_unexpected_error_fails_one_image_not_the_pass(setup):
+    for image_id in ("one", "two", "three"):
+        setup.add_image(image_id)
+
+    class Flaky:
+        def __init__(self, store):
+            self.store = store
+
+        def open_for_read(self, image_id):
+            if image_id == "two":
+                raise RuntimeError("unexpected")
+            return self.store.open_for_read(image_id)
+
+    prefetcher = prefetcher_mod.Prefetcher(setup.cache, db_api, Flaky(setup.store), workers=1)
+    result = prefetcher.run()
+    assert (result.fetched, result.failed) == (2, 1)
+    assert setup.cached_ids() == ["one", "three"]
