@@ -1,11 +1,12 @@
 """Fill a database with synthetic Glance images, then time the DB API and count its SQL.
 
-The data: N images (default 100,000), each with 5 properties, 2 tags and (unless queued) one
-location; ~100 owner projects with a skewed share of the images and a few unowned images; a mix
+The data: N images (default 100,000), each with 5 properties, 2 tags and one location (unless it
+has no data yet); ~100 owner projects with a skewed share of the images and a few unowned images; a mix
 of visibilities and statuses (some soft-deleted); created_at spread over two years with ties
 (images created in the same second); 2,000 shared images with 1 to 3 member projects each
 (accepted, pending, rejected, a few soft-deleted member rows). Rows go in with SQLAlchemy Core
-executemany, one transaction per batch of images with their children.
+executemany, one transaction per batch of images with their children. PostgreSQL and MariaDB
+are ANALYZEd after the fill; SQLite only with --sqlite-analyze (Glance never analyzes it).
 
 Every case then runs a few warm-up times and --repeat measured times through the real
 ``glance_cache_mw.db.api`` functions; a ``before_cursor_execute`` listener on the engine counts
@@ -86,7 +87,7 @@ def build_parser():
                         "change)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--no-fill", action="store_true", help="measure the database at --url "
-                        "as it is (one filled by an earlier run with --keep and the same --seed)")
+                        "as it is (one filled by an earlier run with --keep)")
     parser.add_argument("--explain", choices=("none", "slow", "all"), default="slow",
                         help="print query plans for cases that miss a target, or all "
                              "(default %(default)s)")
@@ -172,7 +173,7 @@ def image_rows(rng, index, image_id, created_at, owner, visibility, status):
 
 
 class Fill:
-    """What the generator made that the cases need: ids, projects, member rows."""
+    """The synthetic data set: image rows in batches, then member rows for shared images."""
 
     def __init__(self, args):
         self.rng = random.Random(args.seed)
