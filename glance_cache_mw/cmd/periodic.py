@@ -74,12 +74,13 @@ def pass_status(results):
     return 0
 
 
-def run(argv, doc, prog, tasks, default_interval):
+def run(argv, doc, prog, tasks, default_interval, interval_help):
     """Parse ``argv``, then run ``tasks`` once or as a daemon; returns the exit status.
 
-    ``default_interval(config)`` gives the daemon's interval when --interval is not given.
+    ``default_interval(config)`` gives the daemon's interval when --interval is not given;
+    ``interval_help`` says where it comes from in --help.
     """
-    parser = build_parser(doc, prog, "from the configuration")
+    parser = build_parser(doc, prog, interval_help)
     args = parser.parse_args(argv)
     if args.interval is not None and not args.daemon:
         parser.error("--interval needs --daemon")

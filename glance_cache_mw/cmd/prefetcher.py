@@ -26,7 +26,7 @@ def main(argv=None):
     No eventlet here: the workers are plain threads, so nothing is monkey-patched.
     """
     return periodic.run(argv, __doc__, "glance-cache-mw-prefetcher", (maintenance.PREFETCH,),
-                        default_interval)
+                        default_interval, "cache_prefetcher_interval")
 
 
 if __name__ == "__main__":
