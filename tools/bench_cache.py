@@ -152,15 +152,10 @@ def populate(cache, ids, size):
     return order
 
 
-def run_dir_for(workdir, label):
-    path = tempfile.mkdtemp(prefix="%s-" % label.replace("/", "-"), dir=workdir)
-    return path
-
-
 # -- prune -------------------------------------------------------------------------------
 
 def bench_prune(target, n, workdir):
-    run_dir = run_dir_for(workdir, "prune-%s-%d" % (target.name, n))
+    run_dir = tempfile.mkdtemp(prefix="prune-", dir=workdir)
     keep = n // 2
     cache = ImageCache.from_config(target.settings(run_dir, keep * ENTRY_SIZE))
     try:
@@ -169,18 +164,18 @@ def bench_prune(target, n, workdir):
         order = populate(cache, image_ids(n), ENTRY_SIZE)
         populate_s = time.perf_counter() - started
         progress("prune %s N=%d: populated in %.2f s; pruning", target.name, n, populate_s)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         removed, freed = cache.prune()
-        prune_s = time.perf_counter() - started
+        prune_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
         survivors = {name for name in os.listdir(cache.driver.base_dir)
                      if not name.startswith(".") and len(name) == 36}
         if removed != n - keep or survivors != set(order[n - keep:]):
             raise SystemExit("prune %s N=%d evicted the wrong entries (%d removed)"
                              % (target.name, n, removed))
-        progress("prune %s N=%d: evicted %d (%d MiB) in %.3f s", target.name, n, removed,
-                 freed // MIB, prune_s)
+        progress("prune %s N=%d: evicted %d (%d MiB) in %.3f s (CPU %.3f s)", target.name, n,
+                 removed, freed // MIB, prune_s, cpu_s)
         target.forget_node(cache)
-        return {"populate_s": populate_s, "prune_s": prune_s, "removed": removed}
+        return {"populate_s": populate_s, "prune_s": prune_s, "cpu_s": cpu_s}
     finally:
         cache.close()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -255,12 +250,12 @@ class Origin:
 
 
 def to_devnull(iterator):
+    """What the server does with a response body: send every chunk, then close()."""
     total = 0
     with open(os.devnull, "wb") as sink:
         try:
             for chunk in iterator:
-                sink.write(chunk)
-                total += len(chunk)
+                total += sink.write(chunk)
         finally:
             iterator.close()
     return total
@@ -269,12 +264,9 @@ def to_devnull(iterator):
 def bench_fill(workdir, size, repeat, rates):
     progress("fill: writing a %d MiB origin file", size // MIB)
     path, md5, sha512 = make_origin(workdir, size)
-    run_dir = run_dir_for(workdir, "fill")
+    run_dir = tempfile.mkdtemp(prefix="fill-", dir=workdir)
     cache = ImageCache.from_config(Target("sqlite", None).settings(run_dir, 4 * size))
     hashes = {"checksum": md5, "os_hash_algo": "sha512", "os_hash_value": sha512}
-
-    def no_cache(origin):
-        return to_devnull(origin)
 
     def fill(origin, **record):
         image_id = str(uuid.uuid4())
@@ -285,7 +277,7 @@ def bench_fill(workdir, size, repeat, rates):
         cache.delete_cached_image(image_id)
         return done
 
-    cases = [("no cache → /dev/null", no_cache),
+    cases = [("no cache → /dev/null", to_devnull),
              ("fill, size check only", fill),
              ("fill, md5 + sha512 verified", lambda origin: fill(origin, **hashes))]
     results = {}
@@ -295,18 +287,21 @@ def bench_fill(workdir, size, repeat, rates):
             label = "%d MiB/s stream" % rate if rate else "page cache, unthrottled"
             times = {case: [] for case, _ in cases}
             tails = {case: [] for case, _ in cases}
+            cpus = {case: [] for case, _ in cases}
             for run in range(repeat):
                 for case, func in cases:
                     origin = Origin(path, rate)
-                    started = time.perf_counter()
+                    started, cpu = time.perf_counter(), time.process_time()
                     assert func(origin) == size
                     ended = time.perf_counter()
                     times[case].append(ended - started)
+                    cpus[case].append(time.process_time() - cpu)
                     tails[case].append(ended - origin.exhausted_at)
                     progress("fill %s run %d/%d %s: %.2f s (%.2f s after the origin ended)",
                              label, run + 1, repeat, case, times[case][-1], tails[case][-1])
             results[label] = {case: (min(times[case]), statistics.median(times[case]),
-                                     statistics.median(tails[case])) for case, _ in cases}
+                                     statistics.median(tails[case]), min(cpus[case]))
+                              for case, _ in cases}
     finally:
         cache.close()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -317,17 +312,17 @@ def bench_fill(workdir, size, repeat, rates):
 # -- hits --------------------------------------------------------------------------------
 
 def bench_hits(target, hits, workdir, hot=500, unbatched=2000):
-    run_dir = run_dir_for(workdir, "hits-%s" % target.name)
+    run_dir = tempfile.mkdtemp(prefix="hits-", dir=workdir)
     cache = ImageCache.from_config(target.settings(run_dir, 1 << 40))
     driver = cache.driver
     try:
         ids = image_ids(hot)
         populate(cache, ids, 4096)
         progress("hits %s: %d recorded hits over %d images", target.name, hits, hot)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for index in range(hits):
             driver.record_hit(ids[index % hot])
-        record_s = time.perf_counter() - started
+        record_s, record_cpu = time.perf_counter() - started, time.process_time() - cpu
         started = time.perf_counter()
         driver.flush_hits()
         flush_s = time.perf_counter() - started
@@ -342,7 +337,7 @@ def bench_hits(target, hits, workdir, hot=500, unbatched=2000):
             raise SystemExit("hits %s: %d hits recorded for %s, expected %d"
                              % (target.name, got, ids[0], expected))
         target.forget_node(cache)
-        return {"record_us": record_s / hits * 1e6,
+        return {"record_us": record_s / hits * 1e6, "record_cpu_us": record_cpu / hits * 1e6,
                 "amortized_us": (record_s + flush_s) / hits * 1e6,
                 "each_us": each_s / unbatched * 1e6}
     finally:
@@ -354,13 +349,17 @@ def bench_hits(target, hits, workdir, hot=500, unbatched=2000):
 
 def report_prune(results, sizes):
     print("### Prune: evict half of N entries (one pass)\n")
-    print("| target | " + " | ".join("N=%d" % n for n in sizes) + " | growth per ×10 |")
-    print("|---|" + "---:|" * (len(sizes) + 1))
+    print("Wall seconds (CPU seconds of the process, user + system, in brackets: not inflated"
+          " by other processes' load). Growth = time(10·N) / time(N).\n")
+    print("| target | " + " | ".join("N=%d" % n for n in sizes) + " | growth wall | growth CPU |")
+    print("|---|" + "---:|" * (len(sizes) + 2))
     for name, by_n in results.items():
-        cells = ["%.3f s" % by_n[n]["prune_s"] for n in sizes]
-        growth = ["×%.1f" % (by_n[b]["prune_s"] / by_n[a]["prune_s"])
-                  for a, b in zip(sizes, sizes[1:]) if b == a * 10]
-        print("| %s | %s | %s |" % (name, " | ".join(cells), ", ".join(growth) or "–"))
+        cells = ["%.2f s (%.2f)" % (by_n[n]["prune_s"], by_n[n]["cpu_s"]) for n in sizes]
+        growth = {key: ", ".join("×%.1f" % (by_n[b][key] / by_n[a][key])
+                                 for a, b in zip(sizes, sizes[1:]) if b == a * 10) or "–"
+                  for key in ("prune_s", "cpu_s")}
+        print("| %s | %s | %s | %s |" % (name, " | ".join(cells), growth["prune_s"],
+                                         growth["cpu_s"]))
     print("\nPopulating (sparse files + one bulk metadata call, not part of the prune):",
           "; ".join("%s N=%d %.1f s" % (name, n, by_n[n]["populate_s"])
                     for name, by_n in results.items() for n in sizes if n == sizes[-1]))
@@ -369,24 +368,26 @@ def report_prune(results, sizes):
 
 def report_fill(results, size):
     print("### Fill: %d MiB origin stream, 64 KiB chunks\n" % (size // MIB))
-    print("| origin | path | best | median | MiB/s (best) | ratio to no cache |"
-          " after the origin's last byte |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| origin | path | best | median | MiB/s | ratio to no cache | tail | CPU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for origin, cases in results.items():
         base = cases["no cache → /dev/null"][0]
-        for case, (best, median, tail) in cases.items():
-            print("| %s | %s | %.2f s | %.2f s | %.0f | %.2f | %.2f s |" % (
-                origin, case, best, median, size / MIB / best, base / best, tail))
+        for case, (best, median, tail, cpu) in cases.items():
+            print("| %s | %s | %.2f s | %.2f s | %.0f | %.2f | %.2f s | %.2f s |" % (
+                origin, case, best, median, size / MIB / best, base / best, tail, cpu))
+    print("\nratio = best no-cache time / best time; tail = median time from the origin's last"
+          " byte to the client's (fsync, rename, record); CPU = process CPU seconds (best).")
     print()
 
 
 def report_hits(results):
     print("### Hits: cost per recorded hit\n")
-    print("| target | hit path (record_hit) | incl. batched writes | one write per hit |")
-    print("|---|---:|---:|---:|")
+    print("| target | hit path (record_hit) | its CPU | incl. batched writes |"
+          " one write per hit (Glance) |")
+    print("|---|---:|---:|---:|---:|")
     for name, row in results.items():
-        print("| %s | %.2f µs | %.2f µs | %.0f µs |" % (
-            name, row["record_us"], row["amortized_us"], row["each_us"]))
+        print("| %s | %.2f µs | %.2f µs | %.2f µs | %.0f µs |" % (
+            name, row["record_us"], row["record_cpu_us"], row["amortized_us"], row["each_us"]))
     print()
 
 
@@ -422,6 +423,8 @@ def main(argv=None):
         print("## Cache (tools/bench_cache.py)\n")
         print("Command: `.venv/bin/python tools/bench_cache.py %s`\n" % " ".join(
             sys.argv[1:] if argv is None else argv))
+        print("Machine: %d CPUs, load average at start %.1f %.1f %.1f\n"
+              % ((os.cpu_count(),) + os.getloadavg()))
         if "prune" in only:
             report_prune({t.name: {n: bench_prune(t, n, workdir) for n in sizes}
                           for t in targets}, sizes)
