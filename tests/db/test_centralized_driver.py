@@ -119,6 +119,39 @@ def test_the_process_engine_is_shared_not_disposed(db, tmp_path):
     assert cache_api.is_image_cached_for_node("img", NODE_A)  # the global engine still works
 
 
+SESSION_ID_SQL = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()",
+                  "sqlite": None}
+
+
+def _session_id(driver, backend):
+    if SESSION_ID_SQL[backend] is None:
+        return None
+    with driver.engine.connect() as conn:
+        return conn.exec_driver_sql(SESSION_ID_SQL[backend]).scalar()
+
+
+def _use_in_child(conn, driver):
+    for n in range(5):
+        store(driver, "child-%d" % n)
+    nodes = driver.get_cached_nodes("child-4")
+    driver.close()   # disposing the pool must not close the parent's connections
+    conn.send(("ok", nodes))
+
+
+def test_a_forked_child_does_not_share_the_parents_connections(driver, shared_db):
+    store(driver, "parent-0")   # the pool now holds an open connection
+    before = _session_id(driver, shared_db.backend)
+    process, conn = helpers.run_child(_use_in_child, driver)
+    assert helpers.recv(conn) == ("ok", [NODE_A])
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert process.exitcode == 0
+    # Same server session: the child neither used nor closed the parent's connection.
+    assert _session_id(driver, shared_db.backend) == before
+    store(driver, "parent-1")
+    assert len(driver.get_cached_images()) == 7
+
+
 # -- one node's bookkeeping ----------------------------------------------------------------
 
 def test_commit_records_size_and_a_fresh_row(driver):

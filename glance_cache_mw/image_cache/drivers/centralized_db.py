@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from glance_cache_mw import exception
 from glance_cache_mw.db import cache_api
 from glance_cache_mw.db import engine as db_engine
-from glance_cache_mw.image_cache.drivers import base
+from glance_cache_mw.image_cache.drivers import base, common
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class CentralizedDbDriver(base.Driver):
             raise self._bad("sql_connection is not set: this driver keeps its rows in the "
                             "main image database")
         self.engine, self._owns_engine = self._engine_for(url)
+        if self._owns_engine:
+            common.hold_across_fork(self)
         try:
             node = cache_api.node_reference_create(self.node_url, engine=self.engine)
         except sa.exc.SQLAlchemyError as err:
@@ -80,6 +82,12 @@ class CentralizedDbDriver(base.Driver):
         engine, self.engine = self.engine, None
         if engine is not None and self._owns_engine:
             engine.dispose()
+
+    def forget_fds_after_fork(self):
+        """In a forked child: never touch the parent's pooled connections (their sockets are
+        shared with it); the child opens its own on first use."""
+        if self.engine is not None and self._owns_engine:
+            self.engine.dispose(close=False)
 
     def close(self):
         """Write pending hits, then release our database connections."""
