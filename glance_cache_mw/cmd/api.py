@@ -16,6 +16,7 @@ the ``X-Image-Cache`` status (HIT, MISS, ...) when the response has one.
 """
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -81,9 +82,21 @@ def _run(argv):
     sock = bind(conf.bind_host, conf.bind_port)
     workers = conf.workers or os.cpu_count() or 1
     print_banner(sock, conf, flavor, workers, args.config_file)
+    maintain = functools.partial(start_maintenance, conf)
     if workers == 1:
-        return serve(sock, app, args.graceful_timeout, stop_on_sigint=True)
-    return Supervisor(sock, app, workers, args.graceful_timeout).run()
+        return serve(sock, app, args.graceful_timeout, stop_on_sigint=True, maintain=maintain)
+    return Supervisor(sock, app, workers, args.graceful_timeout, maintain).run()
+
+
+def start_maintenance(conf):
+    """The in-process prune/clean/prefetch loop when image_cache_maintenance_interval > 0.
+
+    Every serving process runs one; the per-task locks let one of them do each task.
+    """
+    if conf.image_cache_maintenance_interval <= 0:
+        return None
+    from glance_cache_mw.maintenance import Maintenance
+    return Maintenance.from_config(conf).start(conf.image_cache_maintenance_interval)
 
 
 def prepare_database(url):
@@ -182,7 +195,7 @@ class _StopFlag:
         self.signum = signum
 
 
-def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None):
+def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None, maintain=None):
     """Serve ``app`` on ``sock`` until SIGTERM, then drain for up to ``grace_s``; return 0.
 
     A worker passes its parent's pid: if the parent is gone (killed with SIGKILL), the worker
@@ -191,6 +204,15 @@ def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None):
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop if stop_on_sigint else signal.SIG_IGN)
+    maintenance = maintain() if maintain is not None else None
+    try:
+        return _serve_until_stopped(sock, app, grace_s, stop, parent_pid)
+    finally:
+        if maintenance is not None:
+            maintenance.close()
+
+
+def _serve_until_stopped(sock, app, grace_s, stop, parent_pid):
     pool = eventlet.GreenPool(POOL_SIZE)
     server = eventlet.spawn(eventlet.wsgi.server, sock, app, custom_pool=pool, log=LOG,
                             log_output=False, socket_timeout=CLIENT_SOCKET_TIMEOUT_S,
@@ -221,7 +243,8 @@ def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None):
 class Supervisor:
     """Parent of the worker processes: fork them, replace the dead ones, stop them all."""
 
-    def __init__(self, sock, app, workers, grace_s):
+    def __init__(self, sock, app, workers, grace_s, maintain=None):
+        self.maintain = maintain
         self.sock = sock
         self.app = app
         self.workers = workers
@@ -263,7 +286,8 @@ class Supervisor:
             # A fresh hub: the parent's epoll instance must not be shared with the children.
             eventlet.hubs.use_hub()
             _forget_inherited_connections()
-            status = serve(self.sock, self.app, self.grace_s, parent_pid=self.parent_pid)
+            status = serve(self.sock, self.app, self.grace_s, parent_pid=self.parent_pid,
+                           maintain=self.maintain)
         except BaseException:  # the child must never return into the parent's code
             LOG.exception("worker %d failed", os.getpid())
         finally:
