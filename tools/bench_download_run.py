@@ -714,6 +714,9 @@ def main(argv=None):
             results = json.load(handle)
         LOADS.extend(results["meta"].get("loadavg_1m_range") or [float("nan")])
         return report(results, results["meta"]["command"], args)
+    # Ctrl-C and SIGTERM both end in the cleanup below (SIGINT explicitly: a shell may start
+    # a background job with it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     nginx = ensure_nginx()
     workdir = tempfile.mkdtemp(prefix="bench-download-")
