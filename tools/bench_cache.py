@@ -3,22 +3,12 @@
 
     .venv/bin/python tools/bench_cache.py [--only prune,fill,hits] [--sizes 1000,10000,100000]
         [--targets sqlite,xattr,centralized_db/sqlite,centralized_db/postgresql]
-        [--fill-mib 1024] [--hits 200000] [--postgres-url URL] [--mysql-url URL] [--workdir DIR]
+        [--fill-mib 1024] [--origin-rates 0,100] [--hits 200000] [--workdir DIR]
 
-* prune: N cached entries (sparse 1 MiB files made with ftruncate: a prune never reads image
-  data), their metadata written in one bulk call with distinct, shuffled access times; then
-  ``ImageCache.prune()`` with image_cache_max_size = N/2 MiB is timed. It must evict exactly
-  the N/2 least recently used entries (checked). Growth = time(N) / time(N/10).
-* fill: a 1 GiB origin file (page cache warm) streamed in 64 KiB chunks to /dev/null with no
-  cache, and through ``ImageCache.fill`` (written, fsynced, verified, committed), in the same
-  invocation, alternating, best of --repeat runs.
-* hits: ``driver.record_hit`` (the hit path: in-memory batch) and the writes it causes
-  (``flush_hits``: one transaction per batch), versus one metadata write per hit (Glance).
-
-centralized_db targets use a scratch database (SQLite file, or a database created on the
-PostgreSQL / MariaDB server of --postgres-url / --mysql-url, default the
-GLANCE_CACHE_MW_TEST_*_URL variables, and dropped at the end). Markdown on stdout, progress
-on stderr. This script is never imported by the package.
+What each part measures, and the results, are in docs/benchmarks.md ("Cache"). centralized_db
+targets on a server get a scratch database there (--postgres-url / --mysql-url, default the
+GLANCE_CACHE_MW_TEST_*_URL variables), dropped at the end. Markdown on stdout, progress on
+stderr. The package never imports this script.
 """
 
 import argparse
@@ -285,23 +275,20 @@ def bench_fill(workdir, size, repeat, rates):
         to_devnull(Origin(path))   # warm the page cache
         for rate in rates:
             label = "%d MiB/s stream" % rate if rate else "page cache, unthrottled"
-            times = {case: [] for case, _ in cases}
-            tails = {case: [] for case, _ in cases}
-            cpus = {case: [] for case, _ in cases}
+            runs = {case: [] for case, _ in cases}   # (wall, tail, cpu) per run
             for run in range(repeat):
                 for case, func in cases:
                     origin = Origin(path, rate)
                     started, cpu = time.perf_counter(), time.process_time()
                     assert func(origin) == size
                     ended = time.perf_counter()
-                    times[case].append(ended - started)
-                    cpus[case].append(time.process_time() - cpu)
-                    tails[case].append(ended - origin.exhausted_at)
+                    runs[case].append((ended - started, ended - origin.exhausted_at,
+                                       time.process_time() - cpu))
                     progress("fill %s run %d/%d %s: %.2f s (%.2f s after the origin ended)",
-                             label, run + 1, repeat, case, times[case][-1], tails[case][-1])
-            results[label] = {case: (min(times[case]), statistics.median(times[case]),
-                                     statistics.median(tails[case]), min(cpus[case]))
-                              for case, _ in cases}
+                             label, run + 1, repeat, case, *runs[case][-1][:2])
+            results[label] = {case: (min(r[0] for r in rs), statistics.median(r[0] for r in rs),
+                                     statistics.median(r[1] for r in rs), min(r[2] for r in rs))
+                              for case, rs in runs.items()}
     finally:
         cache.close()
         shutil.rmtree(run_dir, ignore_errors=True)
