@@ -10,8 +10,11 @@ keyed by ``(image_id, node_url)``, minus Glance's defects:
 * ``update_hit_counts`` records a batch of hits in one transaction, so a driver can buffer hits
   and the hit path never waits on a write lock.
 
-Every function takes ``engine=`` (default ``engine.get_engine()``). Times go in as naive UTC
-datetimes, aware datetimes or epoch seconds, and come out as epoch seconds (floats).
+Every function takes ``engine=`` (default ``engine.get_engine()``) and no request context (these
+rows are the cache's own, not the caller's). Arguments are ``image_id`` then ``node_url``
+everywhere; Glance put the node first in ``insert_cache_details`` and
+``is_image_cached_for_node``, so call those by keyword when porting code. Times go in as naive
+UTC datetimes, aware datetimes or epoch seconds, and come out as epoch seconds (floats).
 """
 
 import datetime
