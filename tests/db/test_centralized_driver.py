@@ -201,6 +201,36 @@ def test_prune_terminates_when_this_node_has_no_rows(shared_db, tmp_path, node_b
     assert node_b.is_cached("x") and list(rows(node_b)) == ["x"]
 
 
+def test_switching_from_the_sqlite_driver_keeps_hits_and_lru_order(shared_db, tmp_path):
+    settings = node_settings(shared_db, tmp_path, NODE_A)
+    old = drivers.load_driver("sqlite", dict(settings, image_cache_driver="sqlite"))
+    try:
+        for image_id in ("first", "second", "third", "evicted"):
+            store(old, image_id)
+        old.record_hit("first")
+        old.record_hit("first")
+        old.flush_hits()
+        os.unlink(old.get_image_filepath("evicted"))   # a row without its file
+        expected = {e["image_id"]: e for e in old.get_cached_images()}
+    finally:
+        old.close()
+    with open(os.path.join(settings["image_cache_dir"], "untracked"), "wb") as handle:
+        handle.write(b"x")
+    for _ in range(2):   # the second start must not import again or double anything
+        new = drivers.load_driver("centralized_db", settings)
+        try:
+            found = rows(new)
+            assert sorted(found) == ["first", "second", "third"]
+            assert found["first"]["hits"] == 2
+            for image_id, entry in found.items():
+                assert entry["last_accessed"] == pytest.approx(
+                    expected[image_id]["last_accessed"], abs=1e-3)
+            order = [e.image_id for e in new.get_entries_by_last_accessed()]
+            assert [i for i in order if i != "untracked"][-1] == "first"   # hit last
+        finally:
+            new.close()
+
+
 # -- several nodes on one database ---------------------------------------------------------
 
 def test_two_nodes_see_each_other_in_get_cached_nodes(driver, node_b):

@@ -15,11 +15,14 @@ Unlike Glance's driver (reference/glance-cache.md §3.5, §6):
   ``(None, 0)``, W2);
 * hits are batched in memory and written in one transaction per flush, not one per read;
 * a re-committed image replaces its stale row instead of keeping the old size and hits;
+* switching from the sqlite driver keeps its hits and access times (read from ``cache.db``
+  once, when the node has no rows), as Glance's start-up migration does;
 * naive UTC times are read as UTC (W19), via ``db.cache_api``.
 """
 
 import logging
 import os
+import sqlite3
 
 import sqlalchemy as sa
 
@@ -29,6 +32,8 @@ from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.image_cache.drivers import base, common
 
 LOG = logging.getLogger(__name__)
+
+SQLITE_DB_NAME = "cache.db"   # the sqlite driver's metadata file (imported once, see below)
 
 
 class CentralizedDbDriver(base.Driver):
@@ -66,6 +71,40 @@ class CentralizedDbDriver(base.Driver):
                             "and synced with 'glance-cache-mw-manage db sync'?)"
                             % (self.node_url, _safe_url(url), _first_line(err))) from err
         LOG.debug("node %s is node_reference %s", self.node_url, node["node_reference_id"])
+        self._import_sqlite_metadata()
+
+    def _import_sqlite_metadata(self):
+        """Switching from the sqlite driver (Glance's sqlite_migration, §3.8): when this node
+        has no rows yet, carry the hits and times of ``cache.db`` over for the files that are
+        still here, so the LRU order survives. The sqlite file is only read, never changed."""
+        path = self.get_path(SQLITE_DB_NAME)
+        if not os.path.isfile(path) or cache_api.get_least_recently_accessed(
+                self.node_url, engine=self.engine) is not None:
+            return 0
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                rows = conn.execute("SELECT image_id, hits, last_accessed, last_modified"
+                                    " FROM cached_images").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as err:
+            LOG.warning("not importing %s: %s", path, err)
+            return 0
+        entries = []
+        for image_id, hits, last_accessed, last_modified in rows:
+            if not common.is_image_id(image_id):
+                continue
+            try:
+                size = os.stat(self.get_image_filepath(image_id)).st_size
+            except FileNotFoundError:
+                continue
+            entries.append({"image_id": image_id, "size": size, "hits": hits or 0,
+                            "last_accessed": last_accessed or None,
+                            "last_modified": last_modified or None})
+        cache_api.insert_many_cache_details(self.node_url, entries, engine=self.engine)
+        LOG.info("imported %d entries of %s for node %s", len(entries), path, self.node_url)
+        return len(entries)
 
     def _engine_for(self, url):
         """The process's configured engine when it is for the same database, else our own."""
