@@ -44,8 +44,6 @@ def progress(message, *args):
           file=sys.stderr, flush=True)
 
 
-# -- databases for centralized_db --------------------------------------------------------
-
 class ServerDatabase:
     """A uniquely named, migrated database on a PostgreSQL or MariaDB server; drop() ends it."""
 
@@ -76,17 +74,14 @@ class ServerDatabase:
 class Target:
     """One driver (and database) to benchmark; ``settings(run_dir)`` per run."""
 
-    def __init__(self, name, args):
+    def __init__(self, name, server_urls=None):
         self.name = name
         self.driver, _, self.backend = name.partition("/")
         self.server = None
         if self.backend in ENV_URLS:
-            option = {"postgresql": "postgres_url", "mysql": "mysql_url"}[self.backend]
-            url = getattr(args, option)
-            if not url:
-                raise SystemExit("%s needs --%s or %s" % (name, option.replace("_", "-"),
-                                                        ENV_URLS[self.backend]))
-            self.server = ServerDatabase(url)
+            if not (server_urls or {}).get(self.backend):
+                raise SystemExit("%s needs a server URL (%s)" % (name, ENV_URLS[self.backend]))
+            self.server = ServerDatabase(server_urls[self.backend])
 
     def settings(self, run_dir, max_size):
         values = {"image_cache_dir": os.path.join(run_dir, "cache"),
@@ -142,8 +137,6 @@ def populate(cache, ids, size):
     return order
 
 
-# -- prune -------------------------------------------------------------------------------
-
 def bench_prune(target, n, workdir):
     run_dir = tempfile.mkdtemp(prefix="prune-", dir=workdir)
     keep = n // 2
@@ -170,8 +163,6 @@ def bench_prune(target, n, workdir):
         cache.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
-
-# -- fill --------------------------------------------------------------------------------
 
 def make_origin(workdir, size):
     """A file of ``size`` pseudo-random bytes; returns (path, md5, sha512)."""
@@ -211,18 +202,10 @@ class Origin:
             ahead = started + sent / bytes_per_s - time.perf_counter()
             if ahead > 0.002:
                 time.sleep(ahead)
-            self._put(chunk or None)
+            self._queue.put(chunk or None)   # close() drains, so this never blocks for ever
             if not chunk:
                 return
             sent += len(chunk)
-
-    def _put(self, item):
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
     def __iter__(self):
         while True:
@@ -235,6 +218,11 @@ class Origin:
     def close(self):
         if self._queue is not None:
             self._stop.set()
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
             self._thread.join()
         self._handle.close()
 
@@ -255,7 +243,7 @@ def bench_fill(workdir, size, repeat, rates):
     progress("fill: writing a %d MiB origin file", size // MIB)
     path, md5, sha512 = make_origin(workdir, size)
     run_dir = tempfile.mkdtemp(prefix="fill-", dir=workdir)
-    cache = ImageCache.from_config(Target("sqlite", None).settings(run_dir, 4 * size))
+    cache = ImageCache.from_config(Target("sqlite").settings(run_dir, 4 * size))
     hashes = {"checksum": md5, "os_hash_algo": "sha512", "os_hash_value": sha512}
 
     def fill(origin, **record):
@@ -296,8 +284,6 @@ def bench_fill(workdir, size, repeat, rates):
     return results
 
 
-# -- hits --------------------------------------------------------------------------------
-
 def bench_hits(target, hits, workdir, hot=500, unbatched=2000):
     run_dir = tempfile.mkdtemp(prefix="hits-", dir=workdir)
     cache = ImageCache.from_config(target.settings(run_dir, 1 << 40))
@@ -331,8 +317,6 @@ def bench_hits(target, hits, workdir, hot=500, unbatched=2000):
         cache.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
-
-# -- report ------------------------------------------------------------------------------
 
 def report_prune(results, sizes):
     print("### Prune: evict half of N entries (one pass)\n")
@@ -406,7 +390,8 @@ def main(argv=None):
         names.remove("xattr")
     targets = []
     try:
-        targets = [Target(name, args) for name in names]
+        urls = {"postgresql": args.postgres_url, "mysql": args.mysql_url}
+        targets = [Target(name, urls) for name in names]
         print("## Cache (tools/bench_cache.py)\n")
         print("Command: `.venv/bin/python tools/bench_cache.py %s`\n" % " ".join(
             sys.argv[1:] if argv is None else argv))
