@@ -66,6 +66,10 @@ images = sa.Table(
     sa.Index("updated_at_image_idx", "updated_at"),
     sa.Index("os_hidden_image_idx", "os_hidden"),
     sa.Index("os_hash_value_image_idx", "os_hash_value"),
+    # Ours (revision 0002): each visibility branch of a user's listing walks one of these in
+    # created_at order and stops after a page.
+    sa.Index("images_visibility_created_at_idx", "visibility", "created_at"),
+    sa.Index("images_owner_created_at_idx", "owner", "created_at"),
     mysql_engine="InnoDB", mysql_charset="utf8mb3",
 )
 
@@ -108,6 +112,7 @@ image_members = sa.Table(
     sa.Index("ix_image_members_deleted", "deleted"),
     sa.Index("ix_image_members_image_id", "image_id"),
     sa.Index("ix_image_members_image_id_member", "image_id", "member"),
+    sa.Index("ix_image_members_member_status", "member", "status"),   # ours (revision 0002)
     sa.UniqueConstraint("image_id", "member", "deleted_at",
                         name="image_members_image_id_member_deleted_at_key"),
     mysql_engine="InnoDB", mysql_charset="utf8mb3",

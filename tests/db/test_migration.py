@@ -4,7 +4,7 @@ import alembic.autogenerate
 import alembic.migration
 import sqlalchemy as sa
 
-from glance_cache_mw.db import migration, models
+from glance_cache_mw.db import engine as db_engine, migration, models
 
 
 def test_migrated_schema_matches_models(scratch_db):
@@ -45,5 +45,22 @@ def test_sync_adopts_a_glance_database_and_keeps_its_rows(tmp_path):
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() \
                 == "2024_1_contract01"
         assert migration.version(engine) == migration.head()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_gets_planner_statistics_and_analyze_keeps_working(tmp_path):
+    """Without sqlite_stat1, SQLite takes the boolean `deleted` indexes as selective."""
+    engine = db_engine.create_engine("sqlite:///%s" % (tmp_path / "stats.sqlite"))
+    try:
+        migration.sync(engine)
+        with engine.begin() as conn:
+            seeded = dict(conn.exec_driver_sql("SELECT idx, stat FROM sqlite_stat1").all())
+            assert seeded["ix_images_deleted"] == "100000 50000"
+            plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id FROM images WHERE deleted = 0 "
+                "ORDER BY created_at DESC LIMIT 25"))
+            assert "ix_images_deleted" not in plan
+            conn.exec_driver_sql("ANALYZE")   # real statistics replace the seeded ones
     finally:
         engine.dispose()

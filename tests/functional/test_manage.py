@@ -6,6 +6,8 @@ import sys
 
 import sqlalchemy as sa
 
+from glance_cache_mw.db import migration
+
 
 def run_manage(*args, cwd):
     return subprocess.run([sys.executable, "-m", "glance_cache_mw.cmd.manage", *args],
@@ -20,7 +22,7 @@ def test_sync_then_version_with_embedded_defaults(tmp_path):
     assert synced.returncode == 0, synced.stderr
     assert (tmp_path / "data" / "glance-cache-mw.sqlite").exists()
     version = run_manage("db", "version", cwd=tmp_path)
-    assert version.stdout.strip() == "0001_initial"
+    assert version.stdout.strip() == migration.head()
 
 
 def test_sync_uses_the_config_file_database(scratch_db, tmp_path):
