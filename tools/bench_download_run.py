@@ -516,7 +516,7 @@ def markdown(results, checks, command):
              "chart needs matplotlib in .venv (`.venv/bin/pip install matplotlib`). About 8 "
              "minutes:", "",
              "```", command, "```", "",
-             "Machine: %s, %d cores, Python %s; %s. Client: tools/bench_download.py (one process "
+             "Machine: %s, %d cores, Python %s; %s%s. Client: tools/bench_download.py (one process "
              "per connection, keep-alive, its raw HTTP/1.1 client reading with recv_into into a "
              "1 MiB buffer; byte count checked on every response, MD5 of every body in the "
              "warm-up and cold-verification runs, none in the timed runs). Servers: glance-cache-mw-api (eventlet, %d workers, no wsgi.file_wrapper), "
@@ -526,7 +526,9 @@ def markdown(results, checks, command):
              "only one loaded at a time); server CPU = utime+stime of all server processes from /proc. "
              "1-minute load average during the runs: %.1f to %.1f (other work on the same 2 "
              "cores lowers throughput; CPU per request/GiB is the steadier figure)."
-             % (meta["cpu"], meta["cores"], meta["python"], meta["date"], meta["eventlet_workers"],
+             % (meta["cpu"], meta["cores"], meta["python"], meta["date"],
+                ", code at %s" % meta["commit"] if meta.get("commit") else "",
+                meta["eventlet_workers"],
                 meta["gunicorn_version"], meta["gunicorn_workers"], meta["gunicorn_threads"],
                 meta["nginx_version"], meta["nginx_workers"], meta["repeat"], meta["seconds"],
                 min(LOADS), max(LOADS)),
@@ -830,6 +832,7 @@ def _run(args, command, nginx, workdir, servers):
                                      ).replace("gunicorn (version ", "").rstrip(")"),
         "nginx_version": _version([nginx, "-v"]).replace("nginx version: nginx/", ""),
         "repeat": args.repeat, "seconds": args.seconds, "command": command,
+        "commit": _version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
     }
     if args.json_out:
         with open(args.json_out, "w") as handle:
