@@ -148,25 +148,40 @@ def image_get_all(context, filters=None, marker=None, limit=None, sort_key=None,
     conds, showing_deleted, visibility_filter = query.filter_conditions(filters)
     if limit is not None and limit == 0:
         return []
-    if not context.is_admin or admin_as_user:
-        conds.append(visibility.listing_condition(context, member_status))
     vis_cond = visibility.visibility_filter_condition(context, visibility_filter)
     if vis_cond is not None:
         conds.append(vis_cond)
     if is_public is not None:
         conds.append(images.c.visibility == "public" if is_public
                      else images.c.visibility != "public")
+    limit = limit if limit is not None and limit > 0 else None
+    branches = None
+    if not context.is_admin or admin_as_user:
+        branches = visibility.listing_branches(context, member_status)
     with engine.reader() as conn:
         if marker is not None:
             marker_image = _fetch_image(conn, context, marker, force_show_deleted=showing_deleted)
             conds.append(query.after_marker(keys, dirs, marker_image))
-        stmt = (sa.select(images).where(*conds)
-                .order_by(*query.order_by(keys, dirs, conn.dialect.name)))
-        if limit is not None and limit > 0:
-            stmt = stmt.limit(limit)
+        stmt = _listing(conn.dialect.name, conds, branches, keys, dirs, limit)
         rows = [dict(row._mapping) for row in conn.execute(stmt)]
         kids = _children(conn, [row["id"] for row in rows], return_tag, showing_deleted)
     return [_shape(context, row, kids[row["id"]], return_tag, v1_mode) for row in rows]
+
+
+def _listing(dialect_name, conds, branches, keys, dirs, limit):
+    """One ordered, limited SELECT; with visibility ``branches``, each branch is ordered and
+    limited on its own and the results merged (they are disjoint, so UNION ALL)."""
+    def page(*where):
+        stmt = sa.select(images).where(*conds, *where).order_by(
+            *query.order_by(keys, dirs, dialect_name))
+        return stmt if limit is None else stmt.limit(limit)
+
+    if branches is None:
+        return page()
+    merged = sa.union_all(*[sa.select(page(branch).subquery()) for branch in branches])
+    merged = merged.subquery("listed")
+    stmt = sa.select(merged).order_by(*query.order_by(keys, dirs, dialect_name, merged.c))
+    return stmt if limit is None else stmt.limit(limit)
 
 
 # --- writing --------------------------------------------------------------------------------

@@ -53,14 +53,17 @@ def _as_list(value):
     return list(value)
 
 
-def order_by(keys, dirs, dialect_name):
-    """ORDER BY clauses, NULLs first when ascending and last when descending on every engine."""
+def order_by(keys, dirs, dialect_name, columns=images.c):
+    """ORDER BY clauses, NULLs first when ascending and last when descending on every engine.
+
+    ``columns``: the images table's columns, or those of a subquery selecting them.
+    """
     clauses = []
     for key, direction in zip(keys, dirs):
-        column = images.c[key]
+        column = columns[key]
         clause = column.asc() if direction == "asc" else column.desc()
         # MySQL and SQLite already order NULLs this way (and MySQL has no NULLS FIRST).
-        if column.nullable and dialect_name == "postgresql":
+        if images.c[key].nullable and dialect_name == "postgresql":
             clause = clause.nulls_first() if direction == "asc" else clause.nulls_last()
         clauses.append(clause)
     return clauses
