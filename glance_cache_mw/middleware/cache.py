@@ -80,7 +80,7 @@ class CacheFilter:
                         environ.get("PATH_INFO"))
             return self._bypass(environ, start_response)
         try:
-            image = self.db_api.image_get(context, image_id)
+            image = self.db_api.image_get_visible(context, image_id)
         except (exception.NotFound, exception.Forbidden):
             image = None
         if image is None or image["deleted"]:   # deleted is gone, for admins too (LP #1081941)
