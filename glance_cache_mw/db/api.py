@@ -173,7 +173,10 @@ def image_get_all(context, filters=None, marker=None, limit=None, sort_key=None,
     limit = limit if limit is not None and limit > 0 else None
     branches = None
     if not context.is_admin or admin_as_user:
-        branches = visibility.listing_branches(context, member_status)
+        branches = visibility.listing_branches(context, member_status, visibility_filter,
+                                               is_public)
+        if not branches:
+            return []
     with engine.reader() as conn:
         if marker is not None:
             marker_image = _fetch_image(conn, context, marker, force_show_deleted=showing_deleted)

@@ -58,30 +58,51 @@ def is_image_mutable(context, image):
     return _get(image, "owner") == context.owner
 
 
-def listing_branches(context, member_status):
+def listing_branches(context, member_status, visibility=None, is_public=None):
     """A regular user's listable images as disjoint conditions, one per branch of Glance's
-    three-way union: public and community images of others, the caller's own images, and
-    shared images the caller is a member of.
+    three-way union: others' public images, others' community images, the caller's own
+    images, and shared images the caller is a member of. Branches that the ``visibility``
+    filter or ``is_public`` leave empty are not returned.
 
     Each branch is listed on its own (ordered and limited) and the results merged: every
     branch can then walk an index in sort order and stop after a page, which one query with
     OR cannot do (docs/benchmarks.md, "Database").
     """
-    public = images.c.visibility.in_(("public", "community"))
+    branches = []
+    not_mine = (sa.true() if context.owner is None else
+                sa.or_(images.c.owner.is_(None), images.c.owner != context.owner))
+    for value in ("public", "community"):
+        if _branch_possible(value, visibility, is_public):
+            branches.append(sa.and_(images.c.visibility == value, not_mine))
+    if context.owner is not None:
+        branches.append(images.c.owner == context.owner)
+    if _branch_possible("shared", visibility, is_public):
+        branches.append(_shared_with(context, member_status, not_mine))
+    return branches
+
+
+def _branch_possible(value, visibility, is_public):
+    if visibility is None and value == "community":
+        return False    # others' community images are listed only when asked for
+    if visibility not in (None, "all") and visibility != value:
+        return False
+    return is_public is None or is_public == (value == "public")
+
+
+def _shared_with(context, member_status, not_mine):
     if context.owner is None:
         # Glance: without a project, any live member row at all (listing only; image_get
         # still refuses these images).
-        shared = sa.and_(images.c.visibility == "shared", sa.exists().where(
+        return sa.and_(images.c.visibility == "shared", sa.exists().where(
             members.c.image_id == images.c.id, members.c.deleted == sa.false()))
-        return [public, shared]
-    not_mine = sa.or_(images.c.owner.is_(None), images.c.owner != context.owner)
     member_of = sa.select(members.c.image_id).where(
         members.c.member == context.owner, members.c.deleted == sa.false())
     if member_status is not None and member_status != "all":
         member_of = member_of.where(members.c.status == member_status)
-    return [sa.and_(public, not_mine),
-            images.c.owner == context.owner,
-            sa.and_(images.c.visibility == "shared", not_mine, images.c.id.in_(member_of))]
+    # A caller is a member of few images: drive this branch from its membership rows. The
+    # visibility test is an expression, so no planner walks the (huge) 'shared' index range.
+    return sa.and_(images.c.visibility.concat("") == "shared", not_mine,
+                   images.c.id.in_(member_of))
 
 
 def visibility_filter_condition(context, visibility):
