@@ -72,20 +72,18 @@ def _fetch_image(conn, context, image_id, force_show_deleted=False):
     return image
 
 
-def _children(conn, image_ids, with_tags, show_deleted_locations):
-    """{image_id: {"properties": [...], "locations": [...], "tags": [...]}} in one statement."""
-    found = {image_id: {"properties": [], "locations": [], "tags": []} for image_id in image_ids}
-    if not image_ids:
-        return found
+def _children_statement(with_tags, show_deleted_locations):
+    """Properties, locations (and tags) of the images in the expanding parameter ``ids``."""
     p, loc, t = models.image_properties, models.image_locations, models.image_tags
     text, short = sa.Text(), sa.String(255)
+    ids = sa.bindparam("ids", expanding=True)
 
     def part(kind, table, name, value, meta, status, *where):
         return sa.select(sa.literal_column("'%s'" % kind).label("kind"), table.c.image_id,
                          table.c.id, name.label("name"), value.label("value"),
                          meta.label("meta"), status.label("status"), table.c.created_at,
                          table.c.updated_at, table.c.deleted_at, table.c.deleted
-                         ).where(table.c.image_id.in_(image_ids), *where)
+                         ).where(table.c.image_id.in_(ids), *where)
 
     null_text, null_short = sa.cast(sa.null(), text), sa.cast(sa.null(), short)
     parts = [part("p", p, p.c.name, sa.cast(p.c.value, text), null_text, null_short)]
@@ -95,7 +93,21 @@ def _children(conn, image_ids, with_tags, show_deleted_locations):
     if with_tags:
         parts.append(part("t", t, null_short, sa.cast(t.c.value, text), null_text, null_short,
                           t.c.deleted == sa.false()))
-    rows = conn.execute(sa.union_all(*parts)).all()
+    return sa.union_all(*parts)
+
+
+# Built once (SQLAlchemy then reuses their compiled form): (with_tags, deleted locations).
+_CHILDREN = {(tags, deleted): _children_statement(tags, deleted)
+             for tags in (False, True) for deleted in (False, True)}
+
+
+def _children(conn, image_ids, with_tags, show_deleted_locations):
+    """{image_id: {"properties": [...], "locations": [...], "tags": [...]}} in one statement."""
+    found = {image_id: {"properties": [], "locations": [], "tags": []} for image_id in image_ids}
+    if not image_ids:
+        return found
+    rows = conn.execute(_CHILDREN[(bool(with_tags), bool(show_deleted_locations))],
+                        {"ids": list(image_ids)}).all()
     for row in sorted(rows, key=lambda r: r.id):
         entry = found[row.image_id]
         if row.kind == "p":
@@ -188,19 +200,25 @@ def image_get_all(context, filters=None, marker=None, limit=None, sort_key=None,
 
 
 def _listing(dialect_name, conds, branches, keys, dirs, limit):
-    """One ordered, limited SELECT; with visibility ``branches``, each branch is ordered and
-    limited on its own and the results merged (they are disjoint, so UNION ALL)."""
-    def page(*where):
-        stmt = sa.select(images).where(*conds, *where).order_by(
-            *query.order_by(keys, dirs, dialect_name))
-        return stmt if limit is None else stmt.limit(limit)
-
+    """One ordered, limited SELECT. With visibility ``branches``, each branch selects the ids
+    and sort keys of its own ordered, limited page; the pages are merged (the branches are
+    disjoint, so UNION ALL) and joined back to the images of the final page."""
+    order = query.order_by(keys, dirs, dialect_name)
     if branches is None:
-        return page()
-    merged = sa.union_all(*[sa.select(page(branch).subquery()) for branch in branches])
-    merged = merged.subquery("listed")
-    stmt = sa.select(merged).order_by(*query.order_by(keys, dirs, dialect_name, merged.c))
-    return stmt if limit is None else stmt.limit(limit)
+        stmt = sa.select(images).where(*conds).order_by(*order)
+        return stmt if limit is None else stmt.limit(limit)
+    columns = [images.c[key] for key in dict.fromkeys(keys)]
+    pages = []
+    for branch in branches:
+        page = sa.select(*columns).where(*conds, branch).order_by(*order)
+        pages.append(sa.select(page.subquery() if limit is None else page.limit(limit)
+                               .subquery()))
+    merged = sa.union_all(*pages).subquery("listed")
+    if limit is not None:
+        merged = (sa.select(merged).order_by(*query.order_by(keys, dirs, dialect_name,
+                                                                   merged.c))
+                  .limit(limit).subquery("page"))
+    return sa.select(images).join(merged, images.c.id == merged.c.id).order_by(*order)
 
 
 # --- writing --------------------------------------------------------------------------------
