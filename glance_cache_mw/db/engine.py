@@ -12,6 +12,7 @@ This is the only module-level state of the DB layer (STYLE.md): ``configure(url)
 import contextlib
 import functools
 import logging
+import os
 import random
 import time
 
@@ -85,6 +86,16 @@ def configure(url):
     _ENGINE = engine
     LOG.debug("image database: %s", engine.url.render_as_string(hide_password=True))
     return engine
+
+
+def _drop_inherited_pool():
+    """In a forked child: forget (never close) the parent's pooled connections, which the
+    parent keeps using; the child opens its own on first use."""
+    if _ENGINE is not None:
+        _ENGINE.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_drop_inherited_pool)
 
 
 def get_engine():

@@ -1,5 +1,7 @@
 """The alembic migrations: they create exactly models.py, are idempotent, and keep a Glance DB."""
 
+import os
+
 import alembic.autogenerate
 import alembic.migration
 import sqlalchemy as sa
@@ -64,3 +66,32 @@ def test_sqlite_gets_planner_statistics_and_analyze_keeps_working(tmp_path):
             conn.exec_driver_sql("ANALYZE")   # real statistics replace the seeded ones
     finally:
         engine.dispose()
+
+
+def test_a_forked_child_never_uses_the_parents_connections(db):
+    """The child gets connections of its own; the parent's session keeps working."""
+    if db.backend == "sqlite":
+        query = "SELECT 1"
+    elif db.backend == "postgresql":
+        query = "SELECT pg_backend_pid()"
+    else:
+        query = "SELECT CONNECTION_ID()"
+    engine = db_engine.get_engine()
+    with engine.connect() as conn:
+        parent_session = conn.exec_driver_sql(query).scalar()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child: report its session id, then leave without running atexit hooks
+        try:
+            with db_engine.get_engine().connect() as conn:
+                os.write(write, str(conn.exec_driver_sql(query).scalar()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_session = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(query).scalar() == parent_session
+    if db.backend != "sqlite":
+        assert child_session and child_session != str(parent_session)
