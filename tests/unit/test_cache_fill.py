@@ -1,7 +1,10 @@
 """Fill guarantees: verification, one writer, cancellation, disconnects, admission."""
 
 import hashlib
+import importlib.util
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -231,3 +234,173 @@ def test_no_room_on_the_disk_means_no_caching(tmp_path):
 def test_an_unknown_size_is_not_cached(cache):
     tee = cache.fill("img", Origin([DATA]), None)
     assert not tee.caching and helpers.drain(tee) == DATA
+
+
+# -- hashing in threads ------------------------------------------------------------------
+
+BIG = helpers.body(fill.HASH_IN_THREADS_FROM + 256 * 1024, b"threads")
+BIG_GOOD = helpers.hashes(BIG)
+
+
+def _threaded_tee(cache, parts, size, record, **verifier_options):
+    """A fill whose verifier hashes in threads from the first byte."""
+    options = {"threads_from": 0, **verifier_options}
+    writer = cache.admit("img", size)
+    verifier = fill.Verifier(size, **record, **options)
+    return fill.TeeIterator("img", Origin(parts), writer, verifier), verifier
+
+
+def _assert_no_hashing_thread_left(verifier):
+    assert verifier.threads and not any(t.is_alive() for t in verifier.threads)
+
+
+def test_a_large_fill_hashes_in_threads_and_commits(cache):
+    origin = Origin(helpers.chunks(BIG, 65536))
+    tee = cache.fill("img", origin, len(BIG), **BIG_GOOD)
+    verifier = tee._verifier
+    assert helpers.drain(tee) == BIG
+    assert tee.committed and cached_bytes(cache, "img") == BIG
+    assert [t.digest.name for t in verifier.threads] == ["md5", "sha512"]
+    _assert_no_hashing_thread_left(verifier)
+
+
+@pytest.mark.parametrize("record", [
+    dict(GOOD, checksum="0" * 32),
+    dict(GOOD, os_hash_value="0" * 64),
+    {"checksum": "0" * 32},
+    {"os_hash_algo": "sha256", "os_hash_value": "0" * 64},
+], ids=["bad-md5", "bad-os-hash", "bad-md5-only", "bad-os-hash-only"])
+@pytest.mark.parametrize("queue_bytes", [4096, fill.HASH_QUEUE_BYTES],
+                         ids=["tiny-queue", "default-queue"])
+def test_a_mismatch_in_either_threaded_digest_is_never_servable(cache, record, queue_bytes):
+    tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, record,
+                                  queue_bytes=queue_bytes)
+    received = bytearray()
+    with pytest.raises(fill.ImageDataMismatch):
+        for chunk in tee:
+            received += chunk
+    tee.close()
+    assert len(received) == SIZE - 4096        # the last chunk was held back
+    assert not cache.is_cached("img") and invalid(cache) == ["img"]
+    assert incomplete(cache) == []
+    _assert_no_hashing_thread_left(verifier)
+
+
+@pytest.mark.parametrize("queue_bytes", [1, 4096, fill.HASH_QUEUE_BYTES])
+def test_threaded_hashing_verifies_every_byte_in_order(cache, queue_bytes):
+    tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, GOOD,
+                                  queue_bytes=queue_bytes)
+    assert helpers.drain(tee) == DATA and tee.committed
+    assert cached_bytes(cache, "img") == DATA
+    _assert_no_hashing_thread_left(verifier)
+
+
+def test_a_reused_source_buffer_is_hashed_as_it_was_written(cache):
+    """A source that refills one buffer: the deferred hash must see the bytes as sent."""
+    def refilled():
+        buffer = bytearray(4096)
+        for part in helpers.chunks(DATA):
+            buffer[:] = part
+            yield buffer
+    writer = cache.admit("img", SIZE)
+    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    tee = fill.TeeIterator("img", refilled(), writer, verifier)
+    for _chunk in tee:
+        pass
+    tee.close()
+    assert tee.committed and cached_bytes(cache, "img") == DATA
+
+
+def test_no_hashing_thread_outlives_close_mid_stream(cache):
+    tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, GOOD)
+    next(tee)
+    next(tee)
+    assert any(t.is_alive() for t in verifier.threads)
+    tee.close()
+    _assert_no_hashing_thread_left(verifier)
+    assert incomplete(cache) == [] and not cache.is_cached("img")
+
+
+def test_no_hashing_thread_outlives_an_origin_failure(cache):
+    writer = cache.admit("img", SIZE)
+    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    tee = fill.TeeIterator("img", Origin(helpers.chunks(DATA), fail_after=5), writer, verifier)
+    with pytest.raises(IOError):
+        helpers.drain(tee)
+    _assert_no_hashing_thread_left(verifier)
+    assert invalid(cache) == ["img"] and not cache.is_cached("img")
+
+
+def test_no_hashing_thread_outlives_a_background_completion(cache):
+    writer = cache.admit("img", SIZE)
+    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    tee = fill.TeeIterator("img", Origin(helpers.chunks(DATA)), writer, verifier,
+                           complete_in_background=True)
+    next(tee)
+    tee.close()
+    tee.background.join(helpers.WAIT_S)
+    assert cached_bytes(cache, "img") == DATA
+    _assert_no_hashing_thread_left(verifier)
+
+
+def test_a_closed_verifier_never_reports_a_match():
+    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier.update(DATA)
+    verifier.close()
+    assert verifier.problem() == "verification was stopped"
+    with pytest.raises(ValueError):
+        verifier.update(b"more")
+
+
+def test_a_failing_hashing_thread_means_a_mismatch():
+    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier.update(DATA[:4096])
+    broken = verifier.threads[0]
+
+    class Broken:
+        name = "md5"
+
+        def update(self, chunk):
+            raise MemoryError("no room to hash")
+    broken.digest = Broken()
+    verifier.update(DATA[4096:])
+    problem = verifier.problem()
+    verifier.close()
+    assert problem is not None and problem.startswith("hashing failed")
+
+
+EVENTLET_FILL = """
+import eventlet
+eventlet.monkey_patch()
+import hashlib
+import eventlet.patcher
+from glance_cache_mw.image_cache import fill
+data = bytes(range(256)) * 4096 * 8          # 8 MiB
+verifier = fill.Verifier(len(data), hashlib.md5(data).hexdigest(), "sha512",
+                         hashlib.sha512(data).hexdigest(), threads_from=0)
+ticks = []
+def ticker():                                # runs only if the hub is never blocked for long
+    while True:
+        ticks.append(1)
+        eventlet.sleep(0.001)
+eventlet.spawn(ticker)
+chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+tee = fill.TeeIterator("img", iter(chunks), None, verifier)
+assert b"".join(tee) == data
+tee.close()
+native = {t.native_id for t in verifier.threads}
+real_threading = eventlet.patcher.original("threading")
+assert len(native) == 2 and real_threading.get_native_id() not in native, native
+assert not any(t.is_alive() for t in verifier.threads)
+print("ok", len(ticks) > 0)
+"""
+
+
+def test_under_eventlet_the_digests_are_computed_in_real_threads():
+    if importlib.util.find_spec("eventlet") is None:   # not imported here: it hooks fork()
+        pytest.skip("eventlet is not installed")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", EVENTLET_FILL],
+                            capture_output=True, text=True, timeout=helpers.WAIT_S,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                                os.path.abspath(__file__)))))
+    assert result.returncode == 0 and result.stdout.split() == ["ok", "True"], result.stderr
