@@ -12,6 +12,7 @@ import time
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache import fill
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import Origin, cached_bytes, incomplete
 
@@ -34,10 +35,14 @@ def cache(settings):
 
 # -- crashes -----------------------------------------------------------------------------
 
-def _fill_until_killed(conn, settings, image_id, stage):
+BIG = helpers.body(fill.HASH_IN_THREADS_FROM + 1024 * 1024, b"faults")   # hashed in threads
+
+
+def _fill_until_killed(conn, settings, image_id, stage, data=DATA):
     """Fill from an origin that reports ``stage`` and then stalls until SIGKILL."""
     cache = ImageCache.from_config(settings)
-    parts = helpers.chunks(DATA)
+    parts = helpers.chunks(data, 65536 if data is BIG else 4096)
+    stall_at = len(parts) - 2 if data is BIG else 4
 
     def origin():
         if stage == "admitted":
@@ -45,13 +50,13 @@ def _fill_until_killed(conn, settings, image_id, stage):
             time.sleep(3600)
         for index, part in enumerate(parts):
             yield part
-            if stage == "mid-stream" and index == 4:
+            if stage == "mid-stream" and index == stall_at:
                 conn.send(("ready",))
                 time.sleep(3600)
         conn.send(("ready",))             # stage "all-written": every byte is on disk
         time.sleep(3600)
 
-    tee = cache.fill(image_id, origin(), SIZE, **GOOD)
+    tee = cache.fill(image_id, origin(), len(data), **helpers.hashes(data))
     assert tee.caching
     for _chunk in tee:
         pass
@@ -72,6 +77,18 @@ def test_a_sigkilled_fill_leaves_nothing_servable(settings, cache, stage):
     tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
     assert tee.caching and helpers.drain(tee) == DATA
     assert cached_bytes(cache, "img") == DATA
+
+
+@pytest.mark.parametrize("stage", ["mid-stream", "all-written"])
+def test_a_sigkilled_fill_hashing_in_threads_leaves_nothing_servable(settings, cache, stage):
+    process, conn = helpers.run_child(_fill_until_killed, settings, "img", stage, BIG)
+    assert helpers.recv(conn) == ("ready",)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(helpers.WAIT_S)
+    conn.close()
+    assert not cache.is_cached("img") and cache.get_cached_images() == []
+    assert cache.follow("img", len(BIG)) is None
+    assert cache.clean(stall_time=0) >= 2 and incomplete(cache) == []
 
 
 def test_the_next_fill_takes_over_debris_without_a_clean(settings, cache):
@@ -103,20 +120,27 @@ def _fill_with_file_size_limit(conn, settings, data, limit):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
     cache = ImageCache.from_config(settings)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    tee = cache.fill("img", Origin(helpers.chunks(data)), len(data), **helpers.hashes(data))
+    tee = cache.fill("img", Origin(helpers.chunks(data, 65536)), len(data),
+                     **helpers.hashes(data))
     started = tee.caching
     received = helpers.drain(tee)
-    conn.send(("done", received == data, started, tee.caching, cache.is_cached("img")))
+    hashing_left = any(thread.is_alive() for thread in tee._verifier.threads)
+    conn.send(("done", received == data, started, tee.caching, cache.is_cached("img"),
+               hashing_left))
     cache.close()
 
 
-def test_a_write_error_stops_caching_but_not_the_download(settings, cache):
-    data = helpers.body(1024 * 1024, b"big")
-    process, conn = helpers.run_child(_fill_with_file_size_limit, settings, data, 256 * 1024)
+@pytest.mark.parametrize("size,limit", [(1024 * 1024, 256 * 1024),
+                                        (fill.HASH_IN_THREADS_FROM + 2 * 1024 * 1024,
+                                         fill.HASH_IN_THREADS_FROM + 1024 * 1024)],
+                         ids=["hashed-inline", "hashed-in-threads"])
+def test_a_write_error_stops_caching_but_not_the_download(settings, cache, size, limit):
+    data = helpers.body(size, b"big")
+    process, conn = helpers.run_child(_fill_with_file_size_limit, settings, data, limit)
     message = helpers.recv(conn)
     process.join(helpers.WAIT_S)
     conn.close()
-    assert message == ("done", True, True, False, False)
+    assert message == ("done", True, True, False, False, False)
     assert incomplete(cache) == [] and not cache.is_cached("img")
     tee = cache.fill("img", Origin(helpers.chunks(data)), len(data))   # no limit here
     assert helpers.drain(tee) == data and cache.is_cached("img")
