@@ -33,6 +33,8 @@ POLL_INTERVAL_S = 0.02
 HASH_IN_THREADS_FROM = 4 * 1024 * 1024
 # How far (bytes) a hashing thread may fall behind the stream before the stream waits.
 HASH_QUEUE_BYTES = 8 * 1024 * 1024
+# A hashing thread is woken when this many bytes wait for it (and at the end).
+HASH_BATCH_BYTES = 1024 * 1024
 
 
 class FillAbandoned(exception.GlanceException):
@@ -92,7 +94,8 @@ class Verifier:
                 for digest in self._hashes:
                     digest.update(chunk)
                 return
-            self._threads = [_HashThread(digest) for digest in self._hashes]
+            batch_bytes = min(HASH_BATCH_BYTES, self._queue_bytes)
+            self._threads = [_HashThread(digest, batch_bytes) for digest in self._hashes]
         if type(chunk) is not bytes:
             chunk = bytes(chunk)   # hashed later: a buffer the source reuses must not change
         for thread in self._threads:
@@ -142,8 +145,10 @@ class _HashThread:
     """One digest, fed in order from a real OS thread (also under eventlet's monkey
     patching: a green thread would hash on the hub's core, not beside it)."""
 
-    def __init__(self, digest):
+    def __init__(self, digest, batch_bytes=HASH_BATCH_BYTES):
+        """``batch_bytes``: wake the thread once this many bytes wait for it."""
         self.digest = digest
+        self._batch_bytes = batch_bytes
         self.queued = 0      # bytes handed over; written by the stream's thread only
         self.hashed = 0      # bytes hashed; written by the hashing thread only
         self.failure = None
@@ -172,7 +177,8 @@ class _HashThread:
             return
         self._chunks.append(chunk)
         self.queued += len(chunk)
-        self._wake.set()
+        if self.queued - self.hashed >= self._batch_bytes:
+            self._wake.set()   # a wake-up per batch, not per chunk: each one costs a switch
 
     def finish(self):
         """No more chunks: hash what is queued, then end."""
