@@ -74,7 +74,18 @@ def pass_status(results):
     return 0
 
 
-def run(argv, doc, prog, tasks, default_interval, interval_help):
+DEFAULT_INTERVAL_S = 300
+MAINTENANCE_INTERVAL_HELP = ("image_cache_maintenance_interval, or %d when it is 0"
+                             % DEFAULT_INTERVAL_S)
+
+
+def maintenance_interval(conf):
+    """The pruner's and cleaner's daemon interval when --interval is not given."""
+    return conf.image_cache_maintenance_interval or DEFAULT_INTERVAL_S
+
+
+def run(argv, doc, prog, tasks, default_interval=maintenance_interval,
+        interval_help=MAINTENANCE_INTERVAL_HELP):
     """Parse ``argv``, then run ``tasks`` once or as a daemon; returns the exit status.
 
     ``default_interval(config)`` gives the daemon's interval when --interval is not given;

@@ -13,19 +13,11 @@ import sys
 from glance_cache_mw import maintenance
 from glance_cache_mw.cmd import periodic
 
-DEFAULT_INTERVAL_S = 300
-INTERVAL_HELP = "image_cache_maintenance_interval, or %d when it is 0" % DEFAULT_INTERVAL_S
-
-
-def default_interval(conf):
-    return conf.image_cache_maintenance_interval or DEFAULT_INTERVAL_S
-
 
 def main(argv=None):
     """Entry point of glance-cache-mw-pruner; returns the exit status."""
     return periodic.run(argv, __doc__, "glance-cache-mw-pruner",
-                        (maintenance.EVICT, maintenance.PRUNE), default_interval,
-                        INTERVAL_HELP)
+                        (maintenance.EVICT, maintenance.PRUNE))
 
 
 if __name__ == "__main__":

@@ -19,18 +19,6 @@ DATA = helpers.body(SIZE, b"coalesce")
 GOOD = helpers.hashes(DATA, "sha256")
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return helpers.settings(tmp_path)
-
-
-@pytest.fixture
-def cache(settings):
-    instance = ImageCache.from_config(settings)
-    yield instance
-    instance.close()
-
-
 # -- coalescing --------------------------------------------------------------------------
 
 def _follow(conn, settings, image_id, size, with_fallback_data=None):

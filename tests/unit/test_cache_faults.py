@@ -21,18 +21,6 @@ DATA = helpers.body(SIZE, b"faults")
 GOOD = helpers.hashes(DATA)
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return helpers.settings(tmp_path)
-
-
-@pytest.fixture
-def cache(settings):
-    instance = ImageCache.from_config(settings)
-    yield instance
-    instance.close()
-
-
 # -- crashes -----------------------------------------------------------------------------
 
 BIG = helpers.body(fill.HASH_IN_THREADS_FROM + 1024 * 1024, b"faults")   # hashed in threads

@@ -17,18 +17,6 @@ from tests.unit.cache_helpers import Origin, cached_bytes, incomplete, invalid
 SIZE = 64 * 1024      # 16 chunks of 4 KiB
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return helpers.settings(tmp_path)
-
-
-@pytest.fixture
-def cache(settings):
-    instance = ImageCache.from_config(settings)
-    yield instance
-    instance.close()
-
-
 # -- verification ------------------------------------------------------------------------
 
 DATA = helpers.body(SIZE, b"verify")
