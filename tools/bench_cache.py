@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from glance_cache_mw.db import cache_api, migration
 from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache import fill as fill_mod
+from glance_cache_mw.image_cache import fill as fill_mod, verify
 from glance_cache_mw.image_cache.drivers import xattr as xattr_driver
 
 MIB = 1024 * 1024
@@ -256,7 +256,7 @@ def bench_fill(workdir, size, repeat, rates):
             writer = cache.admit(image_id, size)
             writer.writeback_bytes = 0
             tee = fill_mod.TeeIterator(image_id, origin, writer,
-                                       fill_mod.Verifier(size, threads_from=None, **record))
+                                       verify.Verifier(size, threads_from=None, **record))
         else:
             tee = cache.fill(image_id, origin, size, **record)
         assert tee.caching, "fill was not admitted"

@@ -16,7 +16,7 @@ import time
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw.image_cache import drivers
-from glance_cache_mw.image_cache import fill as fill_mod
+from glance_cache_mw.image_cache import fill as fill_mod, verify
 from glance_cache_mw.image_cache.drivers import common
 
 LOG = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class ImageCache:
         from an earlier ``admit()`` (or None: verify only); by default the fill admits itself.
         """
         try:
-            verifier = fill_mod.Verifier(size, checksum, os_hash_algo, os_hash_value)
+            verifier = verify.Verifier(size, checksum, os_hash_algo, os_hash_value)
         except ValueError as err:
             LOG.warning("not caching image %s: %s", image_id, err)
             if writer is not ADMIT and writer is not None:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, verify
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import Origin, cached_bytes, incomplete
 
@@ -23,7 +23,7 @@ GOOD = helpers.hashes(DATA)
 
 # -- crashes -----------------------------------------------------------------------------
 
-BIG = helpers.body(fill.HASH_IN_THREADS_FROM + 1024 * 1024, b"faults")   # hashed in threads
+BIG = helpers.body(verify.HASH_IN_THREADS_FROM + 1024 * 1024, b"faults")   # hashed in threads
 
 
 def _fill_until_killed(conn, settings, image_id, stage, data=DATA):
@@ -119,8 +119,8 @@ def _fill_with_file_size_limit(conn, settings, data, limit):
 
 
 @pytest.mark.parametrize("size,limit", [(1024 * 1024, 256 * 1024),
-                                        (fill.HASH_IN_THREADS_FROM + 2 * 1024 * 1024,
-                                         fill.HASH_IN_THREADS_FROM + 1024 * 1024)],
+                                        (verify.HASH_IN_THREADS_FROM + 2 * 1024 * 1024,
+                                         verify.HASH_IN_THREADS_FROM + 1024 * 1024)],
                          ids=["hashed-inline", "hashed-in-threads"])
 def test_a_write_error_stops_caching_but_not_the_download(settings, cache, size, limit):
     data = helpers.body(size, b"big")

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, verify
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import Origin, cached_bytes, incomplete, invalid
 
@@ -226,7 +226,7 @@ def test_an_unknown_size_is_not_cached(cache):
 
 # -- hashing in threads ------------------------------------------------------------------
 
-BIG = helpers.body(fill.HASH_IN_THREADS_FROM + 256 * 1024, b"threads")
+BIG = helpers.body(verify.HASH_IN_THREADS_FROM + 256 * 1024, b"threads")
 BIG_GOOD = helpers.hashes(BIG)
 
 
@@ -234,7 +234,7 @@ def _threaded_tee(cache, parts, size, record, **verifier_options):
     """A fill whose verifier hashes in threads from the first byte."""
     options = {"threads_from": 0, **verifier_options}
     writer = cache.admit("img", size)
-    verifier = fill.Verifier(size, **record, **options)
+    verifier = verify.Verifier(size, **record, **options)
     return fill.TeeIterator("img", Origin(parts), writer, verifier), verifier
 
 
@@ -258,7 +258,7 @@ def test_a_large_fill_hashes_in_threads_and_commits(cache):
     {"checksum": "0" * 32},
     {"os_hash_algo": "sha256", "os_hash_value": "0" * 64},
 ], ids=["bad-md5", "bad-os-hash", "bad-md5-only", "bad-os-hash-only"])
-@pytest.mark.parametrize("queue_bytes", [4096, fill.HASH_QUEUE_BYTES],
+@pytest.mark.parametrize("queue_bytes", [4096, verify.HASH_QUEUE_BYTES],
                          ids=["tiny-queue", "default-queue"])
 def test_a_mismatch_in_either_threaded_digest_is_never_servable(cache, record, queue_bytes):
     tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, record,
@@ -274,7 +274,7 @@ def test_a_mismatch_in_either_threaded_digest_is_never_servable(cache, record, q
     _assert_no_hashing_thread_left(verifier)
 
 
-@pytest.mark.parametrize("queue_bytes", [1, 4096, fill.HASH_QUEUE_BYTES])
+@pytest.mark.parametrize("queue_bytes", [1, 4096, verify.HASH_QUEUE_BYTES])
 def test_threaded_hashing_verifies_every_byte_in_order(cache, queue_bytes):
     tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, GOOD,
                                   queue_bytes=queue_bytes)
@@ -291,7 +291,7 @@ def test_a_reused_source_buffer_is_hashed_as_it_was_written(cache):
             buffer[:] = part
             yield buffer
     writer = cache.admit("img", SIZE)
-    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier = verify.Verifier(SIZE, **GOOD, threads_from=0)
     tee = fill.TeeIterator("img", refilled(), writer, verifier)
     for _chunk in tee:
         pass
@@ -311,7 +311,7 @@ def test_no_hashing_thread_outlives_close_mid_stream(cache):
 
 def test_no_hashing_thread_outlives_an_origin_failure(cache):
     writer = cache.admit("img", SIZE)
-    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier = verify.Verifier(SIZE, **GOOD, threads_from=0)
     tee = fill.TeeIterator("img", Origin(helpers.chunks(DATA), fail_after=5), writer, verifier)
     with pytest.raises(IOError):
         helpers.drain(tee)
@@ -321,7 +321,7 @@ def test_no_hashing_thread_outlives_an_origin_failure(cache):
 
 def test_no_hashing_thread_outlives_a_background_completion(cache):
     writer = cache.admit("img", SIZE)
-    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier = verify.Verifier(SIZE, **GOOD, threads_from=0)
     tee = fill.TeeIterator("img", Origin(helpers.chunks(DATA)), writer, verifier,
                            complete_in_background=True)
     next(tee)
@@ -332,7 +332,7 @@ def test_no_hashing_thread_outlives_a_background_completion(cache):
 
 
 def test_a_closed_verifier_never_reports_a_match():
-    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier = verify.Verifier(SIZE, **GOOD, threads_from=0)
     verifier.update(DATA)
     verifier.close()
     assert verifier.problem() == "verification was stopped"
@@ -341,7 +341,7 @@ def test_a_closed_verifier_never_reports_a_match():
 
 
 def test_a_failing_hashing_thread_means_a_mismatch():
-    verifier = fill.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier = verify.Verifier(SIZE, **GOOD, threads_from=0)
     verifier.update(DATA[:4096])
     broken = verifier.threads[0]
 
@@ -362,10 +362,10 @@ import eventlet
 eventlet.monkey_patch()
 import hashlib
 import eventlet.patcher
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, verify
 data = bytes(range(256)) * 4096 * 8          # 8 MiB
-verifier = fill.Verifier(len(data), hashlib.md5(data).hexdigest(), "sha512",
-                         hashlib.sha512(data).hexdigest(), threads_from=0)
+verifier = verify.Verifier(len(data), hashlib.md5(data).hexdigest(), "sha512",
+                           hashlib.sha512(data).hexdigest(), threads_from=0)
 ticks = []
 def ticker():                                # runs only if the hub is never blocked for long
     while True:
