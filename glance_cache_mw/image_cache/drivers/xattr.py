@@ -82,15 +82,11 @@ class Driver(base.Driver):
 
     def load_metadata(self):
         metadata = {}
-        with os.scandir(self.base_dir) as it:
-            for dirent in it:
-                if not common.is_image_id(dirent.name):
-                    continue
-                try:
-                    st = dirent.stat(follow_symlinks=False)
-                    metadata[dirent.name] = self._read(dirent.path, st.st_mtime)
-                except FileNotFoundError:
-                    continue
+        for image_id, st in self._scan_image_files():
+            try:
+                metadata[image_id] = self._read(self.get_path(image_id), st.st_mtime)
+            except FileNotFoundError:
+                continue   # evicted meanwhile
         return metadata
 
     def get_metadata(self, image_id):
