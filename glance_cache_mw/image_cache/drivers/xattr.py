@@ -15,7 +15,6 @@ import time
 
 from glance_cache_mw import exception
 from glance_cache_mw.image_cache.drivers import base
-from glance_cache_mw.image_cache.drivers import common
 
 LOG = logging.getLogger(__name__)
 
