@@ -50,6 +50,7 @@ class Setting:
     default: object      # may be a callable taking the partially built values
     help: str
     minimum: int = 0
+    choices: tuple = ()  # a "str" setting that must be one of these
 
 
 SETTINGS = (
@@ -69,6 +70,12 @@ SETTINGS = (
             "Bytes that must stay free on the cache's filesystem."),
     Setting("image_cache_stall_time", "int", 86400,
             "Seconds after which an abandoned incomplete file may be cleaned."),
+    Setting("image_cache_verify_hashes", "str", "strongest",
+            "Hashes a fill checks: strongest (os_hash_value, else checksum) or all (both).",
+            choices=("strongest", "all")),
+    Setting("image_cache_verify_before_last_byte", "bool", False,
+            "Hold a fill's last chunk until the bytes are verified, so that a mismatch ends "
+            "the filler's response short (else it gets the origin's bytes as sent)."),
     Setting("image_cache_maintenance_interval", "int", 0,
             "Seconds between in-process prune/clean/prefetch passes (0 = off)."),
     Setting("worker_self_reference_url", "str", None,
@@ -80,7 +87,7 @@ SETTINGS = (
     Setting("bind_host", "str", "127.0.0.1", "Address the server listens on."),
     Setting("bind_port", "int", 9292, "Port the server listens on (0 = any free port)."),
     Setting("workers", "int", 1, "Server processes (0 = one per core)."),
-    Setting("chunk_size", "int", 65536, "Bytes per read when streaming image data.", minimum=1),
+    Setting("chunk_size", "int", 1048576, "Bytes per read when streaming image data.", minimum=1),
     Setting("debug", "bool", False, "Log at DEBUG level."),
 )
 
@@ -132,7 +139,11 @@ def _convert(setting, raw):
         return _parse_int(setting.name, raw, setting.minimum)
     if setting.kind == "bool":
         return _parse_bool(setting.name, raw)
-    return _parse_str(setting.name, raw)
+    value = _parse_str(setting.name, raw)
+    if setting.choices and value not in setting.choices:
+        raise exception.InvalidConfiguration(
+            reason="%s=%r must be one of %s" % (setting.name, raw, ", ".join(setting.choices)))
+    return value
 
 
 def read_ini_defaults(path):

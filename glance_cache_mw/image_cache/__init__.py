@@ -32,8 +32,13 @@ class ImageCache:
     """A driver plus the size policy: the one object callers need."""
 
     def __init__(self, driver, max_size, min_free=0, chunk_size=65536,
-                 complete_fill_on_disconnect=False, follow_idle_timeout_s=FOLLOW_IDLE_TIMEOUT_S):
+                 complete_fill_on_disconnect=False, follow_idle_timeout_s=FOLLOW_IDLE_TIMEOUT_S,
+                 verify_all_hashes=False, hold_last_chunk=False):
+        """``verify_all_hashes``: fills check MD5 too when there is a multihash;
+        ``hold_last_chunk``: a fill's last chunk waits for the verdict (see fill.py)."""
         self.driver = driver
+        self.verify_all_hashes = verify_all_hashes
+        self.hold_last_chunk = hold_last_chunk
         self.max_size = max_size
         self.min_free = min_free
         self.chunk_size = chunk_size
@@ -47,6 +52,8 @@ class ImageCache:
         if not isinstance(config, cfg.Config):
             config = cfg.Config.from_mapping(dict(config))
         driver = drivers.load_driver(config.image_cache_driver, config)
+        kwargs.setdefault("verify_all_hashes", config.image_cache_verify_hashes == "all")
+        kwargs.setdefault("hold_last_chunk", config.image_cache_verify_before_last_byte)
         return cls(driver, config.image_cache_max_size, config.image_cache_min_free,
                    chunk_size=config.chunk_size, **kwargs)
 
@@ -135,15 +142,19 @@ class ImageCache:
     # -- fills ---------------------------------------------------------------------------
 
     def fill(self, image_id, source, size, checksum=None, os_hash_algo=None,
-             os_hash_value=None, complete_in_background=None, writer=ADMIT):
+             os_hash_value=None, complete_in_background=None, writer=ADMIT,
+             hold_last_chunk=None):
         """Wrap the origin's body ``source``: returns a TeeIterator to hand to the server.
 
         It caches when admitted (``.caching``); else it only verifies. Either way the
         caller gets every byte, and the iterator owns ``close()``. ``writer``: a CacheWriter
         from an earlier ``admit()`` (or None: verify only); by default the fill admits itself.
+        ``hold_last_chunk`` (default: the cache's setting): a mismatch raises ImageDataMismatch
+        instead of the last chunk.
         """
         try:
-            verifier = verify.Verifier(size, checksum, os_hash_algo, os_hash_value)
+            verifier = verify.Verifier(size, checksum, os_hash_algo, os_hash_value,
+                                       all_hashes=self.verify_all_hashes)
         except ValueError as err:
             LOG.warning("not caching image %s: %s", image_id, err)
             if writer is not ADMIT and writer is not None:
@@ -151,15 +162,30 @@ class ImageCache:
             return fill_mod.TeeIterator(image_id, source, None, None)
         if writer is ADMIT:
             writer = self.admit(image_id, size)
+        if hold_last_chunk is None:
+            hold_last_chunk = self.hold_last_chunk
         if complete_in_background is None:
             complete_in_background = self.complete_fill_on_disconnect
+        if writer is not None and not hold_last_chunk and verifier.algorithms:
+            self._read_back(verifier, writer)
         return fill_mod.TeeIterator(
             image_id, source, writer, verifier, complete_in_background=complete_in_background,
-            has_followers=lambda: self._has_followers(image_id))
+            has_followers=lambda: self._has_followers(image_id),
+            hold_last_chunk=hold_last_chunk)
+
+    @staticmethod
+    def _read_back(verifier, writer):
+        """Let ``verifier`` hash the fill's bytes back from its cache file (when caching and
+        not holding the last chunk): the stream then need not wait for the digests (slower
+        than sending) nor buffer what they have not read. Else it hashes the chunks."""
+        try:
+            verifier.read_back_from(writer.open_reader())
+        except OSError as err:
+            LOG.warning("hashing image %s from its chunks: %s", writer.image_id, err)
 
     def cache_image_iter(self, image_id, source, size, **hashes):
         """Drain ``source`` into the cache (the prefetcher's fill); True if now cached."""
-        tee = self.fill(image_id, source, size, **hashes)
+        tee = self.fill(image_id, source, size, hold_last_chunk=True, **hashes)  # raises
         try:
             if not tee.caching:
                 return False

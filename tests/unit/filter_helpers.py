@@ -79,12 +79,14 @@ class WithContext:
 class Setup:
     """An image database, a cache directory, the origin, and helpers to add images."""
 
-    def __init__(self, tmp_path, max_size=10 * 1024 ** 2):
+    def __init__(self, tmp_path, max_size=10 * 1024 ** 2, **cache_settings):
+        """``cache_settings``: more INI settings of the cache (strings)."""
         self.engine = db_api.configure("sqlite:///%s" % (tmp_path / "images.sqlite"))
         migration.sync(self.engine)
         self.origin = OriginApp()
         self.cache = ImageCache.from_config({"image_cache_dir": str(tmp_path / "cache"),
-                                             "image_cache_max_size": str(max_size)})
+                                             "image_cache_max_size": str(max_size),
+                                             **cache_settings})
         self.filter = CacheFilter(self.origin, self.cache, db_api, chunk_size=4096)
         self.admin = ctx_module.RequestContext.admin(project_id="admin-project")
         self.lock = threading.Lock()

@@ -110,9 +110,9 @@ def _fill_with_file_size_limit(conn, settings, data, limit):
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     tee = cache.fill("img", Origin(helpers.chunks(data, 65536)), len(data),
                      **helpers.hashes(data))
-    started = tee.caching
+    started, verifier = tee.caching, tee._verifier
     received = helpers.drain(tee)
-    hashing_left = any(thread.is_alive() for thread in tee._verifier.threads)
+    hashing_left = any(thread.is_alive() for thread in verifier.threads)
     conn.send(("done", received == data, started, tee.caching, cache.is_cached("img"),
                hashing_left))
     cache.close()

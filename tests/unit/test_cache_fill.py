@@ -40,14 +40,20 @@ def test_a_matching_body_is_committed(cache, record):
     assert origin.closed and incomplete(cache) == [] and invalid(cache) == []
 
 
-@pytest.mark.parametrize("parts,size,record", [
+MISMATCHES = pytest.mark.parametrize("parts,size,record", [
     (helpers.chunks(DATA), SIZE, dict(GOOD, checksum="0" * 32)),
     (helpers.chunks(DATA), SIZE, dict(GOOD, os_hash_value="0" * 64)),
+    (helpers.chunks(DATA), SIZE, {"checksum": "0" * 32}),
     (helpers.chunks(DATA)[:-1], SIZE, {}),                    # short origin, no hashes
     (helpers.chunks(DATA) + [b"extra"], SIZE, {}),            # long origin, no hashes
     (helpers.chunks(DATA)[:-1], SIZE, GOOD),                  # short origin, hashes
-], ids=["bad-md5", "bad-os-hash", "short", "long", "short-hashed"])
-def test_a_mismatching_body_is_never_servable(cache, parts, size, record):
+], ids=["bad-md5", "bad-os-hash", "bad-md5-only", "short", "long", "short-hashed"])
+
+
+@MISMATCHES
+def test_a_mismatching_body_held_back_ends_short(tmp_path, parts, size, record):
+    cache = helpers.make_cache(tmp_path, image_cache_verify_hashes="all",
+                               image_cache_verify_before_last_byte="true")
     origin = Origin(parts)
     tee = cache.fill("img", origin, size, **record)
     received = bytearray()
@@ -57,9 +63,53 @@ def test_a_mismatching_body_is_never_servable(cache, parts, size, record):
     tee.close()
     # The last chunk is held back: the client sees a short body, not a "good" one (W7).
     assert len(received) < sum(map(len, parts))
+    assert tee.mismatch is not None
     assert not cache.is_cached("img") and cache.get_cached_images() == []
     assert invalid(cache) == ["img"] and incomplete(cache) == []
     assert origin.closed
+    cache.close()
+
+
+@MISMATCHES
+def test_a_mismatching_body_streamed_whole_is_never_servable(tmp_path, caplog, parts, size,
+                                                              record):
+    cache = helpers.make_cache(tmp_path, image_cache_verify_hashes="all")
+    origin = Origin(parts)
+    tee = cache.fill("img", origin, size, **record)
+    received = helpers.drain(tee)
+    tee.close()
+    # By default the client gets what the origin sent, never past the record's size...
+    assert received == b"".join(parts)[:size]
+    # ...and the verdict still keeps the bytes out of the cache, and says so.
+    assert tee.mismatch is not None and not tee.committed
+    assert "do not match the image record" in caplog.text
+    assert not cache.is_cached("img") and cache.get_cached_images() == []
+    assert invalid(cache) == ["img"] and incomplete(cache) == []
+    assert origin.closed
+    cache.close()
+
+
+@pytest.mark.parametrize("verify_hashes,record,algorithms", [
+    ("strongest", GOOD, ["sha256"]),
+    ("strongest", {"checksum": GOOD["checksum"]}, ["md5"]),
+    ("strongest", {k: v for k, v in GOOD.items() if k != "checksum"}, ["sha256"]),
+    ("all", GOOD, ["md5", "sha256"]),
+    ("all", {"checksum": GOOD["checksum"]}, ["md5"]),
+    ("strongest", {}, []),
+])
+def test_the_strongest_hash_is_verified_unless_all_are_asked(tmp_path, verify_hashes, record,
+                                                             algorithms):
+    cache = helpers.make_cache(tmp_path, image_cache_verify_hashes=verify_hashes)
+    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **record)
+    assert tee._verifier.algorithms == algorithms
+    assert helpers.drain(tee) == DATA and tee.committed
+    cache.close()
+
+
+def test_a_bad_md5_beside_a_good_multihash_passes_the_strongest_check(cache):
+    """The default trusts the multihash (Glance's own successor of the MD5 checksum)."""
+    tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **dict(GOOD, checksum="0" * 32))
+    assert helpers.drain(tee) == DATA and tee.committed
 
 
 def test_an_origin_failure_is_propagated_and_never_cached(cache):
@@ -230,12 +280,13 @@ BIG = helpers.body(verify.HASH_IN_THREADS_FROM + 256 * 1024, b"threads")
 BIG_GOOD = helpers.hashes(BIG)
 
 
-def _threaded_tee(cache, parts, size, record, **verifier_options):
+def _threaded_tee(cache, parts, size, record, hold_last_chunk=False, **verifier_options):
     """A fill whose verifier hashes in threads from the first byte."""
     options = {"threads_from": 0, **verifier_options}
     writer = cache.admit("img", size)
     verifier = verify.Verifier(size, **record, **options)
-    return fill.TeeIterator("img", Origin(parts), writer, verifier), verifier
+    return fill.TeeIterator("img", Origin(parts), writer, verifier,
+                            hold_last_chunk=hold_last_chunk), verifier
 
 
 def _assert_no_hashing_thread_left(verifier):
@@ -248,8 +299,63 @@ def test_a_large_fill_hashes_in_threads_and_commits(cache):
     verifier = tee._verifier
     assert helpers.drain(tee) == BIG
     assert tee.committed and cached_bytes(cache, "img") == BIG
-    assert [t.digest.name for t in verifier.threads] == ["md5", "sha512"]
+    assert [t.digest.name for t in verifier.threads] == ["sha512"]
+    assert verifier.reads_file is False   # closed: it gave its fd back
     _assert_no_hashing_thread_left(verifier)
+
+
+@pytest.mark.parametrize("hold,reads_file", [(False, True), (True, False)])
+def test_a_large_fill_hashes_its_file_unless_the_last_chunk_waits(tmp_path, hold, reads_file):
+    cache = helpers.make_cache(tmp_path, image_cache_verify_before_last_byte=str(hold))
+    tee = cache.fill("img", Origin(helpers.chunks(BIG, 65536)), len(BIG), **BIG_GOOD)
+    assert tee._verifier.reads_file is reads_file
+    assert helpers.drain(tee) == BIG and tee.committed
+    cache.close()
+
+
+@pytest.mark.parametrize("record", [dict(BIG_GOOD, os_hash_value="0" * 128),
+                                    {"checksum": "0" * 32}], ids=["bad-sha512", "bad-md5"])
+def test_a_large_mismatch_hashed_from_the_file_is_never_servable(cache, record):
+    tee = cache.fill("img", Origin(helpers.chunks(BIG, 65536)), len(BIG), **record)
+    verifier = tee._verifier
+    assert verifier.reads_file
+    assert helpers.drain(tee) == BIG and tee.mismatch is not None
+    assert not cache.is_cached("img") and invalid(cache) == ["img"]
+    _assert_no_hashing_thread_left(verifier)
+
+
+def test_reading_back_the_verdict_is_on_the_bytes_in_the_file(tmp_path):
+    """Bytes that changed on disk after they were written fail the check."""
+    path = tmp_path / "filling"
+    data = helpers.body(3 * 256 * 1024, b"disk")
+    with open(path, "wb") as out:
+        verifier = verify.Verifier(len(data), **helpers.hashes(data), threads_from=0)
+        verifier.read_back_from(os.open(path, os.O_RDONLY))
+        half = len(data) // 2   # under HASH_BATCH_BYTES: no thread has read it yet
+        out.write(data[:half])
+        out.flush()
+        verifier.update(data[:half])
+        os.pwrite(out.fileno(), b"\0", 10)
+        out.write(data[half:])
+        out.flush()
+        verifier.update(data[half:])
+    try:
+        assert verifier.problem().startswith("sha512")
+    finally:
+        verifier.close()
+    _assert_no_hashing_thread_left(verifier)
+
+
+def test_a_file_shorter_than_what_was_written_is_a_mismatch(tmp_path):
+    path = tmp_path / "filling"
+    path.write_bytes(DATA[:1000])
+    verifier = verify.Verifier(SIZE, **GOOD, threads_from=0)
+    verifier.read_back_from(os.open(path, os.O_RDONLY))
+    verifier.update(DATA)
+    try:
+        assert verifier.problem().startswith("hashing failed")
+    finally:
+        verifier.close()
 
 
 @pytest.mark.parametrize("record", [
@@ -261,8 +367,8 @@ def test_a_large_fill_hashes_in_threads_and_commits(cache):
 @pytest.mark.parametrize("queue_bytes", [4096, verify.HASH_QUEUE_BYTES],
                          ids=["tiny-queue", "default-queue"])
 def test_a_mismatch_in_either_threaded_digest_is_never_servable(cache, record, queue_bytes):
-    tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, record,
-                                  queue_bytes=queue_bytes)
+    tee, verifier = _threaded_tee(cache, helpers.chunks(DATA), SIZE, record, all_hashes=True,
+                                  queue_bytes=queue_bytes, hold_last_chunk=True)
     received = bytearray()
     with pytest.raises(fill.ImageDataMismatch):
         for chunk in tee:
@@ -365,7 +471,7 @@ import eventlet.patcher
 from glance_cache_mw.image_cache import fill, verify
 data = bytes(range(256)) * 4096 * 8          # 8 MiB
 verifier = verify.Verifier(len(data), hashlib.md5(data).hexdigest(), "sha512",
-                           hashlib.sha512(data).hexdigest(), threads_from=0)
+                           hashlib.sha512(data).hexdigest(), all_hashes=True, threads_from=0)
 ticks = []
 def ticker():                                # runs only if the hub is never blocked for long
     while True:

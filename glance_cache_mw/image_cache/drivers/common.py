@@ -275,6 +275,15 @@ class CacheWriter:
     def fileno(self):
         return self._fd
 
+    def open_reader(self):
+        """A new read-only fd on the file being written (the caller closes it): e.g. for
+        hashing what was written. Its own open file description, so it never holds our lock."""
+        fd = os.open(self._reservation, os.O_RDONLY | os.O_CLOEXEC)
+        if not os.path.samestat(os.fstat(fd), os.fstat(self._fd)):
+            os.close(fd)
+            raise OSError("%s is no longer the file being written" % self._reservation)
+        return fd
+
     def write(self, data):
         """Append ``data``; raises OSError (ENOSPC, EFBIG, EIO) for the caller to handle."""
         view = memoryview(data)
