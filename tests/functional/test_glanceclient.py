@@ -310,3 +310,40 @@ def test_second_download_is_a_cache_hit(pipeline_endpoint):
         statuses.append(response_headers.get("x-image-cache"))
     assert statuses[0] == "MISS" and statuses[-1] == "HIT"
     assert download(client, image.id) == data
+
+
+def test_a_corrupt_origin_is_caught_by_the_client_and_never_cached(tmp_path):
+    """Store bytes that no longer match the record: the filler's client gets them as the
+    origin sends them (image_cache_verify_before_last_byte is off by default) and
+    glanceclient's own os_hash_value check fails the download; the cache keeps nothing, so
+    the next download is a MISS again, never a HIT of bad bytes."""
+    from tests.functional.server import http_request
+    for endpoint, data_dir in _pipeline(tmp_path):
+        client = client_for(endpoint, "p1")
+        data = os.urandom(6 * 1024 * 1024)   # hashed in threads, from the cache file
+        image = create_with_data(client, data, name="rotting")
+        stored = data_dir / "images" / image.id
+        with open(stored, "r+b") as handle:
+            handle.seek(len(data) // 2)
+            handle.write(b"\0" if data[len(data) // 2] else b"\1")
+        with pytest.raises(IOError, match="(?i)corrupt|checksum|hash"):
+            download(client, image.id)
+        # The verdict comes after the last byte: until the fill has ended, a new request
+        # would follow it (COALESCED) and be cut before its last, unverified bytes.
+        filling = data_dir / "image-cache" / "incomplete" / image.id
+        deadline = time.monotonic() + 30
+        while filling.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not filling.exists()
+        headers = {"X-Project-Id": "p1", "X-Roles": "member", "X-Identity-Status": "Confirmed"}
+        status, response_headers, body = http_request(
+            endpoint, "GET", "/v2/images/%s/file" % image.id, headers=headers)
+        assert status == 200 and response_headers["x-image-cache"] == "MISS"
+        assert len(body) == len(data) and body != data
+        admin = {"X-Project-Id": "admin-project", "X-Roles": "admin",
+                 "X-Identity-Status": "Confirmed"}
+        status, _, listing = http_request(endpoint, "GET", "/v2/cache", headers=admin)
+        assert status == 200 and image.id.encode() not in listing
+        cache_dir = data_dir / "image-cache"
+        assert not (cache_dir / image.id).exists()
+        assert (cache_dir / "invalid" / image.id).exists()   # for the cleaner

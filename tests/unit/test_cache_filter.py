@@ -8,6 +8,7 @@ import pytest
 import webob
 
 from glance_cache_mw.db import api as db_api
+from glance_cache_mw.image_cache import fill
 from tests.unit.filter_helpers import Setup
 
 DATA = os.urandom(50_000)
@@ -167,12 +168,28 @@ def test_corrupt_origin_is_never_cached(setup):
     image = setup.add_image(DATA)
     setup.origin.corrupt.add(image["id"])
     url = "/v2/images/%s/file" % image["id"]
-    with pytest.raises(Exception):
-        get(setup.app_for("A"), url)
+    resp = get(setup.app_for("A"), url)
+    # The client gets the origin's bytes as the origin sent them (it checks Content-MD5 or
+    # the multihash itself), the cache does not keep them.
+    assert resp.headers["X-Image-Cache"] == "MISS" and resp.body != DATA
+    assert len(resp.body) == len(DATA)
     assert not setup.cache.is_cached(image["id"])
     setup.origin.corrupt.clear()
     assert get(setup.app_for("A"), url).headers["X-Image-Cache"] == "MISS"
     assert get(setup.app_for("A"), url).headers["X-Image-Cache"] == "HIT"
+
+
+def test_corrupt_origin_ends_short_when_verified_before_the_last_byte(tmp_path):
+    setup = Setup(tmp_path, image_cache_verify_before_last_byte="true")
+    image = setup.add_image(DATA)
+    setup.origin.corrupt.add(image["id"])
+    url = "/v2/images/%s/file" % image["id"]
+    try:
+        with pytest.raises(fill.ImageDataMismatch):
+            get(setup.app_for("A"), url)
+        assert not setup.cache.is_cached(image["id"])
+    finally:
+        setup.close()
 
 
 def test_a_cached_file_of_the_wrong_size_is_evicted_not_served(setup):
