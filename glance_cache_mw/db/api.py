@@ -12,7 +12,7 @@ import uuid
 import sqlalchemy as sa
 
 from glance_cache_mw import exception
-from glance_cache_mw.db import engine, models, query, values, visibility
+from glance_cache_mw.db import engine, models, prepared, query, values, visibility
 from glance_cache_mw.db.children import (  # noqa: F401  (the public surface)
     image_location_add, image_location_delete, image_location_update, image_member_count,
     image_member_create, image_member_delete, image_member_find, image_member_update,
@@ -52,6 +52,18 @@ _IMAGE_BY_ID_WITH_MEMBERSHIP = sa.select(
 ).where(images.c.id == sa.bindparam("image_id"))
 
 
+# The hit path's read: only the columns a download needs, run by PreparedRead (no
+# transaction, no result processing: none of these columns needs any).
+_HIT_COLUMNS = [images.c[name] for name in ("id", "status", "size", "checksum", "os_hash_algo",
+                                            "os_hash_value", "visibility", "owner", "deleted")]
+_HIT_BY_ID = prepared.PreparedRead(
+    sa.select(*_HIT_COLUMNS).where(images.c.id == sa.bindparam("image_id")))
+_HIT_BY_ID_WITH_MEMBERSHIP = prepared.PreparedRead(sa.select(
+    *_HIT_COLUMNS,
+    visibility.member_condition(images.c.id, sa.bindparam("owner")).label("_is_member")
+).where(images.c.id == sa.bindparam("image_id")))
+
+
 def _fetch_image(conn, context, image_id, force_show_deleted=False):
     """The image row as a dict, with Glance's get rules: ImageNotFound or Forbidden."""
     values.check_image_id(image_id)
@@ -60,9 +72,15 @@ def _fetch_image(conn, context, image_id, force_show_deleted=False):
                            {"image_id": image_id, "owner": context.owner}).first()
     else:
         row = conn.execute(_IMAGE_BY_ID, {"image_id": image_id}).first()
-    if row is None or (row.deleted and not (force_show_deleted or context.can_see_deleted)):
+    return _checked(context, image_id, None if row is None else dict(row._mapping),
+                    force_show_deleted)
+
+
+def _checked(context, image_id, image, force_show_deleted=False):
+    """``image`` (a row as a dict, or None) if ``context`` may get it: image_get's rules."""
+    if image is None or (image["deleted"] and not (force_show_deleted
+                                                   or context.can_see_deleted)):
         raise exception.ImageNotFound("No image found with ID %s" % image_id)
-    image = dict(row._mapping)
     is_member = bool(image.pop("_is_member", False))
     visible = visibility.visible_without_membership(context, image)
     if visible is None:
@@ -160,12 +178,17 @@ def image_get(context, image_id, force_show_deleted=False, v1_mode=False):
 
 
 def image_get_visible(context, image_id):
-    """The image's own columns (no properties, locations or tags) after image_get's checks,
-    in one SQL statement: what the cache's hit path needs on every download."""
-    with engine.reader() as conn:
-        image = _fetch_image(conn, context, image_id)
-    image["deleted"] = bool(image["deleted"])
-    return image
+    """What the cache's hit path needs on every download, after image_get's checks: id,
+    status, size, checksum, os_hash_algo, os_hash_value, visibility, owner, deleted. One
+    SELECT, run without a transaction (``prepared.PreparedRead``)."""
+    values.check_image_id(image_id)
+    if context.owner is not None and not context.is_admin:
+        row = _HIT_BY_ID_WITH_MEMBERSHIP.first({"image_id": image_id, "owner": context.owner})
+    else:
+        row = _HIT_BY_ID.first({"image_id": image_id})
+    if row is not None:
+        row["deleted"] = bool(row["deleted"])
+    return _checked(context, image_id, row)
 
 
 def image_get_all(context, filters=None, marker=None, limit=None, sort_key=None,

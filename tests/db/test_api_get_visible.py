@@ -53,3 +53,34 @@ def test_returns_the_columns_only(db):
 def test_impossible_ids_are_not_found(db, bad_id):
     with pytest.raises(exception.ImageNotFound):
         api.image_get_visible(admin_context(), bad_id)
+
+
+def test_every_read_sees_the_latest_commit(db):
+    """The hit read runs outside a transaction on pooled connections: none of them may keep
+    an old snapshot (MariaDB's REPEATABLE READ would, if a read left its transaction open)."""
+    image = create_image(owner="tenant1", visibility="shared")
+    for status in ("deactivated", "active", "deactivated", "active"):
+        api.image_update(admin_context(), image["id"], {"status": status})
+        for context in (user_context("tenant1"), admin_context()):
+            assert api.image_get_visible(context, image["id"])["status"] == status
+
+
+def test_a_new_membership_is_seen_at_once(db):
+    image = create_image(owner="tenant1", visibility="shared")
+    stranger = user_context("tenant2")
+    with pytest.raises(exception.Forbidden):
+        api.image_get_visible(stranger, image["id"])
+    api.image_member_create(admin_context(), {"image_id": image["id"], "member": "tenant2",
+                                              "status": "accepted"})
+    assert api.image_get_visible(stranger, image["id"])["id"] == image["id"]
+
+
+def test_the_read_needs_no_result_processing(db):
+    """PreparedRead returns the driver's values: they must already be what callers expect."""
+    image = create_image(owner="tenant1", size=123, checksum="a" * 32)
+    light = api.image_get_visible(admin_context(), image["id"])
+    assert light == {"id": image["id"], "status": image["status"], "size": 123,
+                     "checksum": "a" * 32, "os_hash_algo": image["os_hash_algo"],
+                     "os_hash_value": image["os_hash_value"], "visibility": image["visibility"],
+                     "owner": "tenant1", "deleted": False}
+    assert type(light["size"]) is int and type(light["deleted"]) is bool
