@@ -1,7 +1,8 @@
 """Load the Paste pipeline; ``application`` for gunicorn and uWSGI.
 
 ``glance_cache_mw.wsgi:application`` is built on first access (PEP 562 module ``__getattr__``,
-so merely importing this module does no work) from the INI file named by the environment
+so merely importing this module does no work; inside uWSGI, whose loader reads the module's
+dict, it is built at import) from the INI file named by the environment
 variable ``GLANCE_CACHE_MW_CONFIG``. Unset, it is the embedded default: every setting at its
 default (everything under ./data) and the noauth pipeline, read from the sample
 ``etc/glance-cache-mw.ini`` when that is installed (source tree, editable install), else built
@@ -18,10 +19,12 @@ with its settings.
 import configparser
 import logging
 import os
+import sys
 
 import paste.deploy
 
 from glance_cache_mw import config, exception
+from glance_cache_mw.middleware import cork
 
 LOG = logging.getLogger(__name__)
 
@@ -153,7 +156,8 @@ def build_application(environ=None):
     path = config_path_from_env(environ)
     settings = load_settings(path)
     common.setup_logging(settings.debug)
-    return load_app(path) if path else load_embedded_app()
+    app = load_app(path) if path else load_embedded_app()
+    return cork.CorkFileResponses(app)
 
 
 _application = None
@@ -167,3 +171,13 @@ def __getattr__(name):
     if _application is None:
         _application = build_application()
     return _application
+
+
+if "uwsgi" in sys.modules:
+    # Inside uWSGI (its embedded ``uwsgi`` module is there before any app is imported): its
+    # ``--module`` loader looks ``application`` up in this module's dict, where __getattr__ is
+    # never asked, so build it now (in each worker with --lazy-apps, as documented). The INI's
+    # ``call:glance_cache_mw.wsgi:flavor_factory`` makes Paste look this module up as an
+    # attribute of the package, which the import system only sets once we return: set it.
+    setattr(sys.modules[__package__], "wsgi", sys.modules[__name__])
+    application = _application = build_application()

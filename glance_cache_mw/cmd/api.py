@@ -11,6 +11,7 @@ processes are forked after the socket is bound and share it; the parent replaces
 dies and forwards SIGTERM. SIGTERM (or Ctrl-C) stops gracefully: no new connections, in-flight
 requests get up to ``--graceful-timeout`` seconds to finish, then the process exits 0.
 
+The server offers ``wsgi.file_wrapper``: a cache hit is sent with sendfile (cmd/sendfile.py).
 Each response is logged on the ``glance_cache_mw.access`` logger when its body is done, with
 the ``X-Image-Cache`` status (HIT, MISS, ...) when the response has one.
 """
@@ -26,6 +27,8 @@ import time
 import urllib.parse
 import warnings
 
+import webob.exc
+
 with warnings.catch_warnings():
     # eventlet warns on import that it is in maintenance mode; it is our chosen server.
     warnings.filterwarnings("ignore", message="\\s*Eventlet is deprecated")
@@ -34,7 +37,7 @@ with warnings.catch_warnings():
     import eventlet.wsgi
 
 from glance_cache_mw import exception
-from glance_cache_mw.cmd import common
+from glance_cache_mw.cmd import common, sendfile
 
 LOG = logging.getLogger(__name__)
 ACCESS_LOG = logging.getLogger("glance_cache_mw.access")
@@ -216,7 +219,7 @@ def _serve_until_stopped(sock, app, grace_s, stop, parent_pid):
     pool = eventlet.GreenPool(POOL_SIZE)
     server = eventlet.spawn(eventlet.wsgi.server, sock, app, custom_pool=pool, log=LOG,
                             log_output=False, socket_timeout=CLIENT_SOCKET_TIMEOUT_S,
-                            keepalive=True, debug=False)
+                            keepalive=True, debug=False, protocol=sendfile.SendfileProtocol)
     while stop.signum is None and not server.dead:
         eventlet.sleep(STOP_POLL_S)
         if parent_pid is not None and os.getppid() != parent_pid:
@@ -347,7 +350,17 @@ def _forget_inherited_connections():
 
 
 class AccessLog:
-    """WSGI wrapper: one line per request on ``glance_cache_mw.access``, when its body is done."""
+    """WSGI wrapper: one line per request on ``glance_cache_mw.access``, when its body is done.
+
+    A body is wrapped to count its bytes, except this server's ``wsgi.file_wrapper``, which
+    must reach the server as it is (else no sendfile): it counts them itself and calls back at
+    close(). (gunicorn and uWSGI serve glance_cache_mw.wsgi, which has no AccessLog; they log
+    unhandled errors themselves.)
+
+    It is also where an error nothing else handled ends: logged with its traceback (eventlet's
+    own error log is off, it would go nowhere) and, while nothing was sent yet, answered with a
+    500 that gives a reason and no traceback.
+    """
 
     def __init__(self, app, log=ACCESS_LOG):
         self.app = app
@@ -364,11 +377,26 @@ class AccessLog:
 
         try:
             body = self.app(environ, start_and_record)
+        except Exception:
+            LOG.exception("unhandled error in %s %s", record.method, record.target)
+            return _internal_error(environ, start_and_record, record)
         except BaseException:
             record.status = record.status or "500"
             record.emit()
             raise
+        if isinstance(body, sendfile.FileWrapper):
+            body.add_close_callback(record.emit_file)
+            return body
         return _LoggedBody(body, record)
+
+
+def _internal_error(environ, start_response, record):
+    """A 500 with a reason (in the format the client accepts, like every other error)."""
+    response = webob.exc.HTTPInternalServerError(
+        explanation="The server could not complete the request; its log has the details.")
+    body = response(environ, lambda status, headers: start_response(status, headers,
+                                                                    sys.exc_info()))
+    return _LoggedBody(body, record)
 
 
 class _Record:
@@ -396,6 +424,11 @@ class _Record:
                       self.target, self.status or "-", self.sent,
                       time.monotonic() - self.started, self.cache or "-")
 
+    def emit_file(self, wrapper):
+        """emit() for a body that was a sendfile.FileWrapper, with the bytes it sent."""
+        self.sent = wrapper.sent
+        self.emit()
+
 
 class _LoggedBody:
     """Counts the body's bytes; close() reaches the wrapped body, then writes the log line."""
@@ -409,7 +442,14 @@ class _LoggedBody:
         return self
 
     def __next__(self):
-        chunk = next(self._chunks)
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            raise
+        except Exception:
+            LOG.exception("unhandled error in the body of %s %s after %d bytes",
+                          self._record.method, self._record.target, self._record.sent)
+            raise
         self._record.sent += len(chunk)
         return chunk
 

@@ -143,10 +143,18 @@ class CacheFilter:
         if head:
             handle.close()
             return [b""]
+        # sendfile where the server offers it. A wrapper sends the file from where it is, but
+        # only some stop at Content-Length: ours (sends_from_position) and gunicorn >= 21
+        # (sendfile from lseek(fd, 0, SEEK_CUR), response_length bytes; without sendfile it
+        # reads on to EOF and writes Content-Length). uWSGI sends the whole file from offset 0.
         wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None and start == 0 and length == size:
-            return wrapper(handle, self.chunk_size)   # sendfile where the server offers it
-        return store.FileReader(handle, start, length, self.chunk_size)
+        if wrapper is None or not (length == size
+                                   or getattr(wrapper, "sends_from_position", False)
+                                   or getattr(wrapper, "__module__", "") == "gunicorn.http.wsgi"):
+            return store.FileReader(handle, start, length, self.chunk_size)
+        if start:
+            handle.seek(start)                # a regular file: cannot fail for start < size
+        return wrapper(handle, self.chunk_size)
 
     def _miss(self, environ, start_response, image):
         image_id, size = image["id"], image["size"]

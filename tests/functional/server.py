@@ -17,11 +17,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 
+import pytest
 import webob
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -153,6 +155,70 @@ class ServerProcess:
         return http_request(self.url, method, path, body, headers, timeout_s)
 
 
+def wait_for(predicate, timeout_s=15, what="condition"):
+    """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def free_port():
+    """A local TCP port nobody listens on (right now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wsgi_config(tmp_path):
+    """An INI (no test filter) with a migrated database for glance_cache_mw.wsgi under another
+    server: (its path, the environment naming it in GLANCE_CACHE_MW_CONFIG)."""
+    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", testing=False)
+    env = subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "glance-cache-mw-manage"),
+                    "--config", str(path), "db", "sync"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    return path, env
+
+
+def start_wsgi_server(argv, url, env, log_path, timeout_s=60):
+    """Start ``argv`` (gunicorn, uWSGI, ...) and return its process once ``url`` answers
+    /healthcheck; its output goes to ``log_path``, quoted if it dies on the way."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, cwd=os.path.dirname(log_path), env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if http_request(url, "GET", "/healthcheck", timeout_s=2)[0] == 200:
+                return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            with open(log_path, errors="replace") as handle:
+                raise AssertionError("%s did not answer on %s:\n%s"
+                                     % (os.path.basename(argv[0]), url, handle.read()))
+        time.sleep(0.1)
+
+
+def start_gunicorn(tmp_path, *args):
+    """gunicorn (from the test extra) serving glance_cache_mw.wsgi:application with ``args``
+    on a fresh config: (url, process)."""
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    if not os.path.exists(gunicorn):
+        pytest.skip("gunicorn is not installed (it comes with the test extra)")
+    _, env = wsgi_config(tmp_path)
+    url = "http://127.0.0.1:%d" % free_port()
+    process = start_wsgi_server([gunicorn, "-b", url[len("http://"):], *args,
+                                 "glance_cache_mw.wsgi:application"],
+                                url, env, str(tmp_path / "gunicorn.log"))
+    return url, process
+
+
 def http_request(base_url, method, path, body=None, headers=None, timeout_s=30):
     """(status, lower-cased headers, body) of one request to ``base_url + path``."""
     parts = urllib.parse.urlsplit(base_url)
@@ -169,7 +235,8 @@ def http_request(base_url, method, path, body=None, headers=None, timeout_s=30):
 # --- test-only Paste parts (run inside the server subprocess) ---------------------------------
 
 class TestingFilter:
-    """Answers ``/test/slow``, ``/test/pid`` and ``/test/cache``; passes everything else.
+    """Answers ``/test/slow``, ``/test/pid``, ``/test/cache`` and ``/test/raise[-in-body]``
+    (an app error); passes everything else.
 
     ``/test/slow?seconds=S&chunks=N&name=X`` streams N bytes over S seconds and, when its body
     is closed, writes ``{data_dir}/closed-X`` with the number of bytes it yielded.
@@ -190,6 +257,13 @@ class TestingFilter:
             marker = os.path.join(self.data_dir, "closed-" + request.GET.get("name", "slow"))
             response.app_iter = SlowBody(seconds, chunks, marker)
             response.content_length = chunks
+        elif request.path_info == "/test/raise":
+            if request.GET.get("after_start"):
+                start_response("200 OK", [("Content-Type", "text/plain")])
+            raise ZeroDivisionError("raised by /test/raise on purpose")
+        elif request.path_info == "/test/raise-in-body":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return _raising_body()
         elif request.path_info == "/test/pid":
             response = webob.Response(json_body={"pid": os.getpid()})
         elif request.path_info == "/test/cache":
@@ -198,6 +272,11 @@ class TestingFilter:
         else:
             return self.app(environ, start_response)
         return response(environ, start_response)
+
+
+def _raising_body():
+    raise LookupError("raised by /test/raise-in-body on purpose")
+    yield b""   # a generator: it raises on the server's first next()
 
 
 class SlowBody:

@@ -5,7 +5,6 @@ Also the Paste side in-process: the etc/ sample's settings and flavors, loaded w
 
 import configparser
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -28,19 +27,7 @@ def access_lines(server, fragment):
             if "glance_cache_mw.access" in line and fragment in line]
 
 
-def wait_for(predicate, timeout_s=10, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+wait_for = helpers.wait_for
 
 
 def is_alive(pid):
@@ -227,12 +214,23 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, settings, expected):
     assert "listening" not in result.stdout
 
 
-@pytest.mark.skipif(importlib.util.find_spec("keystonemiddleware") is not None,
-                    reason="keystonemiddleware is installed")
+def _without_keystonemiddleware(tmp_path):
+    """A PYTHONPATH entry whose keystonemiddleware fails to import, as when not installed."""
+    shadow = tmp_path / "shadow" / "keystonemiddleware"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ImportError('No module named keystonemiddleware (shadowed by the test)')\n")
+    return str(shadow.parent)
+
+
 def test_keystone_flavor_without_keystonemiddleware_names_the_extra(tmp_path):
     path = helpers.write_config(tmp_path / "ks.ini", tmp_path / "data", flavor="keystone",
                                 testing=False)
-    result = run_api("--config", str(path), cwd=tmp_path)
+    env = helpers.subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([_without_keystonemiddleware(tmp_path),
+                                         env["PYTHONPATH"]])
+    result = subprocess.run(helpers.api_command() + ["--config", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2
     assert "pip install glance_cache_mw[keystone]" in result.stderr
     assert "Traceback" not in result.stderr
@@ -270,29 +268,8 @@ def test_embedded_defaults_without_any_config(tmp_path):
 # --- gunicorn --------------------------------------------------------------------------------
 
 def test_gunicorn_serves_the_wsgi_application(tmp_path):
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    if not os.path.exists(gunicorn):
-        pytest.skip("gunicorn is not installed")
-    path = helpers.write_config(tmp_path / "g.ini", tmp_path / "data", testing=False)
-    env = helpers.subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "glance-cache-mw-manage"),
-                    "--config", str(path), "db", "sync"], env=env, check=True,
-                   capture_output=True, timeout=60)
-    port = free_port()
-    url = "http://127.0.0.1:%d" % port
-    with open(tmp_path / "gunicorn.log", "wb") as log:
-        process = subprocess.Popen(
-            [gunicorn, "-b", "127.0.0.1:%d" % port, "--workers", "2",
-             "glance_cache_mw.wsgi:application"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url, process = helpers.start_gunicorn(tmp_path, "--workers", "2")
     try:
-        def answers():
-            try:
-                return helpers.http_request(url, "GET", "/healthcheck", timeout_s=2)[0] == 200
-            except OSError:
-                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-                return False
-        wait_for(answers, timeout_s=30, what="gunicorn")
         assert helpers.http_request(url, "GET", "/healthcheck")[::2] == (200, b"OK")
         assert helpers.http_request(url, "GET", "/versions")[0] == 200
         status, _, body = helpers.http_request(url, "GET", "/v2/images")
@@ -372,7 +349,8 @@ def test_the_sample_as_it_is_serves_the_noauth_flavor(tmp_path, monkeypatch):
     assert response.status_int == 200 and response.json["versions"]
 
 
-def test_keystone_flavor_in_process_is_a_configuration_error(tmp_path):
+def test_keystone_flavor_in_process_is_a_configuration_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "keystonemiddleware", None)   # import fails: not there
     path = helpers.write_config(tmp_path / "k.ini", tmp_path / "data", flavor="keystone",
                                 testing=False)
     with pytest.raises(exception.InvalidConfiguration, match=r"glance_cache_mw\[keystone\]"):
@@ -458,3 +436,25 @@ def test_workers_stop_when_the_parent_is_killed(start_server):
     wait_for(lambda: not any(is_alive(pid) for pid in pids), timeout_s=15,
              what="orphaned workers to stop")
     assert "the parent process is gone" in server.stderr()
+
+
+@pytest.mark.parametrize("path", ["/test/raise", "/test/raise?after_start=1"])
+def test_an_unhandled_error_is_a_500_with_a_reason_and_a_logged_traceback(start_server, path):
+    server = start_server()
+    status, headers, body = server.request("GET", path, headers={"Accept": "application/json"})
+    assert status == 500
+    assert json.loads(body)["message"].startswith("The server could not complete the request")
+    assert b"Traceback" not in body and b"ZeroDivisionError" not in body
+    wait_for(lambda: "ZeroDivisionError: raised by /test/raise" in server.stderr())
+    log = server.stderr()
+    assert "unhandled error in GET /test/raise" in log and "Traceback" in log
+    assert server.request("GET", "/versions")[0] == 200   # the worker lives on
+
+
+def test_an_error_in_a_body_is_logged_with_its_traceback(start_server):
+    server = start_server()
+    status, _, body = server.request("GET", "/test/raise-in-body")
+    assert status == 500 and b"Traceback" not in body
+    wait_for(lambda: "LookupError: raised by /test/raise-in-body" in
+                            server.stderr())
+    assert "unhandled error in the body of GET /test/raise-in-body" in server.stderr()

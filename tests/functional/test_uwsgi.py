@@ -1,0 +1,115 @@
+"""uWSGI serves glance_cache_mw.wsgi:application as docs/deployment.md says: the cache works.
+
+uWSGI (from the test extra; compiled by pip) runs the documented command line in a
+subprocess on 127.0.0.1, with 2 processes x 8 threads; requests are real HTTP.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from tests.functional import server as helpers
+
+pytestmark = pytest.mark.realservice
+
+UWSGI = os.path.join(os.path.dirname(sys.executable), "uwsgi")
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+APP_READY = "WSGI app 0 (mountpoint='') ready"
+
+
+@pytest.fixture(scope="module")
+def uwsgi(tmp_path_factory):
+    if not os.path.exists(UWSGI):
+        pytest.skip("uwsgi is not installed (it comes with the test extra)")
+    tmp_path = tmp_path_factory.mktemp("uwsgi")
+    path, env = helpers.wsgi_config(tmp_path)
+    url = "http://127.0.0.1:%d" % helpers.free_port()
+    log_path = tmp_path / "uwsgi.log"
+    process = helpers.start_wsgi_server(
+        [UWSGI, "--http-socket", url[len("http://"):], "--master", "--processes", "2",
+         "--threads", "8", "--lazy-apps", "--die-on-term", "--harakiri", "0", "--need-app",
+         "--virtualenv", sys.prefix, "--env", "GLANCE_CACHE_MW_CONFIG=%s" % path,
+         "--module", "glance_cache_mw.wsgi:application"], url, env, str(log_path))
+    # One worker answering is not both loaded (--lazy-apps: each imports the app itself);
+    # a SIGTERM during an import is uWSGI's KeyboardInterrupt traceback, not ours.
+    helpers.wait_for(lambda: log_path.read_text(errors="replace").count(APP_READY) == 2,
+                     timeout_s=60, what="both uWSGI workers to load the app")
+    yield url, process, log_path
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+def _upload(url, data):
+    status, _, body = helpers.http_request(
+        url, "POST", "/v2/images", json.dumps({"name": "u", "disk_format": "raw",
+                                               "container_format": "bare"}).encode(),
+        {"Content-Type": "application/json"})
+    assert status == 201, body
+    image_id = json.loads(body)["id"]
+    status, _, body = helpers.http_request(url, "PUT", "/v2/images/%s/file" % image_id, data,
+                                           {"Content-Type": "application/octet-stream"})
+    assert status == 204, body
+    return "/v2/images/%s/file" % image_id
+
+
+def _wait_cached(url, path):
+    """Until the fill is committed: its verdict comes after the client's last byte."""
+    image_id = path.split("/")[3]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = helpers.http_request(url, "GET", "/v2/cache")[2]
+        if image_id in [entry["image_id"] for entry in json.loads(body)["cached_images"]]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("image %s was not cached" % image_id)
+
+
+def test_miss_then_hit_with_the_same_bytes(uwsgi):
+    url, _, _ = uwsgi
+    path = _upload(url, DATA)
+    statuses = []
+    for _ in range(2):
+        status, headers, body = helpers.http_request(url, "GET", path)
+        assert status == 200 and body == DATA
+        assert headers["content-md5"] == hashlib.md5(DATA).hexdigest()
+        statuses.append(headers["x-image-cache"])
+        _wait_cached(url, path)
+    assert statuses == ["MISS", "HIT"]
+
+
+@pytest.mark.parametrize("first,last", [(0, 99), (1000, 1024 * 1024 + 5), (len(DATA) - 10,
+                                                                         len(DATA) - 1)])
+def test_range_hits_are_right(uwsgi, first, last):
+    url, _, _ = uwsgi
+    path = _upload(url, DATA)
+    helpers.http_request(url, "GET", path)                       # fill
+    _wait_cached(url, path)
+    status, headers, body = helpers.http_request(url, "GET", path,
+                                                 headers={"Range": "bytes=%d-%d" % (first, last)})
+    assert status == 206 and headers["x-image-cache"] == "HIT"
+    assert body == DATA[first:last + 1]
+    assert headers["content-range"] == "bytes %d-%d/%d" % (first, last, len(DATA))
+
+
+def test_concurrent_cold_downloads_read_the_origin_once(uwsgi):
+    url, _, _ = uwsgi
+    path = _upload(url, DATA)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: helpers.http_request(url, "GET", path), range(8)))
+    assert all(status == 200 and body == DATA for status, _, body in results)
+    kinds = sorted(headers["x-image-cache"] for _, headers, _ in results)
+    assert kinds.count("MISS") == 1 and kinds.count("COALESCED") + kinds.count("HIT") == 7
+
+
+def test_sigterm_stops_it(tmp_path_factory, uwsgi):
+    # Last in this module: the fixture's process is stopped here and checked.
+    _, process, log_path = uwsgi
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) is not None
+    assert "Traceback" not in log_path.read_text(errors="replace")
