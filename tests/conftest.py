@@ -31,14 +31,15 @@ _skipped_real_db = []
 
 
 def pytest_runtest_logreport(report):
-    if report.skipped and "realdb" in report.keywords:
+    if report.skipped and ("realdb" in report.keywords or "realservice" in report.keywords):
         _skipped_real_db.append(report.nodeid)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """In CI a skipped real-database test is a failure: the run must prove it ran on them."""
+    """In CI a skipped real-database (or real-service) test is a failure: the run must prove
+    it ran on them."""
     if os.environ.get(REQUIRE_REAL_DB) == "1" and _skipped_real_db:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            "FAIL: %d real-database tests were skipped (%s=1), e.g. %s"
+            "FAIL: %d real-database/service tests were skipped (%s=1), e.g. %s"
             % (len(_skipped_real_db), REQUIRE_REAL_DB, _skipped_real_db[0]), red=True)
         session.exitstatus = 1
