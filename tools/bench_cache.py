@@ -246,19 +246,21 @@ def bench_fill(workdir, size, repeat, rates):
     path, md5, sha512 = make_origin(workdir, size)
     run_dir = tempfile.mkdtemp(prefix="fill-", dir=workdir)
     cache = ImageCache.from_config(Target("sqlite").settings(run_dir, 4 * size))
+    all_hashes = ImageCache.from_config({**Target("sqlite").settings(run_dir, 4 * size),
+                                         "image_cache_verify_hashes": "all"})
     hashes = {"checksum": md5, "os_hash_algo": "sha512", "os_hash_value": sha512}
 
-    def fill(origin, inline=False, **record):
+    def fill(origin, inline=False, every_hash=False, **record):
         """``inline``: as fills ran before early writeback and hashing threads (the
         comparison row): every chunk hashed in the stream's thread, all writeback at commit."""
         image_id = str(uuid.uuid4())
         if inline:
             writer = cache.admit(image_id, size)
             writer.writeback_bytes = 0
-            tee = fill_mod.TeeIterator(image_id, origin, writer,
-                                       verify.Verifier(size, threads_from=None, **record))
+            tee = fill_mod.TeeIterator(image_id, origin, writer, verify.Verifier(
+                size, threads_from=None, all_hashes=True, **record), hold_last_chunk=True)
         else:
-            tee = cache.fill(image_id, origin, size, **record)
+            tee = (all_hashes if every_hash else cache).fill(image_id, origin, size, **record)
         assert tee.caching, "fill was not admitted"
         done = to_devnull(tee)
         assert tee.committed and cache.is_cached(image_id), "fill did not commit"
@@ -272,7 +274,10 @@ def bench_fill(workdir, size, repeat, rates):
              ("fill, size check only", fill),
              ("fill, md5 + sha512 verified, " + INLINE,
               lambda origin: fill(origin, inline=True, **hashes)),
-             ("fill, md5 + sha512 verified", lambda origin: fill(origin, **hashes))]
+             ("fill, md5 + sha512 verified (verify_hashes = all)",
+              lambda origin: fill(origin, every_hash=True, **hashes)),
+             ("fill, sha512 verified (the default: the strongest hash)",
+              lambda origin: fill(origin, **hashes))]
     results = {}
     try:
         to_devnull(Origin(path))   # warm the page cache
@@ -296,6 +301,7 @@ def bench_fill(workdir, size, repeat, rates):
                               for case, rs in runs.items()}
     finally:
         cache.close()
+        all_hashes.close()
         shutil.rmtree(run_dir, ignore_errors=True)
         os.unlink(path)
     return results

@@ -35,7 +35,6 @@ import hashlib
 import http.client
 import json
 import multiprocessing
-import os
 import socket
 import sys
 import time

@@ -15,7 +15,9 @@ One invocation measures, on 127.0.0.1, with ``tools/bench_download.py`` as the c
   (e) 16 concurrent cold downloads of a 256 MiB image vs one cold download alone, counting
       origin reads (responses marked MISS/BYPASS, plus followers that fell back to the origin,
       which the server logs as "abandoned"), under both cache servers;
-  (f) a cold 256 MiB download vs its hit, under both cache servers.
+  (f) a cold 256 MiB download vs its hit, under both cache servers;
+  (g) (e) again with the origin paced to `--origin-rate` MiB/s (default 100) like a remote
+      store, by tools/bench_origin_rate.py: there the origin, not sending, limits a fill.
 
 Setup: a temp dir holds the database (SQLite), the file store, the cache and the INIs (copies
 of etc/glance-cache-mw.ini and tools/bench-nocache.ini with [DEFAULT] pointing there; the cache
@@ -192,7 +194,9 @@ class Server:
 
 # --- configuration and data -----------------------------------------------------------------
 
-def write_ini(template, path, settings, add_cache):
+def write_ini(template, path, settings, add_cache, origin_rate=None):
+    """Copy ``template`` with ``settings`` in [DEFAULT]; ``origin_rate`` (MiB/s) puts
+    tools/bench_origin_rate.py right before the images app."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str
     parser.read(template)
@@ -212,6 +216,11 @@ def write_ini(template, path, settings, add_cache):
                 parser["filter:" + name] = {"use": "egg:glance_cache_mw#" + name}
     if not add_cache:
         assert "cache" not in stages, "the no-cache pipeline must not have the cache filter"
+    if origin_rate:
+        stages.insert(stages.index("images"), "origin_rate")
+        parser["filter:origin_rate"] = {
+            "paste.filter_factory": "bench_origin_rate:filter_factory",
+            "rate_mib_s": str(origin_rate)}
     parser[section]["pipeline"] = " ".join(stages)
     with open(path, "w") as handle:
         parser.write(handle)
@@ -347,6 +356,18 @@ def evict(port, image_id):
     api(port, "DELETE", "/v2/cache/%s" % image_id, expect=(204, 404))
 
 
+def wait_cached(port, image_id, timeout_s=60):
+    """Until the image is in the cache: a fill is verified after its client got the last
+    byte, and "its hit" must be a hit, not a follower of that fill."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _, body = api(port, "GET", "/v2/cache")
+        if any(entry["image_id"] == image_id for entry in json.loads(body)["cached_images"]):
+            return
+        time.sleep(0.01)
+    raise RuntimeError("image %s was not cached %ss after its fill" % (image_id, timeout_s))
+
+
 def measure_cold(server, port, cold, args, results, label):
     """(e) and (f): one cold download, its hit, 16 concurrent cold downloads."""
     targets = targets_for(port, "/v2/images/%s/file", [cold])
@@ -361,6 +382,7 @@ def measure_cold(server, port, cold, args, results, label):
     for rep in range(args.repeat):
         evict(port, cold["id"])
         single = load(server, targets, 1, requests=1)
+        wait_cached(port, cold["id"])
         hit = load(server, targets, 1, requests=1)
         evict(port, cold["id"])
         log_before = len(server.log_text())
@@ -502,6 +524,8 @@ def evaluate(results):
             "last of 16 at %.2f s vs one cold %.2f s = %.2fx (bandwidth floor %.2f s = %.2fx)"
             % (entry["sixteen_last_s"], entry["single_s"], entry["last_vs_single"], floor,
                floor / entry["single_s"]))
+        if entry.get("origin_mib_s"):
+            continue   # a paced origin makes any cold download slow: no cold/hit target
         add("cold download <= 3x its hit (%s)" % label, entry["cold_vs_hit"] <= 3,
             "cold %.2f s vs hit %.3f s = %.1fx" % (entry["single_s"], entry["hit_s"],
                                                  entry["cold_vs_hit"]))
@@ -519,7 +543,7 @@ def markdown(results, checks, command):
              "Machine: %s, %d cores, Python %s; %s%s. Client: tools/bench_download.py (one process "
              "per connection, keep-alive, its raw HTTP/1.1 client reading with recv_into into a "
              "1 MiB buffer; byte count checked on every response, MD5 of every body in the "
-             "warm-up and cold-verification runs, none in the timed runs). Servers: glance-cache-mw-api (eventlet, %d workers, no wsgi.file_wrapper), "
+             "warm-up and cold-verification runs, none in the timed runs). Servers: glance-cache-mw-api (eventlet, %d workers, its wsgi.file_wrapper = sendfile), "
              "gunicorn %s (gthread, %d workers x %d threads, wsgi.file_wrapper = sendfile), "
              "nginx %s (%d workers, sendfile on, access log buffered). Each cell: median of %d "
              "runs of %g s, the servers interleaved round-robin (all of them up at once, "
@@ -555,20 +579,24 @@ def markdown(results, checks, command):
             run["cpu_ms_per_request"], ", ".join("%s %d" % kv for kv in
                                                  sorted(run["x_image_cache"].items()))))
     lines += ["", "### Cold downloads, 256 MiB (median of %d)" % meta["repeat"], "",
+              "Origin: the file store, in the page cache (faster than this machine can send "
+              "16 copies), and, in the rows that say so, the same store paced to a remote "
+              "store's rate by tools/bench_origin_rate.py (`--origin-rate`).", "",
               "| server | one cold s | its hit s | cold/hit | 16 cold: last headers s "
               "| 16 cold: last done s | /one cold | origin reads (max) "
               "| X-Image-Cache of 16 (last run) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for label, entry in results["cold"].items():
         last = entry["reps"][-1]["sixteen_status"]
-        lines.append("| %s | %.2f | %.3f | %.1fx | %.2f | %.2f | %.2fx | %d | %s |" % (
-            label, entry["single_s"], entry["hit_s"], entry["cold_vs_hit"],
+        lines.append("| %s | %.2f | %.3f | %s | %.2f | %.2f | %.2fx | %d | %s |" % (
+            label, entry["single_s"], entry["hit_s"],
+            "-" if entry.get("origin_mib_s") else "%.1fx" % entry["cold_vs_hit"],
             entry.get("sixteen_last_headers_s", float("nan")), entry["sixteen_last_s"],
             entry["last_vs_single"], entry["origin_reads_max"],
             ", ".join("%s %d" % kv for kv in sorted(last.items()))))
     floor = 16 * BIG_SIZE / MIB / results["big"]["nginx"]["16"]["mib_per_s"]
     lines += ["", "Bandwidth floor for the 16 cold downloads on this machine: 16 x 256 MiB at "
-              "nginx's C=16 hit rate = %.2f s, whatever the cache does; \"headers\" is when "
+              "nginx's C=16 hit rate = %.2f s, whatever the cache and the origin do; \"headers\" is when "
               "the response headers arrived (a request that waits for a fill shows it here)."
               % floor]
     lines += ["", "### Targets (issue 4)", "", "| target | met | measured |", "|---|---|---|"]
@@ -657,17 +685,18 @@ def chart(results, path=CHART):
     for i, label in enumerate(cold_labels):
         entry = results["cold"][label]
         rep = entry["reps"][len(entry["reps"]) // 2]
+        color = colors.get(label.split(",")[0])
         ax.scatter(rep["sixteen_finish_s"], [i] * len(rep["sixteen_finish_s"]), marker="|",
-                   s=300, color=colors.get(label), label="%s: 16 cold, finish times" % label)
+                   s=300, color=color, label="%s: 16 cold, finish times" % label)
         headers = rep.get("sixteen_headers_s") or []
-        ax.scatter(headers, [i - 0.2] * len(headers), marker=".", color=colors.get(label),
+        ax.scatter(headers, [i - 0.2] * len(headers), marker=".", color=color,
                    label="%s: 16 cold, headers received" % label)
-        ax.scatter([entry["single_s"]], [i + 0.25], marker="o", color=colors.get(label),
+        ax.scatter([entry["single_s"]], [i + 0.25], marker="o", color=color,
                    label="%s: one cold alone" % label)
-        ax.scatter([entry["hit_s"]], [i + 0.25], marker="x", color=colors.get(label),
+        ax.scatter([entry["hit_s"]], [i + 0.25], marker="x", color=color,
                    label="%s: one hit" % label)
-        ax.axvline(1.5 * entry["single_s"], color=colors.get(label), linestyle=":",
-                   linewidth=1)
+        ax.plot([1.5 * entry["single_s"]] * 2, [i - 0.4, i + 0.4], color=color, linestyle=":",
+                linewidth=1)
     floor = 16 * BIG_SIZE / MIB / results["big"]["nginx"]["16"]["mib_per_s"]
     ax.axvline(floor, color="black", linestyle="--", linewidth=1,
                label="16 x 256 MiB at nginx's C=16 rate")
@@ -702,13 +731,22 @@ def build_parser():
                         help="write docs/bench_download.png and the Downloads section of "
                              "docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    parser.add_argument("--origin-rate", type=float, default=100.0, metavar="MIB_S",
+                        help="also time the cold downloads with the origin paced to this rate, "
+                             "like a remote store (tools/bench_origin_rate.py; 0 = don't)")
+    parser.add_argument("--only", choices=("cold", "small", "big"),
+                        help="measure only this part, print its numbers, no report (quick "
+                             "iterations on the fill path; not with --update-docs)")
     parser.add_argument("--from-json", metavar="FILE",
                         help="measure nothing: render the report of an earlier --json-out")
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.only and (args.update_docs or args.from_json):
+        parser.error("--only measures a part: it cannot update the docs or render a report")
     command = ".venv/bin/python tools/bench_download_run.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     if args.from_json:
@@ -720,7 +758,7 @@ def main(argv=None):
     # a background job with it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    nginx = ensure_nginx()
+    nginx = None if args.only in ("cold", "small") else ensure_nginx()
     workdir = tempfile.mkdtemp(prefix="bench-download-")
     servers = []
     try:
@@ -747,6 +785,9 @@ def _run(args, command, nginx, workdir, servers):
     cache_ini = os.path.join(workdir, "cache.ini")
     nocache_ini = os.path.join(workdir, "nocache.ini")
     cache_pipeline = write_ini(SAMPLE_INI, cache_ini, settings, add_cache=True)
+    paced_ini = os.path.join(workdir, "paced.ini")
+    if args.origin_rate:
+        write_ini(SAMPLE_INI, paced_ini, settings, add_cache=True, origin_rate=args.origin_rate)
     nocache_pipeline = write_ini(NOCACHE_INI, nocache_ini, settings, add_cache=False)
     log("temp dir %s; pipelines: cache [%s], no cache [%s]", workdir, cache_pipeline,
         nocache_pipeline)
@@ -755,9 +796,10 @@ def _run(args, command, nginx, workdir, servers):
 
     def start(kind, ini, name=None):
         name = name or kind
+        env = {"PYTHONPATH": os.path.join(ROOT, "tools")}   # for bench_origin_rate
         if kind == "eventlet":
             server = Server(name, [os.path.join(VENV_BIN, "glance-cache-mw-api"), "--config", ini,
-                                   "--graceful-timeout", "5"], None, workdir,
+                                   "--graceful-timeout", "5"], None, workdir, env=env,
                             port_from_stdout=True)
         else:
             port = free_port()
@@ -767,7 +809,7 @@ def _run(args, command, nginx, workdir, servers):
                                    "--threads", str(args.gunicorn_threads),
                                    "--graceful-timeout", "5", "--timeout", "300",
                                    "glance_cache_mw.wsgi:application"], port, workdir,
-                            env={"GLANCE_CACHE_MW_CONFIG": ini})
+                            env={"GLANCE_CACHE_MW_CONFIG": ini, **env})
         servers.append(server)
         return server.wait_ready()
 
@@ -801,6 +843,18 @@ def _run(args, command, nginx, workdir, servers):
         results["big"][label] = {}
     path_fmt = "/v2/images/%s/file"
 
+    if args.only == "cold":
+        return _cold_only(args, server, start("gunicorn", cache_ini), cold,
+                          lambda kind: start(kind, paced_ini, kind + "-paced"))
+    if args.only == "small":
+        return _small_only(args, server, start("gunicorn", cache_ini), smalls)
+    if args.only == "big":
+        nginx_server = start_nginx(nginx, workdir, settings["filesystem_store_datadir"],
+                                   args.nginx_workers)
+        servers.append(nginx_server)
+        return _big_only(args, [("nginx", nginx_server.wait_ready(), "/%s"),
+                                ("gunicorn", start("gunicorn", cache_ini), path_fmt),
+                                ("eventlet", server, path_fmt)], big)
     # All five servers run at once (idle ones cost next to nothing) so that the hit cells can
     # be interleaved; the cold runs come after, with the other servers idle.
     eventlet = server
@@ -821,6 +875,8 @@ def _run(args, command, nginx, workdir, servers):
     for label, server in (("eventlet", eventlet), ("gunicorn", gunicorn)):
         log("(e,f) %s: cold downloads", label)
         measure_cold(server, server.port, cold, args, results, label)
+    measure_paced_cold(args, lambda kind: start(kind, paced_ini, kind + "-paced"), cold,
+                       results)
 
     results["meta"] = {
         "loadavg_1m_range": (min(LOADS), max(LOADS)),
@@ -838,6 +894,71 @@ def _run(args, command, nginx, workdir, servers):
         with open(args.json_out, "w") as handle:
             json.dump(results, handle, indent=1, default=str)
     return report(results, command, args)
+
+
+def paced_label(kind, rate):
+    return "%s, origin %g MiB/s" % (kind, rate)
+
+
+def measure_paced_cold(args, start_paced, cold, results):
+    """(e) again with the origin paced like a remote store (--origin-rate), both servers."""
+    if not args.origin_rate:
+        return
+    for kind in ("eventlet", "gunicorn"):
+        label = paced_label(kind, args.origin_rate)
+        server = start_paced(kind)
+        log("(e) %s: cold downloads", label)
+        measure_cold(server, server.port, cold, args, results, label)
+        results["cold"][label]["origin_mib_s"] = args.origin_rate
+        server.stop()
+
+
+def _cold_only(args, eventlet, gunicorn, cold, start_paced):
+    """--only cold: (e) and (f) under both cache servers, a one-line summary each."""
+    results = {"cold": {}}
+    for label, server in (("eventlet", eventlet), ("gunicorn", gunicorn)):
+        log("(e,f) %s: cold downloads", label)
+        measure_cold(server, server.port, cold, args, results, label)
+    measure_paced_cold(args, start_paced, cold, results)
+    for label, entry in results["cold"].items():
+        print("%s: one cold %.2f s, its hit %.3f s, cold/hit %.1fx; 16 cold: last done %.2f s "
+              "= %.2fx one cold, origin reads (max) %d, errors %d"
+              % (label, entry["single_s"], entry["hit_s"], entry["cold_vs_hit"],
+                 entry["sixteen_last_s"], entry["last_vs_single"], entry["origin_reads_max"],
+                 entry["errors"]))
+    return 0
+
+
+def _big_only(args, cells, big):
+    """--only big: 256 MiB hits at --concurrency under nginx and both cache servers."""
+    cells = [(label, server, targets_for(server.port, fmt, [big]))
+             for label, server, fmt in cells]
+    for label, server, targets in cells:
+        load(server, targets, 2, requests=4, hash_every=1)   # warm-up, every body checked
+    for conc in args.concurrency:
+        runs = interleaved(cells, conc, args.seconds, args.repeat, "mib_per_s")
+        for label, run in runs.items():
+            print("%s 256 MiB C=%d: %.0f MiB/s (runs %s) = %.2fx nginx, server CPU %.3f s/GiB = "
+                  "%.2fx nginx" % (label, conc, run["mib_per_s"], run["all_runs"],
+                                   run["mib_per_s"] / runs["nginx"]["mib_per_s"],
+                                   run["cpu_s_per_gib"],
+                                   run["cpu_s_per_gib"] / runs["nginx"]["cpu_s_per_gib"]))
+    return 0
+
+
+def _small_only(args, eventlet, gunicorn, smalls):
+    """--only small: (d) under both cache servers, interleaved, a one-line summary each."""
+    cells = [(label, server, targets_for(server.port, "/v2/images/%s/file", smalls))
+             for label, server in (("eventlet", eventlet), ("gunicorn", gunicorn))]
+    for label, server, targets in cells:
+        load(server, targets, 16, requests=320, hash_every=1)   # warm-up, every body checked
+    for label, run in interleaved(cells, 16, args.seconds, args.repeat,
+                                  "requests_per_s").items():
+        print("%s: 64 KiB C=16 %.0f req/s (runs %s), server CPU %.3f ms/request, p50 %.2f ms, "
+              "X-Image-Cache %s" % (label, run["requests_per_s"], run["all_runs"],
+                                    run["cpu_ms_per_request"], run["latency_ms"]["p50"],
+                                    run["x_image_cache"]))
+    return 0
 
 
 def report(results, command, args):
