@@ -3,7 +3,8 @@
 Two servers run the same tests: tests/functional/serve_app.py (the images app alone) and
 ``glance-cache-mw-api`` with the ``context`` flavor (context → cache management → cache filter →
 images app), so every download below also goes through the cache. Each client is
-``glanceclient.Client('2', endpoint, token=...)`` with identity headers naming its project.
+``glanceclient.Client(endpoint=ENDPOINT/v2, token=...)`` (the version in the URL, as the client
+asks) with identity headers naming its project.
 """
 
 import hashlib
@@ -21,8 +22,6 @@ import pytest
 
 glanceclient = pytest.importorskip("glanceclient")
 from glanceclient import exc  # noqa: E402
-
-pytestmark = pytest.mark.filterwarnings("ignore:`version` keyword:DeprecationWarning")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,7 +76,8 @@ def client_for(endpoint, project="admin-project", roles=None):
         roles = "admin" if project == "admin-project" else "member"
     headers = {"X-Project-Id": project, "X-User-Id": "user-" + project, "X-Roles": roles,
                "X-Identity-Status": "Confirmed"}
-    return glanceclient.Client("2", endpoint, token="test-token", identity_headers=headers)
+    return glanceclient.Client(endpoint=endpoint + "/v2", token="test-token",
+                               identity_headers=headers)
 
 
 def download(client, image_id):

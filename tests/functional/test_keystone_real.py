@@ -62,7 +62,7 @@ def cloud(keystone, tmp_path_factory):
 def client(cloud, user):
     server, ks, projects = cloud
     token = ks.token(user, "proj-" + user, PASSWORD)
-    return glanceclient.Client("2", server.url, token=token), token
+    return glanceclient.Client(endpoint=server.url + "/v2", token=token), token
 
 
 def test_a_users_token_uploads_downloads_and_hits_the_cache(cloud):
