@@ -15,7 +15,8 @@ One invocation measures, on 127.0.0.1, with ``tools/bench_download.py`` as the c
   (e) 16 concurrent cold downloads of a 256 MiB image vs one cold download alone, counting
       origin reads (responses marked MISS/BYPASS, plus followers that fell back to the origin,
       which the server logs as "abandoned"), under both cache servers;
-  (f) a cold 256 MiB download vs its hit, under both cache servers;
+  (f) a cold 256 MiB download vs its hit, under both cache servers; and the cold download of
+      a just-uploaded image next to a plain write loop of as many bytes (the disk's part);
   (g) (e) again with the origin paced to `--origin-rate` MiB/s (default 100) like a remote
       store, by tools/bench_origin_rate.py: there the origin, not sending, limits a fill.
 
@@ -430,6 +431,61 @@ def measure_cold(server, port, cold, args, results, label):
     }
 
 
+
+def write_floor(directory, size=BIG_SIZE, chunk=MIB):
+    """Seconds a plain loop takes to write ``size`` bytes, ``chunk`` at a time, to a new file
+    in ``directory`` (no fsync: a fill's client does not wait for one either); and the file,
+    which the caller removes. The disk's part of a cold download: a fill writes as much."""
+    data = os.urandom(chunk)
+    fd, path = tempfile.mkstemp(prefix="write-floor-", dir=directory)
+    try:
+        started = time.monotonic()
+        for _ in range(size // chunk):
+            os.write(fd, data)
+        return time.monotonic() - started, path
+    finally:
+        os.close(fd)
+
+
+def measure_fresh_cold(server, port, source, cache_dir, args, results, label):
+    """(f) for an image just uploaded, whose cache file lands in space the filesystem has
+    not just freed (an evicted image's re-fill does: much faster on this machine's disk),
+    and the write floor in the same conditions: each rep uploads two images, one followed
+    by its cold download, the other by a plain write loop of as many bytes (the order
+    alternates); files and images are removed only when both ran."""
+    entry = results["cold"][label]
+    fresh, floors = [], []
+    for rep in range(args.repeat):
+        uploaded, floor_path = [], None
+        for step in (("cold", "floor") if rep % 2 == 0 else ("floor", "cold")):
+            image = {"id": upload(port, "fresh-%d-%s" % (rep, step), source["path"],
+                                  source["size"]),
+                     "size": source["size"], "md5": source["md5"]}
+            uploaded.append(image["id"])
+            if step == "floor":
+                floor_s, floor_path = write_floor(cache_dir)
+                continue
+            single = load(server, targets_for(port, "/v2/images/%s/file", [image]), 1,
+                          requests=1)
+            if single["errors"] or single["x_image_cache"] != {"MISS": 1}:
+                raise RuntimeError("%s fresh cold download: errors %d, X-Image-Cache %s"
+                                   % (label, single["errors"], single["x_image_cache"]))
+            wait_cached(port, image["id"])
+        os.unlink(floor_path)
+        for image_id in uploaded:
+            api(port, "DELETE", "/v2/images/%s" % image_id)
+        fresh.append(single["wall_s"])
+        floors.append(floor_s)
+        log("  %s fresh cold rep %d: cold download of a just-uploaded image %.2f s; a plain "
+            "write loop of as many bytes to a new file, just after an upload too, %.2f s",
+            label, rep + 1, fresh[-1], floor_s)
+    entry["fresh_s"] = statistics.median(fresh)
+    entry["fresh_all_s"] = fresh
+    entry["write_floor_s"] = statistics.median(floors)
+    entry["write_floor_all_s"] = floors
+    entry["fresh_vs_hit"] = entry["fresh_s"] / entry["hit_s"]
+    entry["fresh_vs_floor"] = entry["fresh_s"] / entry["write_floor_s"]
+
 # --- nginx ----------------------------------------------------------------------------------
 
 def ensure_nginx():
@@ -529,6 +585,13 @@ def evaluate(results):
         add("cold download <= 3x its hit (%s)" % label, entry["cold_vs_hit"] <= 3,
             "cold %.2f s vs hit %.3f s = %.1fx" % (entry["single_s"], entry["hit_s"],
                                                  entry["cold_vs_hit"]))
+        if "fresh_s" in entry:
+            add("cold download <= 3x its hit, image just uploaded (%s)" % label,
+                entry["fresh_vs_hit"] <= 3,
+                "cold %.2f s vs hit %.3f s = %.1fx; a plain write loop of as many bytes, also "
+                "just after an upload: %.2f s (the cold download = %.2fx that)"
+                % (entry["fresh_s"], entry["hit_s"], entry["fresh_vs_hit"],
+                   entry["write_floor_s"], entry["fresh_vs_floor"]))
     return checks
 
 
@@ -537,7 +600,7 @@ def markdown(results, checks, command):
     lines = [SECTION, "",
              "Reproduce every number below from the repository root, as root (it installs nginx "
              "from Debian when missing and runs it), ideally on an otherwise idle machine; the "
-             "chart needs matplotlib in .venv (`.venv/bin/pip install matplotlib`). About 8 "
+             "chart needs matplotlib in .venv (`.venv/bin/pip install matplotlib`). About 9 "
              "minutes:", "",
              "```", command, "```", "",
              "Machine: %s, %d cores, Python %s; %s%s. Client: tools/bench_download.py (one process "
@@ -599,6 +662,25 @@ def markdown(results, checks, command):
               "nginx's C=16 hit rate = %.2f s, whatever the cache and the origin do; \"headers\" is when "
               "the response headers arrived (a request that waits for a fill shows it here)."
               % floor]
+    fresh = [(label, entry) for label, entry in results["cold"].items() if "fresh_s" in entry]
+    if fresh:
+        lines += ["", "### Cold download of a just-uploaded image, 256 MiB", "",
+                  "Each rep uploads two images; one is then downloaded (cold), the other is "
+                  "followed by a plain Python loop writing as many bytes, 1 MiB at a time, to a "
+                  "new file in the cache directory (no fsync; the order alternates). The fill "
+                  "writes every byte into the cache file before sending it on, so the disk's "
+                  "write speed at that moment is the cold download's floor; on this machine's "
+                  "virtual disk it swings between ~0.05 s and ~0.85 s per 256 MiB (seemingly slow "
+                  "into blocks the filesystem has not just freed, fast right after a deletion).", "",
+                  "| server | cold s (median) | each rep | write loop s (median) | each rep "
+                  "| cold / its hit | cold / write loop |",
+                  "|---|---:|---|---:|---|---:|---:|"]
+        for label, entry in fresh:
+            lines.append("| %s | %.2f | %s | %.2f | %s | %.1fx | %.2fx |" % (
+                label, entry["fresh_s"], " / ".join("%.2f" % v for v in entry["fresh_all_s"]),
+                entry["write_floor_s"],
+                " / ".join("%.2f" % v for v in entry["write_floor_all_s"]),
+                entry["fresh_vs_hit"], entry["fresh_vs_floor"]))
     lines += ["", "### Targets (issue 4)", "", "| target | met | measured |", "|---|---|---|"]
     for check in checks:
         lines.append("| %s | %s | %s |" % (check["target"], "met" if check["met"] else
@@ -829,6 +911,14 @@ def _run(args, command, nginx, workdir, servers):
         os.unlink(path)
     log("uploaded %d images through the API (POST /v2/images, PUT /v2/images/{id}/file)",
         len(images))
+    fresh = {"path": os.path.join(sources, "fresh"), "size": BIG_SIZE}
+    fresh["md5"] = make_data(fresh["path"], BIG_SIZE)   # uploaded anew by each fresh cold rep
+
+    def cold_runs(label, server, results):
+        log("(e,f) %s: cold downloads", label)
+        measure_cold(server, server.port, cold, args, results, label)
+        measure_fresh_cold(server, server.port, fresh, settings["image_cache_dir"], args,
+                           results, label)
     big, cold = images["big"], images["cold"]
     smalls = [images["small%02d" % i] for i in range(SMALL_COUNT)]
     fill = load(server, targets_for(server.port, "/v2/images/%s/file", [big] + smalls), 1,
@@ -844,7 +934,7 @@ def _run(args, command, nginx, workdir, servers):
     path_fmt = "/v2/images/%s/file"
 
     if args.only == "cold":
-        return _cold_only(args, server, start("gunicorn", cache_ini), cold,
+        return _cold_only(args, server, start("gunicorn", cache_ini), cold, cold_runs,
                           lambda kind: start(kind, paced_ini, kind + "-paced"))
     if args.only == "small":
         return _small_only(args, server, start("gunicorn", cache_ini), smalls)
@@ -873,8 +963,7 @@ def _run(args, command, nginx, workdir, servers):
                                                      path_fmt),
                   ("eventlet-nocache", eventlet_nocache, path_fmt)], big, smalls, args, results)
     for label, server in (("eventlet", eventlet), ("gunicorn", gunicorn)):
-        log("(e,f) %s: cold downloads", label)
-        measure_cold(server, server.port, cold, args, results, label)
+        cold_runs(label, server, results)
     measure_paced_cold(args, lambda kind: start(kind, paced_ini, kind + "-paced"), cold,
                        results)
 
@@ -913,12 +1002,11 @@ def measure_paced_cold(args, start_paced, cold, results):
         server.stop()
 
 
-def _cold_only(args, eventlet, gunicorn, cold, start_paced):
+def _cold_only(args, eventlet, gunicorn, cold, cold_runs, start_paced):
     """--only cold: (e) and (f) under both cache servers, a one-line summary each."""
     results = {"cold": {}}
     for label, server in (("eventlet", eventlet), ("gunicorn", gunicorn)):
-        log("(e,f) %s: cold downloads", label)
-        measure_cold(server, server.port, cold, args, results, label)
+        cold_runs(label, server, results)
     measure_paced_cold(args, start_paced, cold, results)
     for label, entry in results["cold"].items():
         print("%s: one cold %.2f s, its hit %.3f s, cold/hit %.1fx; 16 cold: last done %.2f s "
@@ -926,6 +1014,11 @@ def _cold_only(args, eventlet, gunicorn, cold, start_paced):
               % (label, entry["single_s"], entry["hit_s"], entry["cold_vs_hit"],
                  entry["sixteen_last_s"], entry["last_vs_single"], entry["origin_reads_max"],
                  entry["errors"]))
+        if "fresh_s" in entry:
+            print("%s: cold download of a just-uploaded image %.2f s = %.1fx its hit; a plain "
+                  "write loop of as many bytes %.2f s (cold = %.2fx that)"
+                  % (label, entry["fresh_s"], entry["fresh_vs_hit"], entry["write_floor_s"],
+                     entry["fresh_vs_floor"]))
     return 0
 
 
