@@ -3,8 +3,9 @@
 This is the only module-level state of the DB layer (STYLE.md): ``configure(url)`` sets it,
 ``get_engine()`` returns it, tests reset it with ``dispose()``.
 
-* SQLite: WAL journal, a busy timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for writers so
-  two writers queue on the lock instead of failing on a read-to-write upgrade.
+* SQLite: WAL journal (switched to even while other processes open the file: db/wal.py), a
+  busy timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for writers so two writers queue on
+  the lock instead of failing on a read-to-write upgrade.
 * PostgreSQL and MariaDB/MySQL: pooled, pre-pinged connections.
 * Every writer is retried on deadlocks and serialization failures (``retry_on_deadlock``).
 """
@@ -19,6 +20,7 @@ import time
 import sqlalchemy as sa
 
 from glance_cache_mw import exception
+from glance_cache_mw.db import wal
 
 LOG = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def _setup_sqlite(engine):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
         cursor = dbapi_conn.cursor()
         if engine.url.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode=WAL")
+            wal.enable_wal(dbapi_conn, SQLITE_BUSY_TIMEOUT_MS / 1000)   # see db/wal.py
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=%d" % SQLITE_BUSY_TIMEOUT_MS)
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -12,6 +12,7 @@ import sqlite3
 import time
 
 from glance_cache_mw import exception
+from glance_cache_mw.db import wal
 from glance_cache_mw.image_cache.drivers import base
 
 LOG = logging.getLogger(__name__)
@@ -63,10 +64,13 @@ class Driver(base.Driver):
         try:
             conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
-                # WAL is persistent in the file; setting it again is a no-op.
-                conn.execute("PRAGMA journal_mode=WAL")
+                # WAL is persistent in the file; setting it again only reads. Other processes
+                # may be configuring the same fresh file right now (workers starting together).
+                wal.enable_wal(conn, BUSY_TIMEOUT_S)
+                conn.execute("BEGIN IMMEDIATE")   # the write lock up front, with the timeout
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                conn.execute("COMMIT")
             finally:
                 conn.close()
         except sqlite3.Error as err:
