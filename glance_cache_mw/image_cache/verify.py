@@ -6,10 +6,9 @@ MD5 adds nothing to a matching SHA-512 but costs as much CPU again (0.36 s per 2
 ``all_hashes=True`` (``image_cache_verify_hashes = all``) checks both.
 
 After ``read_back_from(fd)`` (a read-only fd on the cache file a fill writes), the hashing
-threads read
-the bytes back from that file (the page cache) instead of being handed the chunks: the
-stream then never waits for hashing, which is slower than sending (SHA-512 ~0.85 GB/s here),
-nothing is buffered in memory, and what is verified is what was written.
+threads read the bytes back from that file (the page cache) instead of being handed the
+chunks: the stream then never waits for hashing, which is slower than sending (SHA-512
+~0.85 GB/s here), nothing is buffered in memory, and what is verified is what was written.
 
 ``Verifier`` hashes a large body in OS threads beside the stream (one per digest; hashlib
 releases the GIL on large buffers), so the client keeps receiving while MD5 and the multihash
