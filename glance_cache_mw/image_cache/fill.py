@@ -48,13 +48,16 @@ class TeeIterator:
     """
 
     def __init__(self, image_id, source, writer, verifier, complete_in_background=False,
-                 has_followers=None, hold_last_chunk=False):
+                 has_followers=None, hold_last_chunk=False, size=None):
+        """``size``: the record's size, when there is no ``verifier`` to know it."""
         self.image_id = image_id
+        self.size = verifier.size if verifier is not None else size
         self._source = source
         self._chunks = iter(source)
         self._writer = writer
         self._verifier = verifier
         self._held = None
+        self._bytes_seen = 0
         self._hold_last_chunk = hold_last_chunk
         self._done = False
         self.complete_in_background = complete_in_background
@@ -62,6 +65,11 @@ class TeeIterator:
         self.committed = False
         self.mismatch = None   # the verifier's reason when the body did not match the record
         self.background = None
+
+    @property
+    def writer(self):
+        """The CacheWriter (None when only verifying)."""
+        return self._writer
 
     @property
     def caching(self):
@@ -124,6 +132,7 @@ class TeeIterator:
                     self._verifier = None
         if self._verifier is not None:
             self._verifier.update(chunk)
+        self._bytes_seen += len(chunk)
 
     def _finish(self, raise_mismatch=True):
         """The origin is exhausted: commit on a match, else invalidate and (with
@@ -134,13 +143,20 @@ class TeeIterator:
                 problem = self._verifier.problem()
             finally:
                 self._verifier.close()
+            short = self._verifier.bytes_seen < (self.size or 0)
+        else:
+            short = self._bytes_seen < (self.size or 0)
+            if short:
+                problem = "got %d bytes, expected %d" % (self._bytes_seen, self.size)
         if problem is not None:
             self.mismatch = problem
             self._end_writer("invalidate", problem)
-            if raise_mismatch:
+            if raise_mismatch or short:
+                # A short body always fails: the server must end the connection rather than
+                # keep it alive after fewer bytes than Content-Length.
                 raise ImageDataMismatch(image_id=self.image_id, reason=problem)
             LOG.error("image %s: the origin's bytes do not match the image record (%s); "
-                      "they went to the client as sent and were not cached",
+                      "not cached (bytes already sent went out as the origin sent them)",
                       self.image_id, problem)
             return
         if self.caching:
@@ -206,10 +222,13 @@ class FollowIterator:
 
     def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
                  poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, mark_fd=None,
-                 on_close=None):
+                 on_close=None, await_verdict=True):
         """``fd``: the fill's file, opened for reading; ``mark_fd``: the follower mark
-        (closed with it); ``on_close()``: runs once after both are closed."""
+        (closed with it); ``on_close()``: runs once after both are closed;
+        ``await_verdict=False``: release the last bytes without waiting for the verdict
+        (the client that caused the fill, unless image_cache_verify_before_last_byte)."""
         self.image_id = image_id
+        self._await_verdict_first = await_verdict
         self.size = size
         self.offset = 0
         self._fd = fd
@@ -236,19 +255,27 @@ class FollowIterator:
         return self
 
     def __next__(self):
-        if self._fallback_iter is not None:
-            chunk = next(self._fallback_iter)
-            self.offset += len(chunk)
-            return chunk
-        if self._fd is None or self.offset >= self.size:
+        if self.offset >= self.size:
+            if not self._await_verdict_first:
+                self._await_end()
             self.close()
             raise StopIteration
+        if self._fallback_iter is not None:
+            return self._next_from_origin()
+        if self._fd is None:
+            self.close()
+            raise FillAbandoned(image_id=self.image_id, reason="closed at %d of %d bytes"
+                                % (self.offset, self.size))
+        # Idle time is time without the file growing: a bound on stalls of the fill (of
+        # its origin), never on this client, which may take as long as it likes between
+        # two chunks (the fill does not wait for it).
         idle_since = time.monotonic()
+        delay_s = 0
         while True:
             data = os.pread(self._fd, min(self._chunk_size, self.size - self.offset),
                             self.offset)
             if data:
-                if self.offset + len(data) >= self.size:
+                if self.offset + len(data) >= self.size and self._await_verdict_first:
                     self._await_verdict(idle_since)
                 self.offset += len(data)
                 return data
@@ -260,7 +287,14 @@ class FollowIterator:
                 return self._abandoned("writer gone")
             if self._idle_for_too_long(idle_since):
                 return self._abandoned("no progress for %ss" % self._idle_timeout_s)
-            time.sleep(self._poll_interval_s)
+            delay_s = self._pause(delay_s)
+
+    def _pause(self, delay_s):
+        """Sleep before looking at the file again: 1 ms at first (the fill usually has the
+        next chunk by then), doubling up to ``poll_interval_s``; returns the next delay."""
+        delay_s = min(max(2 * delay_s, 0.001), self._poll_interval_s)
+        time.sleep(delay_s)
+        return delay_s
 
     def _idle_for_too_long(self, idle_since):
         return (self._idle_timeout_s is not None
@@ -278,6 +312,16 @@ class FollowIterator:
                                         reason="the fill ended without being verified")
             time.sleep(self._poll_interval_s)
 
+    def _await_end(self):
+        """After the last byte went out unverified: the verdict follows it, as it did when
+        the client's own reads drove the fill; a request that comes next on the same
+        connection then finds the image cached (or not) rather than a fill ending."""
+        delay_s = 0
+        idle_since = time.monotonic()
+        while (self._fd is not None and common.is_writer_alive(self._fd)
+               and not self._idle_for_too_long(idle_since)):
+            delay_s = self._pause(delay_s)
+
     def _abandoned(self, reason):
         if self._fallback is None:
             self.close()
@@ -287,7 +331,20 @@ class FollowIterator:
         self._close_fd()
         self.fell_back = True
         self._fallback_iter = iter(self._fallback(self.offset))
-        return next(self)
+        return self._next_from_origin()
+
+    def _next_from_origin(self):
+        """The next chunk of the fallback, within ``size``; an origin that ends short
+        raises (a short body must end the connection, never look complete)."""
+        try:
+            chunk = next(self._fallback_iter)
+        except StopIteration:
+            reason = "the origin ended at %d of %d bytes" % (self.offset, self.size)
+            self.close()
+            raise FillAbandoned(image_id=self.image_id, reason=reason) from None
+        chunk = chunk[:self.size - self.offset]
+        self.offset += len(chunk)
+        return chunk
 
     def _close_fd(self):
         fd, self._fd = self._fd, None
@@ -308,3 +365,36 @@ class FollowIterator:
             close = getattr(fallback, "close", None)
             if close is not None:
                 close()
+
+
+class PrimedIterator:
+    """A body whose first chunk was read at construction, before the response started.
+
+    Building it raises what the first ``next()`` raised (and closes the body): the caller can
+    still answer otherwise. Once the headers are out, an error can only end the connection.
+    """
+
+    def __init__(self, body):
+        self._body = body
+        self._chunks = iter(body)
+        try:
+            self._first = next(self._chunks)
+        except StopIteration:
+            self._first = None
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return next(self._chunks)
+
+    def close(self):
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()

@@ -18,7 +18,7 @@ import webob.exc
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception, store
 from glance_cache_mw.db import api as db_api_module
-from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache import ImageCache, fill
 from glance_cache_mw.image_cache.drivers import common
 from glance_cache_mw.middleware import download
 
@@ -157,19 +157,21 @@ class CacheFilter:
         return wrapper(handle, self.chunk_size)
 
     def _miss(self, environ, start_response, image):
+        """Follow a fill in progress, else start one: the origin's body goes into the cache
+        at the origin's pace (a FillPump) and this client, like every other, reads the
+        growing file. Not admitted: the origin's body, verified on the way (BYPASS)."""
         image_id, size = image["id"], image["size"]
+        # Each of these bodies may have to end early, and eventlet ends the connection only
+        # once the headers are out (before, it answers 500): do not hold back small writes.
+        environ["eventlet.minimum_write_chunk_size"] = 0
         follower = self._follow(environ, image)
+        writer = None
+        if follower is None:
+            writer = self.cache.admit(image_id, size)
+            if writer is None:
+                follower = self._follow(environ, image)   # another request won the race
         if follower is not None:
-            start_response("200 OK", download.download_headers(image)
-                           + [(STATUS_HEADER, "COALESCED")])
-            return follower
-        writer = self.cache.admit(image_id, size)
-        if writer is None:
-            follower = self._follow(environ, image)   # another request won the race
-            if follower is not None:
-                start_response("200 OK", download.download_headers(image)
-                               + [(STATUS_HEADER, "COALESCED")])
-                return follower
+            return self._respond(environ, start_response, image, follower, "COALESCED")
         captured = {}
 
         def capture(status, headers, exc_info=None):
@@ -190,10 +192,32 @@ class CacheFilter:
             return body
         tee = self.cache.fill(image_id, body, size, checksum=image.get("checksum"),
                               os_hash_algo=image.get("os_hash_algo"),
-                              os_hash_value=image.get("os_hash_value"), writer=writer)
+                              os_hash_value=image.get("os_hash_value"), writer=writer,
+                              pumped=True)
+        if not tee.caching:
+            return self._respond(environ, start_response, image, tee, "BYPASS")
+        try:
+            follower = self.cache.start_fill(
+                tee, fallback=lambda offset: self._origin_from(environ, offset))
+        except OSError as err:
+            LOG.warning("image %s: cannot start its fill: %s", image_id, err)
+            tee.close()
+            return self._bypass(environ, start_response)
+        return self._respond(environ, start_response, image, follower, "MISS")
+
+    def _respond(self, environ, start_response, image, body, cache_status):
+        """Start the response once ``body`` gave its first chunk. A body that fails before
+        that is closed and the origin answers instead; once the headers are out, a failure
+        can only end the connection (the server does that when the body raises)."""
+        try:
+            body = fill.PrimedIterator(body)
+        except Exception as err:
+            LOG.warning("image %s: %s before the first byte; passing the request to the "
+                        "origin", image["id"], err)
+            return self._bypass(environ, start_response)
         start_response("200 OK", download.download_headers(image)
-                       + [(STATUS_HEADER, "MISS" if tee.caching else "BYPASS")])
-        return tee
+                       + [(STATUS_HEADER, cache_status)])
+        return body
 
     def _follow(self, environ, image):
         if not self.cache.is_being_cached(image["id"]):

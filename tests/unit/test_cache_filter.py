@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 from wsgiref.validate import validator
 
 import pytest
@@ -202,14 +203,33 @@ def test_a_cached_file_of_the_wrong_size_is_evicted_not_served(setup):
     assert resp.headers["X-Image-Cache"] == "MISS" and resp.body == DATA
 
 
-def test_client_disconnect_leaves_no_partial_entry(setup):
-    image = setup.add_image(DATA)
+def _leave_after_the_first_chunk(setup, image):
+    """A client that reads the first chunk of a miss and goes, while the origin (gated
+    after its first chunk) holds the fill there; then the origin goes on."""
+    setup.origin.gate = threading.Event()
     environ = webob.Request.blank("/v2/images/%s/file" % image["id"]).environ
     body = setup.app_for("A")(environ, lambda status, headers, exc_info=None: None)
     next(iter(body))
     body.close()
+    setup.origin.gate.set()
+    deadline = time.monotonic() + 10
+    while setup.cache.is_being_cached(image["id"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_fill_nobody_follows_before_half_is_abandoned(setup):
+    image = setup.add_image(DATA)
+    _leave_after_the_first_chunk(setup, image)     # 4 KiB of 50 KB written
     assert not setup.cache.is_cached(image["id"])
     assert not setup.cache.is_being_cached(image["id"])
+    assert os.listdir(setup.cache.driver.get_path("incomplete")) == []
+
+
+def test_a_fill_nobody_follows_past_half_is_finished(setup):
+    image = setup.add_image(DATA)
+    setup.origin.chunk_size = 30_000                 # the first chunk is past half
+    _leave_after_the_first_chunk(setup, image)
+    assert setup.cache.is_cached(image["id"])
     assert os.listdir(setup.cache.driver.get_path("incomplete")) == []
 
 
