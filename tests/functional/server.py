@@ -31,6 +31,7 @@ SAMPLE_CONFIG = os.path.join(REPO_ROOT, "etc", "glance-cache-mw.ini")
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
 _LISTENING = re.compile(r"listening on (http://\S+)")
+_ORIGIN_FILE_RE = re.compile(r"^/v2(?:\.\d+)?/images/([^/]+)/file/?$")
 
 
 def api_command():
@@ -50,10 +51,12 @@ def subprocess_env(**extra):
     return env
 
 
-def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, stub_app=False):
+def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, stub_app=False,
+                 origin_bytes_per_s=None):
     """Write a server INI based on the etc/ sample; return ``path``.
 
-    ``testing`` inserts the test-only filter just before the app of every pipeline;
+    ``testing`` inserts the test-only filter just before the app of every pipeline (it logs
+    every origin read of image data, paced to ``origin_bytes_per_s`` when given);
     ``stub_app`` replaces the images app by :func:`stub_app_factory`.
     """
     parser = configparser.ConfigParser(interpolation=None)
@@ -67,6 +70,8 @@ def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, s
     if testing:
         parser["filter:testing"] = {
             "paste.filter_factory": "tests.functional.server:testing_filter_factory"}
+        if origin_bytes_per_s:
+            parser["filter:testing"]["origin_bytes_per_s"] = str(origin_bytes_per_s)
         for section in parser.sections():
             if section.startswith("pipeline:"):
                 names = parser.get(section, "pipeline").split()
@@ -83,13 +88,14 @@ class ServerProcess:
     """One ``glance-cache-mw-api --config FILE`` subprocess; ``url`` once started."""
 
     def __init__(self, workdir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 extra_args=(), ini_text=None):
+                 extra_args=(), ini_text=None, origin_bytes_per_s=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.data_dir = os.path.join(self.workdir, "data")
         self.config_path = os.path.join(self.workdir, "glance-cache-mw.ini")
         if ini_text is None:
-            write_config(self.config_path, self.data_dir, flavor, settings, testing, stub_app)
+            write_config(self.config_path, self.data_dir, flavor, settings, testing, stub_app,
+                         origin_bytes_per_s)
         else:   # verbatim, e.g. a settings-only file
             with open(self.config_path, "w", encoding="utf-8") as handle:
                 handle.write(ini_text)
@@ -172,10 +178,11 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wsgi_config(tmp_path):
-    """An INI (no test filter) with a migrated database for glance_cache_mw.wsgi under another
-    server: (its path, the environment naming it in GLANCE_CACHE_MW_CONFIG)."""
-    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", testing=False)
+def wsgi_config(tmp_path, testing=False):
+    """An INI (by default without the test filter) with a migrated database for
+    glance_cache_mw.wsgi under another server: (its path, the environment naming it in
+    GLANCE_CACHE_MW_CONFIG)."""
+    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", testing=testing)
     env = subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
     subprocess.run([os.path.join(os.path.dirname(sys.executable), "glance-cache-mw-manage"),
                     "--config", str(path), "db", "sync"], env=env, check=True,
@@ -205,13 +212,13 @@ def start_wsgi_server(argv, url, env, log_path, timeout_s=60):
         time.sleep(0.1)
 
 
-def start_gunicorn(tmp_path, *args):
+def start_gunicorn(tmp_path, *args, testing=False):
     """gunicorn (from the test extra) serving glance_cache_mw.wsgi:application with ``args``
-    on a fresh config: (url, process)."""
+    on a fresh config (``testing``: with the test-only filter): (url, process)."""
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     if not os.path.exists(gunicorn):
         pytest.skip("gunicorn is not installed (it comes with the test extra)")
-    _, env = wsgi_config(tmp_path)
+    _, env = wsgi_config(tmp_path, testing=testing)
     url = "http://127.0.0.1:%d" % free_port()
     process = start_wsgi_server([gunicorn, "-b", url[len("http://"):], *args,
                                  "glance_cache_mw.wsgi:application"],
@@ -240,14 +247,29 @@ class TestingFilter:
 
     ``/test/slow?seconds=S&chunks=N&name=X`` streams N bytes over S seconds and, when its body
     is closed, writes ``{data_dir}/closed-X`` with the number of bytes it yielded.
+
+    Right before the images app, it is where the cache's origin reads pass: each ``GET
+    .../images/{id}/file`` is logged as a line ``{id} {Range or -}`` in
+    ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set.
     """
 
-    def __init__(self, app, data_dir):
+    def __init__(self, app, data_dir, origin_bytes_per_s=None):
         self.app = app
         self.data_dir = data_dir
+        self.origin_bytes_per_s = origin_bytes_per_s
 
     def __call__(self, environ, start_response):
         request = webob.Request(environ)
+        match = _ORIGIN_FILE_RE.search(request.path_info)
+        if match and request.method == "GET":
+            os.makedirs(self.data_dir, exist_ok=True)
+            with open(os.path.join(self.data_dir, "origin-reads"), "a",
+                      encoding="utf-8") as log:
+                log.write("%s %s\n" % (match.group(1), request.headers.get("Range", "-")))
+            body = self.app(environ, start_response)
+            if self.origin_bytes_per_s:
+                return PacedBody(body, self.origin_bytes_per_s)
+            return body
         if request.path_info == "/test/slow":
             seconds = float(request.GET.get("seconds", "1"))
             chunks = int(request.GET.get("chunks", "10"))
@@ -307,9 +329,47 @@ class SlowBody:
             handle.write(str(self.sent))
 
 
+class PacedBody:
+    """``body`` no faster than ``bytes_per_s`` (sleeping: green under eventlet)."""
+
+    def __init__(self, body, bytes_per_s):
+        self._body = body
+        self._chunks = iter(body)
+        self._bytes_per_s = bytes_per_s
+        self._sent = 0
+        self._start = time.monotonic()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        chunk = next(self._chunks)
+        self._sent += len(chunk)
+        ahead_s = self._start + self._sent / self._bytes_per_s - time.monotonic()
+        if ahead_s > 0:
+            time.sleep(ahead_s)
+        return chunk
+
+    def close(self):
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
+def origin_reads(data_dir, image_id):
+    """The Range headers (``-`` for none) of the origin reads of ``image_id`` so far."""
+    try:
+        with open(os.path.join(data_dir, "origin-reads"), encoding="utf-8") as log:
+            lines = log.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.split(" ", 1)[1] for line in lines if line.split(" ", 1)[0] == image_id]
+
+
 def testing_filter_factory(global_conf, **local_conf):
     data_dir = global_conf.get("data_dir") or "./data"
-    return lambda app: TestingFilter(app, data_dir)
+    rate = local_conf.get("origin_bytes_per_s")
+    return lambda app: TestingFilter(app, data_dir, float(rate) if rate else None)
 
 
 def stub_app(environ, start_response):
