@@ -1,20 +1,27 @@
-"""WSGI iterators of the miss path: the filler's tee and the followers' tail-reader.
+"""WSGI iterators of the miss path: the fill's tee, the followers' tail-reader, priming.
 
-``TeeIterator`` yields the origin's body to its client while writing it into the cache and
-hashing it; the cache file is committed only when size and hashes match, else moved to
-invalid/. Hashing and the verdict are ``verify.Verifier``'s. By default the client gets every
-byte as soon as the origin gave it (as it would with no cache in between; clients such as
-python-glanceclient check the hash themselves) and the verdict comes after the last byte.
-With ``hold_last_chunk`` the last chunk waits for the verdict, so that a body that does not
-match the record ends short (a failure any client detects) instead of looking good (W7); that
-puts the whole hashing time (0.3 s per 256 MiB for SHA-512 here) before the last byte.
+``TeeIterator`` passes the origin's body on while writing it into the cache and hashing it;
+the cache file is committed only when size and hashes match, else moved to invalid/. Hashing
+and the verdict are ``verify.Verifier``'s. The server's fills and the prefetcher's are drained
+by a ``pump.FillPump`` at the origin's pace; a body that is only verified (not admitted to the
+cache) is handed to its client directly. By default (``hold_last_chunk`` off) the bytes go on
+as soon as the origin gave them and the verdict comes after the last byte; with
+``hold_last_chunk`` the last chunk waits for the verdict, so that a body that does not match
+the record ends short (a failure any client detects) instead of looking good (W7); that puts
+the whole hashing time (0.3 s per 256 MiB for SHA-512 here) before the last byte. A body
+shorter than the record always raises after its last byte: a server keeps a connection alive
+after a body that merely ended, so only an exception makes it cut the connection.
 
-``FollowIterator`` serves a concurrent miss from the growing ``incomplete/{id}`` file of a
-fill running in any thread or process (coalescing). It watches the writer's flock: when the
-writer is gone without having verified the file, it falls back to the origin (``fallback``)
-or raises ``FillAbandoned`` — it never waits on a dead fill.
+``FollowIterator`` serves a miss from the growing ``incomplete/{id}`` file of a fill running
+in any thread or process: the client that caused the fill and every client that joined it
+(coalescing). It watches the writer's flock: when the writer is gone without having verified
+the file, it falls back to the origin (``fallback``) or raises ``FillAbandoned``; it never
+waits on a dead fill, and it never ends short without raising.
 
-Both own ``close()`` (PEP 3333): it reaches the origin iterator and the files.
+``PrimedIterator`` reads a body's first chunk before the response starts, so that a failure
+there can still be answered otherwise.
+
+All own ``close()`` (PEP 3333): it reaches the origin iterator and the files.
 """
 
 import logging

@@ -4,8 +4,10 @@ Paste: ``[filter:cache] use = egg:glance_cache_mw#cache``. For every ``GET|HEAD
 /v2[.N]/images/{id}/file`` it validates the id (404 before any disk or DB access), checks the
 image through the DB API with the caller's context (missing or invisible → 404, deactivated →
 403 for non-admins), then answers from the cache (HIT, Range too), by following a fill in
-progress (COALESCED), or from the origin while filling the cache (MISS). Anything else goes to
-the app untouched, except that a successful image DELETE or deactivate evicts the local copy.
+progress (COALESCED), or by starting a fill and following it too (MISS): the fill reads the
+origin at the origin's pace, whoever reads the file (image_cache/pump.py). Headers go out
+with the first byte; a failure after them cuts the connection. Anything else goes to the app
+untouched, except that a successful image DELETE or deactivate evicts the local copy.
 """
 
 import logging
