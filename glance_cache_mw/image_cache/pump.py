@@ -52,7 +52,7 @@ class FillPump:
                     break   # committed (the last chunk was held), or the cache file failed
                 if not self._keep_going():
                     self.outcome = "abandoned"
-                    LOG.info("fill of image %s abandoned: no client follows it and it is "
+                    LOG.info("fill of image %s stopped: no client follows it and it is "
                              "not worth finishing", self.image_id)
                     return False
                 time.sleep(0)   # under eventlet: let the clients run between two chunks
