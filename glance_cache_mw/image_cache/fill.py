@@ -235,7 +235,7 @@ class FollowIterator:
         ``await_verdict=False``: release the last bytes without waiting for the verdict
         (the client that caused the fill, unless image_cache_verify_before_last_byte)."""
         self.image_id = image_id
-        self._await_verdict_first = await_verdict
+        self._verdict_before_last_bytes = await_verdict
         self.size = size
         self.offset = 0
         self._fd = fd
@@ -263,7 +263,7 @@ class FollowIterator:
 
     def __next__(self):
         if self.offset >= self.size:
-            if not self._await_verdict_first:
+            if not self._verdict_before_last_bytes:
                 self._await_end()
             self.close()
             raise StopIteration
@@ -282,7 +282,7 @@ class FollowIterator:
             data = os.pread(self._fd, min(self._chunk_size, self.size - self.offset),
                             self.offset)
             if data:
-                if self.offset + len(data) >= self.size and self._await_verdict_first:
+                if self.offset + len(data) >= self.size and self._verdict_before_last_bytes:
                     self._await_verdict(idle_since)
                 self.offset += len(data)
                 return data
