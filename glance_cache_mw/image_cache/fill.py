@@ -229,11 +229,14 @@ class FollowIterator:
 
     def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
                  poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, mark_fd=None,
-                 on_close=None, await_verdict=True):
+                 on_close=None, await_verdict=True, progress=None):
         """``fd``: the fill's file, opened for reading; ``mark_fd``: the follower mark
         (closed with it); ``on_close()``: runs once after both are closed;
         ``await_verdict=False``: release the last bytes without waiting for the verdict
-        (the client that caused the fill, unless image_cache_verify_before_last_byte)."""
+        (the client that caused the fill, unless image_cache_verify_before_last_byte);
+        ``progress``: the ``pump.Progress`` of a fill in this process, which wakes us when
+        it wrote more (else, and at least every ``poll_interval_s``, the file is polled)."""
+        self._progress = progress
         self.image_id = image_id
         self._verdict_before_last_bytes = await_verdict
         self.size = size
@@ -277,8 +280,8 @@ class FollowIterator:
         # its origin), never on this client, which may take as long as it likes between
         # two chunks (the fill does not wait for it).
         idle_since = time.monotonic()
-        delay_s = 0
         while True:
+            seen = self._progress_seen()
             data = os.pread(self._fd, min(self._chunk_size, self.size - self.offset),
                             self.offset)
             if data:
@@ -294,14 +297,18 @@ class FollowIterator:
                 return self._abandoned("writer gone")
             if self._idle_for_too_long(idle_since):
                 return self._abandoned("no progress for %ss" % self._idle_timeout_s)
-            delay_s = self._pause(delay_s)
+            self._pause(seen)
 
-    def _pause(self, delay_s):
-        """Sleep before looking at the file again: 1 ms at first (the fill usually has the
-        next chunk by then), doubling up to ``poll_interval_s``; returns the next delay."""
-        delay_s = min(max(2 * delay_s, 0.001), self._poll_interval_s)
-        time.sleep(delay_s)
-        return delay_s
+    def _progress_seen(self):
+        return self._progress.generation if self._progress is not None else None
+
+    def _pause(self, seen):
+        """Wait before looking at the file again: until the fill (in this process) made
+        progress since ``seen``, at most ``poll_interval_s``."""
+        if self._progress is not None:
+            self._progress.wait(seen, self._poll_interval_s)
+        else:
+            time.sleep(self._poll_interval_s)
 
     def _idle_for_too_long(self, idle_since):
         return (self._idle_timeout_s is not None
@@ -311,23 +318,26 @@ class FollowIterator:
         """Hold the final bytes until the writer verified the file; if it gave up (or
         stalled) without verifying, fail rather than pass on unverified bytes."""
         while not common.is_verified(self._fd):
+            seen = self._progress_seen()
             if not common.is_writer_alive(self._fd) or self._idle_for_too_long(idle_since):
                 if common.is_verified(self._fd):
                     return
                 self.close()
                 raise ImageDataMismatch(image_id=self.image_id,
                                         reason="the fill ended without being verified")
-            time.sleep(self._poll_interval_s)
+            self._pause(seen)
 
     def _await_end(self):
         """After the last byte went out unverified: the verdict follows it, as it did when
         the client's own reads drove the fill; a request that comes next on the same
         connection then finds the image cached (or not) rather than a fill ending."""
-        delay_s = 0
         idle_since = time.monotonic()
-        while (self._fd is not None and common.is_writer_alive(self._fd)
-               and not self._idle_for_too_long(idle_since)):
-            delay_s = self._pause(delay_s)
+        while True:
+            seen = self._progress_seen()
+            if (self._fd is None or not common.is_writer_alive(self._fd)
+                    or self._idle_for_too_long(idle_since)):
+                return
+            self._pause(seen)
 
     def _abandoned(self, reason):
         if self._fallback is None:

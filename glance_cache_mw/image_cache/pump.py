@@ -24,10 +24,14 @@ class FillPump:
     """Drains ``tee`` (a TeeIterator with a writer) chunk by chunk until the origin ends,
     the writer stops or ``keep_going()`` says no more; ``close()``s it at the end."""
 
-    def __init__(self, tee, keep_going=None):
+    def __init__(self, tee, keep_going=None, progress=None, on_end=None):
+        """``progress``: a Progress to advance after each chunk and at the end;
+        ``on_end()``: runs once the fill has ended, whatever the outcome."""
         self.image_id = tee.image_id
         self.tee = tee
         self._keep_going = keep_going or (lambda: True)
+        self._progress = progress
+        self._on_end = on_end
         self.thread = None
         self.outcome = None    # "committed", "abandoned", "failed: ...", "not cached: ..."
 
@@ -55,6 +59,8 @@ class FillPump:
                     LOG.info("fill of image %s stopped: no client follows it and it is "
                              "not worth finishing", self.image_id)
                     return False
+                if self._progress is not None:
+                    self._progress.advance()
                 time.sleep(0)   # under eventlet: let the clients run between two chunks
         except Exception as err:   # origin failure or mismatch: the tee invalidated the file
             self.outcome = "failed: %s" % (err,)
@@ -63,7 +69,13 @@ class FillPump:
             LOG.warning("fill of image %s failed: %s", self.image_id, err)
             return False
         finally:
-            tee.close()
+            try:
+                tee.close()
+            finally:
+                if self._progress is not None:
+                    self._progress.advance()   # committed or not: followers look now
+                if self._on_end is not None:
+                    self._on_end()
         self.outcome = "committed" if tee.committed else "not cached: %s" % (
             tee.mismatch or "cancelled or the cache file failed")
         return tee.committed
@@ -71,3 +83,25 @@ class FillPump:
     def join(self, timeout_s=None):
         if self.thread is not None:
             self.thread.join(timeout_s)
+
+
+class Progress:
+    """Tells the followers of a fill in the same process that it wrote more or ended, so
+    that they read on at once instead of polling the file (those in other processes poll).
+
+    ``generation`` counts the fill's steps; ``wait(seen, timeout_s)`` returns once it is no
+    longer ``seen`` or after ``timeout_s``. A green Condition under eventlet's patching.
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self.generation = 0
+
+    def advance(self):
+        with self._changed:
+            self.generation += 1
+            self._changed.notify_all()
+
+    def wait(self, seen, timeout_s):
+        with self._changed:
+            self._changed.wait_for(lambda: self.generation != seen, timeout_s)
