@@ -10,7 +10,8 @@ growing ``incomplete/`` file through a ``FollowIterator``. Memory: one chunk of 
 a time, whatever the number of clients.
 
 A fill nobody reads any more is finished only when that is worth it (``keep_going``, asked
-before each chunk; ``ImageCache.is_worth_finishing`` is the rule: see docs/operations.md).
+at most every ``CHECK_INTERVAL_S`` between chunks; ``ImageCache.is_worth_finishing`` is the
+rule: see docs/operations.md).
 """
 
 import logging
@@ -19,19 +20,19 @@ import time
 
 LOG = logging.getLogger(__name__)
 
+CHECK_INTERVAL_S = 0.05   # how often a fill asks whether it is still worth going on
+
 
 class FillPump:
     """Drains ``tee`` (a TeeIterator with a writer) chunk by chunk until the origin ends,
     the writer stops or ``keep_going()`` says no more; ``close()``s it at the end."""
 
-    def __init__(self, tee, keep_going=None, progress=None, on_end=None):
-        """``progress``: a Progress to advance after each chunk and at the end;
-        ``on_end()``: runs once the fill has ended, whatever the outcome."""
+    def __init__(self, tee, keep_going=None, progress=None):
+        """``progress``: a Progress to advance after each chunk and at the end."""
         self.image_id = tee.image_id
         self.tee = tee
         self._keep_going = keep_going or (lambda: True)
         self._progress = progress
-        self._on_end = on_end
         self.thread = None
         self.outcome = None    # "committed", "abandoned", "failed: ...", "not cached: ..."
 
@@ -50,15 +51,19 @@ class FillPump:
         prefetcher reports them), else only logged (nobody waits on a server's pump: its
         clients see the fill's end on the file)."""
         tee = self.tee
+        checked_at = time.monotonic()
         try:
             for _chunk in tee:
                 if not tee.caching:
                     break   # committed (the last chunk was held), or the cache file failed
-                if not self._keep_going():
-                    self.outcome = "abandoned"
-                    LOG.info("fill of image %s stopped: no client follows it and it is "
-                             "not worth finishing", self.image_id)
-                    return False
+                now = time.monotonic()
+                if now - checked_at >= CHECK_INTERVAL_S:
+                    checked_at = now
+                    if not self._keep_going():
+                        self.outcome = "abandoned"
+                        LOG.info("fill of image %s stopped: no client follows it and it is "
+                                 "not worth finishing", self.image_id)
+                        return False
                 if self._progress is not None:
                     self._progress.advance()
                 time.sleep(0)   # under eventlet: let the clients run between two chunks
@@ -73,9 +78,7 @@ class FillPump:
                 tee.close()
             finally:
                 if self._progress is not None:
-                    self._progress.advance()   # committed or not: followers look now
-                if self._on_end is not None:
-                    self._on_end()
+                    self._progress.advance()   # committed or not: its follower looks now
         self.outcome = "committed" if tee.committed else "not cached: %s" % (
             tee.mismatch or "cancelled or the cache file failed")
         return tee.committed
@@ -86,8 +89,8 @@ class FillPump:
 
 
 class Progress:
-    """Tells the followers of a fill in the same process that it wrote more or ended, so
-    that they read on at once instead of polling the file (those in other processes poll).
+    """Tells the follower of the client that caused a fill that the fill wrote more or
+    ended, so that it reads on at once instead of polling the file.
 
     ``generation`` counts the fill's steps; ``wait(seen, timeout_s)`` returns once it is no
     longer ``seen`` or after ``timeout_s``. A green Condition under eventlet's patching.

@@ -9,7 +9,7 @@ import pytest
 import webob
 
 from glance_cache_mw.db import api as db_api
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, pump
 from tests.unit.filter_helpers import Setup
 
 DATA = os.urandom(50_000)
@@ -211,6 +211,7 @@ def _leave_after_the_first_chunk(setup, image):
     body = setup.app_for("A")(environ, lambda status, headers, exc_info=None: None)
     next(iter(body))
     body.close()
+    time.sleep(2 * pump.CHECK_INTERVAL_S)   # the fill looks again at its next chunk
     setup.origin.gate.set()
     deadline = time.monotonic() + 10
     while setup.cache.is_being_cached(image["id"]) and time.monotonic() < deadline:
