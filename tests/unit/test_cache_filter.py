@@ -298,3 +298,19 @@ def test_concurrent_cold_downloads_read_the_origin_once(setup):
     assert results["first"] == ("MISS", DATA)
     assert all(results[i] == ("COALESCED", DATA) for i in range(4))
     assert setup.origin.reads[image["id"]] == 1
+
+
+def test_a_fill_failing_before_the_first_byte_is_answered_by_the_origin_not_200(setup):
+    image = setup.add_image(DATA)
+    writer = setup.cache.admit(image["id"], len(DATA))   # a fill that has written nothing yet
+    del setup.origin.data[image["id"]]                   # and the origin lost the data
+    threading.Timer(0.1, writer.discard).start()         # then that fill dies
+    environ = webob.Request.blank("/v2/images/%s/file" % image["id"]).environ
+    statuses = []
+    body = setup.app_for("A")(environ, lambda status, headers, exc_info=None:
+                              statuses.append((status, dict(headers))))
+    data = b"".join(body)
+    getattr(body, "close", lambda: None)()
+    # Never "200 COALESCED" followed by an error: the origin answers for itself.
+    assert [status for status, _ in statuses] == ["404 Not Found"]
+    assert statuses[0][1]["X-Image-Cache"] == "BYPASS" and data
