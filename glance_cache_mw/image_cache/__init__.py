@@ -186,12 +186,17 @@ class ImageCache:
         wait for it. The pump wakes it after each chunk (``pump.Progress``), so it reads
         with no polling delay, as when it read the origin itself; followers that joined
         poll the file every ``fill.POLL_INTERVAL_S`` (a wake-up per chunk for each of them
-        cost 1.5x the server CPU at 16 concurrent cold downloads). Its follower mark is taken before the pump starts, so the pump never
-        sees a fill without a client at its start.
+        cost 1.5x the server CPU at 16 concurrent cold downloads). Its follower mark is
+        taken before the pump starts, so the pump never sees a fill without a client at its
+        start.
         """
         writer = tee.writer
         fd = writer.open_reader()
-        mark = self._register_follower(tee.image_id)
+        try:
+            mark = self._register_follower(tee.image_id)
+        except BaseException:
+            os.close(fd)
+            raise
         progress = pump_mod.Progress()
         follower = fill_mod.FollowIterator(
             tee.image_id, fd, tee.size, fallback=fallback, chunk_size=self.chunk_size,
@@ -208,7 +213,7 @@ class ImageCache:
         return follower
 
     def is_worth_finishing(self, writer, prefetch=False):
-        """The rule for a fill whose clients may have left (asked before each chunk): go on
+        """The rule for a fill whose clients may have left (asked while it runs): go on
         while someone follows it; without followers, go on if it is a prefetch, if
         ``complete_fill_on_disconnect``, or once more than half of it is written; else stop
         (the partial file is removed). A cancelled fill (its image evicted or deleted) can
