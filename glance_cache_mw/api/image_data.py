@@ -144,8 +144,9 @@ def parse_range(header, size):
     try:
         return download.parse_range(header, size)
     except download.RangeNotSatisfiable:
+        shown = header if len(header) <= 80 else header[:77] + "..."
         raise common.HTTPError(416, "Range %r cannot be satisfied from %d bytes."
-                               % (header, size), {"Content-Range": "bytes */%d" % size}
+                               % (shown, size), {"Content-Range": "bytes */%d" % size}
                                ) from None
 
 

@@ -1,0 +1,117 @@
+"""Hostile and odd client input against a real server (``context`` flavor, the full pipeline).
+
+Issue 12, part A: absurd Range numbers, deeply nested JSON and lone surrogates are 4xx (never a
+500, nothing stored); a confirmed identity without a project sees only public and community
+images and cannot create any; errors come in Glance's (WebOb's) body formats on every path.
+"""
+
+import json
+import os
+
+import pytest
+
+from tests.functional import server as server_helpers
+
+HUGE = "9" * 5000           # more digits than Python's int-string conversion limit (4300)
+PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
+
+
+def identity(project="p1", roles="member"):
+    headers = {"X-Identity-Status": "Confirmed", "X-User-Id": "u-%s" % project,
+               "X-Roles": roles}
+    if project is not None:
+        headers["X-Project-Id"] = project
+    return headers
+
+
+class Client:
+    """Requests to the server as one identity; JSON bodies encoded, responses decoded."""
+
+    def __init__(self, server, **identity_args):
+        self.server = server
+        self.headers = identity(**identity_args)
+
+    def request(self, method, path, body=None, headers=None, json_body=None):
+        all_headers = dict(self.headers, **(headers or {}))
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        return self.server.request(method, path, body=body, headers=all_headers)
+
+    def create(self, data=None, **values):
+        values.setdefault("disk_format", "raw")
+        values.setdefault("container_format", "bare")
+        status, _, body = self.request("POST", "/v2/images", json_body=values)
+        assert status == 201, body
+        image = json.loads(body)
+        if data is not None:
+            status, _, body = self.request(
+                "PUT", "/v2/images/%s/file" % image["id"], body=data,
+                headers={"Content-Type": "application/octet-stream"})
+            assert status == 204, body
+        return image
+
+    def image_names(self, query=""):
+        status, _, body = self.request("GET", "/v2/images" + query)
+        assert status == 200, body
+        return sorted(image["name"] for image in json.loads(body)["images"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = server_helpers.ServerProcess(tmp_path_factory.mktemp("client-input"),
+                                           flavor="context", testing=False)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def p1(server):
+    return Client(server, project="p1")
+
+
+DATA = os.urandom(10_000)
+
+
+@pytest.fixture(scope="module")
+def images(p1):
+    """A cached image (downloaded once: MISS), a cold one (never downloaded) and an empty one."""
+    cached = p1.create(DATA, name="cached")
+    status, headers, body = p1.request("GET", "/v2/images/%s/file" % cached["id"])
+    assert status == 200 and body == DATA and headers["x-image-cache"] == "MISS"
+    cold = p1.create(DATA, name="cold")
+    empty = p1.create(b"", name="empty")
+    return {"cached": cached["id"], "cold": cold["id"], "empty": empty["id"]}
+
+
+# --- Range ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["cached", "cold", "empty"])
+@pytest.mark.parametrize("range_value,expected", [
+    ("bytes=%s-" % HUGE, None),                      # first byte beyond any file: 416
+    ("bytes=%s-%s" % (HUGE, "9" * 3000), None),      # (both: longer than a header line)
+    ("bytes=0-%s" % HUGE, (0, None)),                # last byte past the end: to the end
+    ("bytes=-%s" % HUGE, (0, None)),                 # a suffix longer than the file: all of it
+    ("bytes=%s1-" % ("0" * 5000), (1, None)),        # leading zeros: still the number 1
+    ("bytes=%s-1" % HUGE, None),                     # last < first
+    ("bytes=\u0661-", None),                         # not an ASCII digit: malformed
+])
+def test_an_absurd_range_is_416_or_the_range_never_500(p1, images, kind, range_value,
+                                                       expected):
+    image_id = images[kind]
+    status, headers, body = p1.request("GET", "/v2/images/%s/file" % image_id,
+                                       headers={"Range": range_value.encode("utf-8")})
+    if kind == "cached":
+        assert headers["x-image-cache"] == "HIT"
+    if expected is None or kind == "empty":
+        assert status == 416, body[:300]
+        size = 0 if kind == "empty" else len(DATA)
+        assert headers["content-range"] == "bytes */%d" % size
+        assert b"Traceback" not in body
+    else:
+        start, end = expected
+        assert status == 206, body[:300]
+        assert body == DATA[start:end]
+        assert headers["content-range"] == "bytes %d-%d/%d" % (start, len(DATA) - 1, len(DATA))
+    assert p1.request("GET", "/v2/images/%s/file" % image_id)[0] in (200, 204)  # alive
