@@ -18,6 +18,10 @@ LOG = logging.getLogger(__name__)
 
 CONTEXT_KEY = "glance.context"
 MAX_JSON_BODY = 1024 * 1024
+# Glance's bodies are a few levels deep (a JSON patch: list → operation → value → tags); the
+# limit keeps every recursive walk over a body (ours, json.dumps, the DB drivers) far from
+# Python's recursion limit, which json.loads alone hits at about 1000 levels (RecursionError).
+MAX_JSON_DEPTH = 32
 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
@@ -109,10 +113,56 @@ def parse_json(req, expect):
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise HTTPError(400, "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise HTTPError(400, "The request body is nested more than %d levels deep."
+                        % MAX_JSON_DEPTH) from None
+    check_json_document(body)
     if not isinstance(body, expect):
         kind = "an object" if expect is dict else "a list"
         raise HTTPError(400, "The request body must be %s." % kind)
     return body
+
+
+def check_json_document(document):
+    """400 for a parsed JSON body nested too deeply or with a lone surrogate in a string.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which are not Unicode text: no
+    database stores them (RFC 8259 section 8.2, RFC 7493 section 2.1). Walks the document
+    without recursion; the message names where the bad string is.
+    """
+    pending = [(document, "", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise HTTPError(400, "The request body is nested more than %d levels deep."
+                            % MAX_JSON_DEPTH)
+        if isinstance(value, str):
+            if has_lone_surrogate(value):
+                raise HTTPError(400, "The request body has a lone surrogate (not valid "
+                                     "Unicode) in the string %s%s." % (_short(value), where[:100]))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if has_lone_surrogate(key):
+                    raise HTTPError(400, "The request body has a lone surrogate (not valid "
+                                         "Unicode) in the key %s%s." % (_short(key), where[:100]))
+                pending.append((item, " at %s/%s" % (where[4:], key), depth + 1))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                pending.append((item, " at %s/%d" % (where[4:], index), depth + 1))
+
+
+def has_lone_surrogate(text):
+    """True when ``text`` has a code point in U+D800..U+DFFF (not encodable as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _short(value):
+    text = ascii(value)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def body_stream(req):

@@ -115,3 +115,65 @@ def test_an_absurd_range_is_416_or_the_range_never_500(p1, images, kind, range_v
         assert body == DATA[start:end]
         assert headers["content-range"] == "bytes %d-%d/%d" % (start, len(DATA) - 1, len(DATA))
     assert p1.request("GET", "/v2/images/%s/file" % image_id)[0] in (200, 204)  # alive
+
+# --- JSON bodies ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared_image(p1):
+    return p1.create(name="shared-one", visibility="shared")["id"]
+
+
+def _json_requests(shared_image):
+    """(method, path, content type) of every request that takes a JSON body."""
+    return [("POST", "/v2/images", "application/json"),
+            ("PATCH", "/v2/images/%s" % shared_image, PATCH_TYPE),
+            ("POST", "/v2/images/%s/members" % shared_image, "application/json"),
+            ("PUT", "/v2/images/%s/members/p2" % shared_image, "application/json")]
+
+
+def _state(client, shared_image):
+    """Everything a request could have stored: the image list, one image, its members."""
+    listing = client.request("GET", "/v2/images?limit=1000")[2]
+    image = client.request("GET", "/v2/images/%s" % shared_image)[2]
+    members = client.request("GET", "/v2/images/%s/members" % shared_image)[2]
+    return (sorted(item["id"] for item in json.loads(listing)["images"]),
+            {key: value for key, value in json.loads(image).items() if key != "updated_at"},
+            members)
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000,
+                                  b'{"name": ' + b"[" * 500 + b"]" * 500 + b"}"])
+def test_deeply_nested_json_is_400(p1, shared_image, body):
+    before = _state(p1, shared_image)
+    for method, path, content_type in _json_requests(shared_image):
+        status, headers, answer = p1.request(method, path, body=body,
+                                             headers={"Content-Type": content_type})
+        assert status == 400, (method, path, answer[:300])
+        assert b"nested" in answer or b"must be" in answer, answer[:300]
+    assert _state(p1, shared_image) == before
+
+
+SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v2/images", {"name": SURROGATE}),
+    ("POST", "/v2/images", {"name": "x", "prop": "a" + SURROGATE}),
+    ("POST", "/v2/images", {"name": "x", "a" + SURROGATE: "value"}),
+    ("POST", "/v2/images", {"name": "x", "tags": ["ok", "\udfff"]}),
+    ("PATCH", "/v2/images/{id}", [{"op": "replace", "path": "/name", "value": SURROGATE}]),
+    ("PATCH", "/v2/images/{id}", [{"op": "add", "path": "/prop", "value": SURROGATE}]),
+    ("PATCH", "/v2/images/{id}", [{"op": "add", "path": "/p" + SURROGATE, "value": "v"}]),
+    ("PATCH", "/v2/images/{id}", [{"op": "replace", "path": "/tags", "value": [SURROGATE]}]),
+    ("POST", "/v2/images/{id}/members", {"member": SURROGATE}),
+    ("PUT", "/v2/images/{id}/members/p2", {"status": SURROGATE}),
+])
+def test_a_lone_surrogate_in_any_json_string_is_400(p1, shared_image, method, path, body):
+    before = _state(p1, shared_image)
+    content_type = PATCH_TYPE if method == "PATCH" else "application/json"
+    status, _, answer = p1.request(method, path.format(id=shared_image),
+                                   body=json.dumps(body).encode(),
+                                   headers={"Content-Type": content_type})
+    assert status == 400, answer[:300]
+    assert b"surrogate" in answer or method == "PUT", answer[:300]
+    assert _state(p1, shared_image) == before
