@@ -177,3 +177,53 @@ def test_a_lone_surrogate_in_any_json_string_is_400(p1, shared_image, method, pa
     assert status == 400, answer[:300]
     assert b"surrogate" in answer or method == "PUT", answer[:300]
     assert _state(p1, shared_image) == before
+
+
+# --- identity without a project ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def visibility_images(server, p1):
+    """One image of every visibility, owned by p3 (the shared one has member p4)."""
+    p3 = Client(server, project="p3")
+    admin = Client(server, project="admin-project", roles="admin")
+    names = {}
+    for visibility in ("private", "shared", "community"):
+        names[visibility] = p3.create(name="p3-" + visibility, visibility=visibility)
+    names["public"] = admin.create(name="p3-public", visibility="public", owner="p3")
+    status, _, body = p3.request("POST", "/v2/images/%s/members" % names["shared"]["id"],
+                                 json_body={"member": "p4"})
+    assert status == 200, body
+    return names
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("", ["p3-public"]),
+    ("?visibility=all", ["p3-community", "p3-public"]),
+    ("?visibility=public", ["p3-public"]),
+    ("?visibility=community", ["p3-community"]),
+    ("?visibility=shared", []),
+    ("?visibility=shared&member_status=all", []),
+    ("?member_status=pending", ["p3-public"]),
+    ("?visibility=private", []),
+])
+def test_without_a_project_only_public_and_community_images_are_listed(
+        server, visibility_images, query, expected):
+    nobody = Client(server, project=None)
+    names = [name for name in nobody.image_names(query) if name.startswith("p3-")]
+    assert names == expected
+    for visibility in ("private", "shared"):
+        image_id = visibility_images[visibility]["id"]
+        assert nobody.request("GET", "/v2/images/%s" % image_id)[0] == 404
+
+
+def test_without_a_project_images_cannot_be_created(server, p1):
+    nobody = Client(server, project=None)
+    admin = Client(server, project="admin-project", roles="admin")
+    before = admin.image_names("?visibility=all&limit=1000")
+    status, _, body = nobody.request("POST", "/v2/images", json_body={"name": "orphan"})
+    assert status == 403, body
+    assert b"project" in body
+    assert admin.image_names("?visibility=all&limit=1000") == before
+    # An admin without a project still may (the noauth flavor's single user is one).
+    nameless_admin = Client(server, project=None, roles="admin")
+    assert nameless_admin.create(name="admin-orphan")["owner"] is None
