@@ -1,9 +1,8 @@
 """Request and response plumbing shared by the images API controllers.
 
-Errors are JSON documents ``{"error": {"code", "title", "message"}}``: python-glanceclient
-shows the ``message`` of every top-level object. Client mistakes raise ``HTTPError`` (or a
-Glance exception, mapped by ``error_for_exception``); only a bug becomes a 500, and then without
-a traceback in the body.
+Errors are Glance's (WebOb's) error bodies, HTML, JSON or text by the request's Accept header
+(``api/faults.py``). Client mistakes raise ``HTTPError`` (or a Glance exception, mapped by
+``error_for_exception``); only a bug becomes a 500, and then without a traceback in the body.
 """
 
 import json
@@ -12,6 +11,7 @@ import logging
 import webob
 
 from glance_cache_mw import exception
+from glance_cache_mw.api import faults
 from glance_cache_mw.context import RequestContext
 
 LOG = logging.getLogger(__name__)
@@ -22,11 +22,6 @@ MAX_JSON_BODY = 1024 * 1024
 # limit keeps every recursive walk over a body (ours, json.dumps, the DB drivers) far from
 # Python's recursion limit, which json.loads alone hits at about 1000 levels (RecursionError).
 MAX_JSON_DEPTH = 32
-
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
-           413: "Request Entity Too Large", 415: "Unsupported Media Type",
-           416: "Requested Range Not Satisfiable", 500: "Internal Server Error"}
 
 
 class HTTPError(Exception):
@@ -39,15 +34,12 @@ class HTTPError(Exception):
         self.headers = dict(headers or {})
 
     def response(self):
-        resp = error_response(self.status, self.message)
-        resp.headers.update(self.headers)
-        return resp
+        return faults.error(self.status, self.message, self.headers)
 
 
 def error_response(status, message):
-    title = _TITLES.get(status, "Error")
-    return json_response({"error": {"code": status, "title": title, "message": message}},
-                         status=status)
+    """The error in Glance's format (``api/faults.py``: HTML, JSON or text by Accept)."""
+    return faults.error(status, message)
 
 
 def json_response(body, status=200, headers=None):

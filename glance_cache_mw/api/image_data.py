@@ -144,9 +144,7 @@ def parse_range(header, size):
     try:
         return download.parse_range(header, size)
     except download.RangeNotSatisfiable:
-        shown = header if len(header) <= 80 else header[:77] + "..."
-        raise common.HTTPError(416, "Range %r cannot be satisfied from %d bytes."
-                               % (shown, size), {"Content-Range": "bytes */%d" % size}
+        raise common.HTTPError(416, download.not_satisfiable_message(header, size), {"Content-Range": "bytes */%d" % size}
                                ) from None
 
 

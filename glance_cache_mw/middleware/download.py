@@ -66,5 +66,11 @@ def _position(digits):
     return _BEYOND_ANY_FILE if len(digits) > _MAX_DIGITS else int(digits)
 
 
+def not_satisfiable_message(header, size):
+    """The 416's message, the same from the cache and from the images app."""
+    shown = header if len(header) <= 80 else header[:77] + "..."
+    return "Range %r cannot be satisfied from %d bytes." % (shown, size)
+
+
 def content_range(start, length, size):
     return "bytes %d-%d/%d" % (start, start + length - 1, size)
