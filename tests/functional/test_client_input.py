@@ -227,3 +227,13 @@ def test_without_a_project_images_cannot_be_created(server, p1):
     # An admin without a project still may (the noauth flavor's single user is one).
     nameless_admin = Client(server, project=None, roles="admin")
     assert nameless_admin.create(name="admin-orphan")["owner"] is None
+
+
+def test_the_context_filter_refuses_in_glance_format(server):
+    status, headers, body = server.request("GET", "/v2/images",
+                                           headers={"Accept": "application/json"})
+    assert status == 401
+    assert json.loads(body) == {
+        "code": "401 Unauthorized", "title": "Unauthorized",
+        "message": "Authentication required: missing X-Identity-Status header (no "
+                   "authenticated identity)"}

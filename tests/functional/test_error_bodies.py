@@ -91,6 +91,8 @@ def test_not_found_has_the_same_body_on_the_image_and_its_file(server, deleted_i
     (("GET", "/v2/images?limit=x"), "400 Bad Request", "limit param must be an integer"),
     (("GET", "/v2/nowhere"), "404 Not Found", "The resource could not be found."),
     (("PUT", "/v2/images"), "405 Method Not Allowed", "The method PUT is not allowed"),
+    (("PATCH", "/v2/cache"), "405 Method Not Allowed", "The method PATCH is not allowed"),
+    (("DELETE", "/v2/cache/nope"), "404 Not Found", "No image found with ID nope"),
     (("GET", "/v2/images/{id}/file", {"Range": "bytes=99-"}),
      "416 Request Range Not Satisfiable", "cannot be"),
     (("GET", "/v2/images/{cold}/file", {"Range": "bytes=99-"}),
