@@ -129,18 +129,21 @@ def check_json_document(document):
             raise HTTPError(400, "The request body is nested more than %d levels deep."
                             % MAX_JSON_DEPTH)
         if isinstance(value, str):
-            if has_lone_surrogate(value):
-                raise HTTPError(400, "The request body has a lone surrogate (not valid "
-                                     "Unicode) in the string %s%s." % (_short(value), where[:100]))
+            _check_text(value, "string", where)
         elif isinstance(value, dict):
             for key, item in value.items():
-                if has_lone_surrogate(key):
-                    raise HTTPError(400, "The request body has a lone surrogate (not valid "
-                                         "Unicode) in the key %s%s." % (_short(key), where[:100]))
-                pending.append((item, " at %s/%s" % (where[4:], key), depth + 1))
+                _check_text(key, "key", where)
+                pending.append((item, "%s/%s" % (where, key), depth + 1))
         elif isinstance(value, list):
             for index, item in enumerate(value):
-                pending.append((item, " at %s/%d" % (where[4:], index), depth + 1))
+                pending.append((item, "%s/%d" % (where, index), depth + 1))
+
+
+def _check_text(text, what, where):
+    if has_lone_surrogate(text):
+        raise HTTPError(400, "The request body has a lone surrogate (not valid Unicode) in the "
+                             "%s %s%s." % (what, _short(text),
+                                           " at " + _short(where)[1:-1] if where else ""))
 
 
 def has_lone_surrogate(text):

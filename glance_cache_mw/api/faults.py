@@ -29,4 +29,3 @@ def _json_formatter(message):
     def formatter(body, status, title, environ):
         return {"message": message, "code": status, "title": title}
     return formatter
-

@@ -109,8 +109,9 @@ class ImagesController:
         filters = _filters(params)
         try:
             images = self.db_api.image_get_all(
-                _listing_context(context), filters=filters, marker=marker, limit=limit, sort_key=sort_keys,
-                sort_dir=sort_dirs, member_status=member_status, return_tag=True)
+                _listing_context(context), filters=filters, marker=marker, limit=limit,
+                sort_key=sort_keys, sort_dir=sort_dirs, member_status=member_status,
+                return_tag=True)
         except (exception.NotFound, exception.Forbidden):
             raise common.HTTPError(400, "Invalid marker: image %s could not be found."
                                    % marker) from None

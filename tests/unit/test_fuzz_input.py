@@ -158,9 +158,24 @@ _PATHS = st.one_of(
     st.text(_LATIN1, max_size=60).map(lambda text: "/v2/images/{cached}/" + text))
 
 
+_QUERY_KEYS = st.sampled_from([
+    "limit", "marker", "sort", "sort_key", "sort_dir", "member_status", "tag", "visibility",
+    "name", "id", "status", "size_min", "size_max", "min_ram", "created_at", "updated_at",
+    "protected", "os_hidden", "owner", "checksum", "container_format", "prop"])
+_QUERY_VALUES = st.one_of(
+    _number(), st.text(_LATIN1, max_size=20),
+    st.builds("{}:{}".format, st.sampled_from(["in", "gt", "gte", "lt", "neq", "eq", "x"]),
+              st.text(_LATIN1, max_size=20) | _number()),
+    st.sampled_from(["name:asc,size:desc", "true", "all", "2020-01-01T00:00:00Z",
+                     'in:"a\\"b",c,"d,e"', 'in:"a', "%ED%A0%80", "%F0%9F%98%80", "%00"]))
+_QUERIES = st.one_of(
+    st.text(_LATIN1, max_size=60),
+    st.lists(st.builds("{}={}".format, _QUERY_KEYS, _QUERY_VALUES), max_size=4).map("&".join))
+
+
 @FUZZ_SETTINGS
 @given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
-       path=_PATHS, query=st.text(_LATIN1, max_size=60), identity=_IDENTITY, accept=_ACCEPT,
+       path=_PATHS, query=_QUERIES, identity=_IDENTITY, accept=_ACCEPT,
        range_header=st.one_of(st.none(), _RANGE_TEXT.filter(lambda text: text.isascii())),
        content_type=st.sampled_from([None, "application/json", PATCH_TYPE,
                                      "application/octet-stream", "text/plain; charset=\xff"]),
