@@ -19,6 +19,7 @@ import webob.exc
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception, store
+from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache, fill
 from glance_cache_mw.image_cache.drivers import common
@@ -130,11 +131,10 @@ class CacheFilter:
                 start, length = download.parse_range(range_header, size)
             except download.RangeNotSatisfiable:
                 handle.close()
-                response = webob.exc.HTTPRequestRangeNotSatisfiable(
-                    explanation="Range %r cannot be served from %d bytes." % (range_header, size))
-                response.headers["Content-Range"] = "bytes */%d" % size
-                response.headers[STATUS_HEADER] = "HIT"
-                return response(environ, start_response)
+                return _error(webob.exc.HTTPRequestRangeNotSatisfiable,
+                              download.not_satisfiable_message(range_header, size),
+                              environ, start_response, "HIT",
+                              {"Content-Range": "bytes */%d" % size})
             status = "206 Partial Content"
             headers = download.download_headers(
                 image, length, download.content_range(start, length, size))
@@ -278,7 +278,9 @@ def _with_status(headers, value):
         (STATUS_HEADER, value)]
 
 
-def _error(exc_class, explanation, environ, start_response):
-    response = exc_class(explanation=explanation)
-    response.headers[STATUS_HEADER] = "BYPASS"
+def _error(exc_class, explanation, environ, start_response, cache_status="BYPASS",
+           headers=None):
+    """``exc_class``'s error in Glance's format, as the images app answers it (api/faults.py)."""
+    response = faults.error(exc_class.code, explanation, headers)
+    response.headers[STATUS_HEADER] = cache_status
     return response(environ, start_response)
