@@ -26,6 +26,7 @@ from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.middleware import glance_compat
 
 LOG = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ CLEAR_TARGETS = {"": ("cache", "queue"), "cache": ("cache",), "queue": ("queue",
 
 def filter_factory(global_conf, **local_conf):
     """[filter:cachemanage] use = egg:glance_cache_mw#cachemanage"""
-    config = cfg.Config.from_mapping({**global_conf, **local_conf})
+    # Inside Glance, unset keys come from the glance-api.conf it loaded (glance_compat).
+    config = cfg.Config.from_mapping(glance_compat.merged_settings({**global_conf, **local_conf}))
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
@@ -61,7 +63,7 @@ class CacheManageFilter:
         return response(environ, start_response)
 
     def _dispatch(self, req, nodes, target):
-        context = req.environ.get("glance.context")
+        context = glance_compat.request_context(req.environ)   # ours, or Glance's req.context
         if context is None or not context.is_admin:
             return webob.exc.HTTPForbidden(explanation="Cache management is for admins only.")
         if nodes:
