@@ -41,7 +41,9 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        return CacheManageFilter(app, ImageCache.from_config(config), db_api)
+        with glance_compat.cache_init_lock(config.image_cache_dir):
+            cache = ImageCache.from_config(config)
+        return CacheManageFilter(app, cache, db_api)
     return make_filter
 
 

@@ -39,7 +39,9 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        return CacheFilter(app, ImageCache.from_config(config), db_api,
+        with glance_compat.cache_init_lock(config.image_cache_dir):
+            cache = ImageCache.from_config(config)
+        return CacheFilter(app, cache, db_api,
                            chunk_size=config.chunk_size,
                            authorize=glance_compat.DownloadPolicy.if_in_glance())
     return make_filter

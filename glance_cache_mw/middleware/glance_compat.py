@@ -18,7 +18,9 @@ Standalone, our context filters put a ``glance_cache_mw.context.RequestContext``
   Paste section win (:func:`merged_settings`).
 """
 
+import contextlib
 import logging
+import os
 import sys
 
 import webob.exc
@@ -95,11 +97,14 @@ def settings_from_glance():
         return {}
     try:
         from oslo_config import cfg as oslo_cfg
+        from oslo_db import options as db_options
         import glance.image_cache  # noqa: F401  registers the image_cache_* options
     except ImportError as err:
         LOG.warning("running in Glance but cannot read its settings: %s", err)
         return {}
     conf = oslo_cfg.CONF
+    # [database] is registered when Glance's DB layer is imported, maybe not yet: idempotent.
+    conf.register_opts(db_options.database_opts, group="database")
     values = {}
     for name, (group, option) in GLANCE_OPTIONS.items():
         try:
@@ -124,6 +129,29 @@ def merged_settings(paste_settings):
                  "; %s from the paste section" % ", ".join(sorted(given)) if given else "")
     return {**glance_settings, **{k: v for k, v in paste_settings.items()
                                   if not (k in GLANCE_OPTIONS and not str(v).strip())}}
+
+
+@contextlib.contextmanager
+def cache_init_lock(image_cache_dir):
+    """Inside Glance, hold the inter-process lock Glance's sqlite driver holds while it
+    creates ``cache.db`` (oslo.concurrency's ``image_cache_db_init``, in
+    ``[oslo_concurrency] lock_path``, else the cache directory as Glance's driver defaults it),
+    so that our driver's set-up (WAL switch, schema) never overlaps Glance's: Glance runs that
+    CREATE without a busy timeout and fails its worker with "database is locked".
+    Standalone: no lock."""
+    if not running_in_glance():
+        yield
+        return
+    from oslo_concurrency import lockutils
+    from oslo_config import cfg as oslo_cfg
+    try:
+        lock_path = oslo_cfg.CONF.oslo_concurrency.lock_path
+    except (oslo_cfg.Error, AttributeError):
+        lock_path = None
+    lock_path = lock_path or image_cache_dir
+    os.makedirs(lock_path, exist_ok=True)
+    with lockutils.lock("image_cache_db_init", external=True, lock_path=lock_path):
+        yield
 
 
 # -- policy -----------------------------------------------------------------------------------

@@ -1,0 +1,269 @@
+"""The drop-in, against real Glance 33: our filter in Glance's own Paste pipeline under uWSGI.
+
+Each server is Glance as an operator deploys it (tests/functional/glance_server.py): Glance's
+glance-api-paste.ini with only ``[filter:cache]`` (and ``[filter:cachemanage]``) changed to our
+factories, glance-api.conf giving the cache's settings (which our filter reads from Glance),
+``glance-manage db_sync``, 2 uWSGI processes x 8 threads. Clients are python-glanceclient and
+plain HTTP. Store reads are counted from Glance's own ``image.send`` notifications (logged by
+the ``log`` notification driver): Glance emits one each time its data path has sent an image,
+and cache hits never go through it.
+
+The ``caching`` servers run on SQLite (sqlite cache driver) and PostgreSQL (centralized_db
+driver), so Glance's /v2/cache API reads what our drivers wrote on both; the
+``cachemanagement`` server has our cache management filter in place of Glance's.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests import dbfixtures
+from tests.functional import glance_server, server as helpers
+
+pytestmark = pytest.mark.realservice
+glanceclient = pytest.importorskip("glanceclient")
+
+# Glance's noauth context is an admin without roles: allow the cache API to it, and make
+# download_image deny an image whose property deny_download is "yes" (the policy check a
+# cached image must pass, like any other).
+POLICY = {"cache_image": "", "cache_list": "", "cache_delete": "",
+          "download_image": "not 'yes':%(deny_download)s"}
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def glance_python():
+    python = glance_server.glance_python()
+    if python is None:
+        pytest.skip("no Glance venv: run tools/glance-venv and set %s to its python "
+                    "(tools/test does both)" % glance_server.PYTHON_ENV)
+    return python
+
+
+class PostgresDatabase:
+    """A scratch PostgreSQL database for Glance (its own schema: glance-manage db_sync)."""
+
+    def __init__(self):
+        self.admin_url = dbfixtures.server_url("postgresql")
+        self.name = "gcm_glance_%s" % uuid.uuid4().hex[:12]
+        self._admin("CREATE DATABASE %s" % self.name)
+        self.url = self.admin_url.set(database=self.name).render_as_string(hide_password=False)
+
+    def _admin(self, statement):
+        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+
+    def close(self):
+        self._admin("DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.name)
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.realdb)])
+def glance(request, glance_python, tmp_path_factory):
+    """glance-api with the ``caching`` flavor and our filter: sqlite DB + sqlite driver, or
+    PostgreSQL + centralized_db driver."""
+    workdir = tmp_path_factory.mktemp("glance-" + request.param)
+    database = None
+    if request.param == "sqlite":
+        db_url, driver = "sqlite:///%s/glance.sqlite" % workdir, "sqlite"
+    else:
+        database = PostgresDatabase()
+        db_url, driver = database.url, "centralized_db"
+    server = glance_server.GlanceServer(workdir, glance_python, db_url, flavor="caching",
+                                        driver=driver, policy=POLICY)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        if database is not None:
+            database.close()
+
+
+@pytest.fixture(scope="module")
+def glance_manage(glance_python, tmp_path_factory):
+    """glance-api with the ``cachemanagement`` flavor: our cache and cachemanage filters."""
+    workdir = tmp_path_factory.mktemp("glance-cachemanagement")
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir,
+                                        flavor="cachemanagement", policy=POLICY)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def client(server):
+    return glanceclient.Client(endpoint=server.url + "/v2")
+
+
+def upload(server, data, **properties):
+    """An active image with ``data`` (created with glanceclient, data PUT with a length)."""
+    image = client(server).images.create(name="img", disk_format="raw",
+                                         container_format="bare", **properties)
+    status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=data,
+                                     headers=OCTET)
+    assert status == 204, body
+    return image.id
+
+
+def get(server, image_id, **headers):
+    return server.request("GET", "/v2/images/%s/file" % image_id, headers=headers)
+
+
+def wait_cached(server, image_id):
+    """The cache file is renamed into place once the fill has verified the last byte, which
+    may be just after the client has it."""
+    helpers.wait_for(lambda: os.path.exists(server.cached_file(image_id)), timeout_s=10,
+                     what="image %s to be cached" % image_id)
+
+
+def wait_store_reads(server, image_id, expected):
+    helpers.wait_for(lambda: server.store_reads(image_id) >= expected, timeout_s=10,
+                     what="%d image.send notifications for %s" % (expected, image_id))
+    return server.store_reads(image_id)
+
+
+def test_glanceclient_download_misses_then_hits_byte_identical(glance):
+    data = os.urandom(2 * 1024 * 1024 + 11)
+    image_id = upload(glance, data)
+    glance_client = client(glance)
+    assert b"".join(glance_client.images.data(image_id)) == data   # MISS; client checks md5
+    wait_cached(glance, image_id)
+    assert wait_store_reads(glance, image_id, 1) == 1
+    status, headers, body = get(glance, image_id)
+    assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data
+    assert headers["content-md5"] == hashlib.md5(data).hexdigest()
+    assert b"".join(glance_client.images.data(image_id)) == data   # a HIT too
+    assert glance.store_reads(image_id) == 1
+
+
+def test_range_is_served_from_the_cache(glance):
+    data = os.urandom(1024 * 1024)
+    image_id = upload(glance, data)
+    assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance, image_id)
+    status, headers, body = get(glance, image_id, Range="bytes=1000-1999")
+    assert (status, headers["x-image-cache"]) == (206, "HIT")
+    assert headers["content-range"] == "bytes 1000-1999/%d" % len(data)
+    assert body == data[1000:2000]
+    status, headers, body = get(glance, image_id, Range="bytes=-10")
+    assert (status, body) == (206, data[-10:])
+    assert wait_store_reads(glance, image_id, 1) == 1
+
+
+def test_16_concurrent_cold_downloads_read_the_store_once(glance):
+    data = os.urandom(24 * 1024 * 1024 + 5)
+    image_id = upload(glance, data)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: get(glance, image_id), range(16)))
+    statuses = sorted(headers["x-image-cache"] for _, headers, _ in results)
+    assert all(status == 200 and body == data for status, _, body in results), statuses
+    assert statuses.count("MISS") == 1, statuses
+    assert set(statuses) <= {"MISS", "COALESCED", "HIT"}, statuses
+    assert wait_store_reads(glance, image_id, 1) == 1
+    time.sleep(0.5)
+    assert glance.store_reads(image_id) == 1, statuses
+
+
+def test_download_image_policy_governs_cached_bytes(glance):
+    data = os.urandom(300 * 1024)
+    image_id, other_id = upload(glance, data), upload(glance, data)
+    for cached in (image_id, other_id):
+        assert get(glance, cached)[0] == 200
+        wait_cached(glance, cached)
+    # A rule on the image: Glance's policy, evaluated on Glance's view of the image.
+    client(glance).images.update(image_id, deny_download="yes")
+    status, headers, body = get(glance, image_id)
+    assert status == 403 and data not in body
+    assert get(glance, image_id, Range="bytes=0-99")[0] == 403
+    assert get(glance, other_id)[1]["x-image-cache"] == "HIT"
+    # The issue's experiment: "download_image": "!" in the policy file (reloaded by Glance).
+    glance.write_policy({**POLICY, "download_image": "!"})
+    try:
+        helpers.wait_for(lambda: get(glance, other_id)[0] == 403, timeout_s=10,
+                         what="the policy file to be reloaded")
+        assert get(glance, other_id, Range="bytes=0-9")[0] == 403
+    finally:
+        glance.write_policy(POLICY)
+    helpers.wait_for(lambda: get(glance, other_id)[0] == 200, timeout_s=10,
+                     what="the policy file to be reloaded")
+    assert os.path.exists(glance.cached_file(image_id))   # refused, not evicted
+
+
+def test_glance_cache_api_lists_and_deletes_our_entries(glance):
+    data = os.urandom(200 * 1024)
+    image_id = upload(glance, data)
+    assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance, image_id)
+    assert get(glance, image_id)[1]["x-image-cache"] == "HIT"
+    status, _, body = glance.request("GET", "/v2/cache")
+    assert status == 200, body
+    entries = {entry["image_id"]: entry for entry in json.loads(body)["cached_images"]}
+    assert entries[image_id]["size"] == len(data)
+    status, _, body = glance.request("DELETE", "/v2/cache/%s" % image_id)
+    assert status == 204, body
+    assert not os.path.exists(glance.cached_file(image_id))
+    listed = json.loads(glance.request("GET", "/v2/cache")[2])["cached_images"]
+    assert image_id not in [entry["image_id"] for entry in listed]
+    assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
+
+
+def test_an_image_cached_by_glances_prefetcher_is_our_hit(glance):
+    data = os.urandom(500 * 1024)
+    image_id = upload(glance, data)
+    status, _, body = glance.request("PUT", "/v2/cache/%s" % image_id)
+    assert status == 202, body
+    helpers.wait_for(lambda: os.path.exists(glance.cached_file(image_id)), timeout_s=30,
+                     what="Glance's cache worker to prefetch the image")
+    status, headers, body = get(glance, image_id)
+    assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data
+
+
+def test_image_delete_and_deactivate_evict(glance):
+    data = os.urandom(100 * 1024)
+    deleted, deactivated = upload(glance, data), upload(glance, data)
+    for image_id in (deleted, deactivated):
+        assert get(glance, image_id)[0] == 200
+        wait_cached(glance, image_id)
+    assert glance.request("DELETE", "/v2/images/%s" % deleted)[0] == 204
+    assert not os.path.exists(glance.cached_file(deleted))
+    assert get(glance, deleted)[0] == 404
+    status, _, body = glance.request("POST", "/v2/images/%s/actions/deactivate" % deactivated)
+    assert status == 204, body
+    assert not os.path.exists(glance.cached_file(deactivated))
+    # Glance's noauth context is admin: Glance itself streams a deactivated image to admins.
+    status, headers, body = get(glance, deactivated)
+    assert (status, headers["x-image-cache"], body) == (200, "BYPASS", data)
+    assert not os.path.exists(glance.cached_file(deactivated))
+
+
+def test_cachemanagement_flavor_runs_our_cache_management(glance_manage):
+    data = os.urandom(200 * 1024)
+    image_id, queued_id = upload(glance_manage, data), upload(glance_manage, data)
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance_manage, image_id)
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "HIT"
+    status, _, body = glance_manage.request("PUT", "/v2/cache/%s" % queued_id)
+    assert status == 202, body
+    assert "queued image %s for prefetching" % queued_id in glance_manage.log()   # ours
+    listing = json.loads(glance_manage.request("GET", "/v2/cache")[2])
+    assert [entry["image_id"] for entry in listing["cached_images"]] == [image_id]
+    assert listing["queued_images"] == [queued_id]
+    status, _, body = glance_manage.request("POST", "/v2/cache/prune")
+    assert status == 200 and json.loads(body)["total_files_pruned"] == 0
+    assert glance_manage.request("DELETE", "/v2/cache/%s" % image_id)[0] == 204
+    assert not os.path.exists(glance_manage.cached_file(image_id))
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
