@@ -65,6 +65,10 @@ class CacheManageFilter:
         return response(environ, start_response)
 
     def _dispatch(self, req, nodes, target):
+        if req.method == "PUT" and not nodes and glance_compat.running_in_glance():
+            # Glance's own PUT /v2/cache/{id} queues and prefetches through Glance's stores
+            # (its policy, its cache worker) into this same cache.
+            return self.app
         context = glance_compat.request_context(req.environ)   # ours, or Glance's req.context
         if context is None or not context.is_admin:
             return webob.exc.HTTPForbidden(explanation="Cache management is for admins only.")

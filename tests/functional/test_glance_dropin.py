@@ -8,8 +8,9 @@ plain HTTP. Store reads are counted from Glance's own ``image.send`` notificatio
 the ``log`` notification driver): Glance emits one each time its data path has sent an image,
 and cache hits never go through it.
 
-The ``caching`` servers run on SQLite (sqlite cache driver) and PostgreSQL (centralized_db
-driver), so Glance's /v2/cache API reads what our drivers wrote on both; the
+The ``caching`` servers run on SQLite (sqlite and xattr cache drivers) and PostgreSQL
+(centralized_db driver), so Glance's /v2/cache API and cache worker use what our drivers
+wrote with each, and the other way round; the
 ``cachemanagement`` server has our cache management filter in place of Glance's.
 """
 
@@ -68,18 +69,21 @@ class PostgresDatabase:
 
 
 @pytest.fixture(scope="module", params=[
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.realdb)])
+    pytest.param(("sqlite", "sqlite"), id="sqlite"),
+    pytest.param(("sqlite", "xattr"), id="sqlite-xattr"),
+    pytest.param(("postgresql", "centralized_db"), id="postgresql",
+                 marks=pytest.mark.realdb)])
 def glance(request, glance_python, tmp_path_factory):
-    """glance-api with the ``caching`` flavor and our filter: sqlite DB + sqlite driver, or
-    PostgreSQL + centralized_db driver."""
-    workdir = tmp_path_factory.mktemp("glance-" + request.param)
+    """glance-api with the ``caching`` flavor and our filter, on (database, cache driver):
+    SQLite with the sqlite or xattr driver, PostgreSQL with the centralized_db driver."""
+    backend, driver = request.param
+    workdir = tmp_path_factory.mktemp("glance-%s-%s" % (backend, driver))
     database = None
-    if request.param == "sqlite":
-        db_url, driver = "sqlite:///%s/glance.sqlite" % workdir, "sqlite"
+    if backend == "sqlite":
+        db_url = "sqlite:///%s/glance.sqlite" % workdir
     else:
         database = PostgresDatabase()
-        db_url, driver = database.url, "centralized_db"
+        db_url = database.url
     server = glance_server.GlanceServer(workdir, glance_python, db_url, flavor="caching",
                                         driver=driver, policy=POLICY)
     try:
@@ -209,10 +213,15 @@ def test_glance_cache_api_lists_and_deletes_our_entries(glance):
     assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
     wait_cached(glance, image_id)
     assert get(glance, image_id)[1]["x-image-cache"] == "HIT"
-    status, _, body = glance.request("GET", "/v2/cache")
-    assert status == 200, body
-    entries = {entry["image_id"]: entry for entry in json.loads(body)["cached_images"]}
-    assert entries[image_id]["size"] == len(data)
+
+    def glance_lists():
+        status, _, body = glance.request("GET", "/v2/cache")
+        assert status == 200, body
+        return {entry["image_id"]: entry for entry in json.loads(body)["cached_images"]}
+    assert glance_lists()[image_id]["size"] == len(data)
+    # Our hit counts are written within a second or so, where Glance's driver reads them.
+    helpers.wait_for(lambda: glance_lists()[image_id]["hits"] == 1, timeout_s=10,
+                     what="Glance's /v2/cache to show our hit")
     status, _, body = glance.request("DELETE", "/v2/cache/%s" % image_id)
     assert status == 204, body
     assert not os.path.exists(glance.cached_file(image_id))
@@ -256,14 +265,22 @@ def test_cachemanagement_flavor_runs_our_cache_management(glance_manage):
     assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
     wait_cached(glance_manage, image_id)
     assert get(glance_manage, image_id)[1]["x-image-cache"] == "HIT"
+    # PUT goes on to Glance's own /v2/cache: its cache worker prefetches through its stores.
     status, _, body = glance_manage.request("PUT", "/v2/cache/%s" % queued_id)
     assert status == 202, body
-    assert "queued image %s for prefetching" % queued_id in glance_manage.log()   # ours
+    wait_cached(glance_manage, queued_id)
+    assert get(glance_manage, queued_id)[1]["x-image-cache"] == "HIT"
     listing = json.loads(glance_manage.request("GET", "/v2/cache")[2])
-    assert [entry["image_id"] for entry in listing["cached_images"]] == [image_id]
-    assert listing["queued_images"] == [queued_id]
+    assert sorted(entry["image_id"] for entry in listing["cached_images"]) == sorted(
+        [image_id, queued_id])
     status, _, body = glance_manage.request("POST", "/v2/cache/prune")
     assert status == 200 and json.loads(body)["total_files_pruned"] == 0
     assert glance_manage.request("DELETE", "/v2/cache/%s" % image_id)[0] == 204
     assert not os.path.exists(glance_manage.cached_file(image_id))
     assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
+    status, _, _ = glance_manage.request("DELETE", "/v2/cache",
+                                         headers={"x-image-cache-clear-target": "cache"})
+    assert status == 204
+    assert not os.path.exists(glance_manage.cached_file(queued_id))
+    assert [line for line in glance_manage.log().splitlines()   # our filter answered
+            if "glance_cache_mw.api.cache_manage" in line and "cleared" in line]

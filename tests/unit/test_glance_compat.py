@@ -16,7 +16,9 @@ import webob.exc
 
 from glance_cache_mw.api.cache_manage import CacheManageFilter
 from glance_cache_mw.db import api as db_api
+from glance_cache_mw.image_cache import drivers
 from glance_cache_mw.middleware import glance_compat
+from tests.unit import cache_helpers
 from tests.unit.filter_helpers import Setup
 
 DATA = os.urandom(30_000)
@@ -153,3 +155,25 @@ def test_our_own_context_wins_over_a_foreign_one():
     view = glance_compat.request_context({"webob.adhoc_attrs": {
         "context": ForeignContext("B", ("admin", "member"), True)}})
     assert (view.owner, view.is_admin, view.roles) == ("B", True, ["admin", "member"])
+
+
+def test_xattr_driver_shares_glances_hit_attribute(tmp_path):
+    """Glance's xattr driver counts hits in ``user.hits`` and lists atime as last access; a
+    file it cached (no attribute of ours) is listed that way, and our hits add to it."""
+    if not cache_helpers.xattr_supported(tmp_path):
+        pytest.skip("the filesystem of %s has no user xattrs" % tmp_path)
+    driver = drivers.load_driver("xattr", {"image_cache_dir": str(tmp_path / "cache")})
+    try:
+        image_id = "0b1f4ac0-8f0f-4d1f-9d6b-2f3c6f7a5e01"
+        path = tmp_path / "cache" / image_id
+        path.write_bytes(DATA)                        # as Glance's driver commits it
+        os.setxattr(path, "user.hits", b"4")
+        os.utime(path, (1_000_000, 2_000_000))        # atime, mtime
+        [entry] = driver.get_cached_images()
+        assert (entry["image_id"], entry["hits"]) == (image_id, 4)
+        assert (entry["last_accessed"], entry["last_modified"]) == (1_000_000, 2_000_000)
+        driver.apply_hits({image_id: (2, 3_000_000.0)})
+        assert os.getxattr(path, "user.hits") == b"6"  # what Glance's driver reads
+        assert driver.get_cached_images()[0]["last_accessed"] == 3_000_000.0
+    finally:
+        driver.close()
