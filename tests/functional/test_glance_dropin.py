@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests import dbfixtures
-from tests.functional import glance_server, server as helpers
+from tests.functional import glance_server, keystone_server, server as helpers
 
 pytestmark = pytest.mark.realservice
 glanceclient = pytest.importorskip("glanceclient")
@@ -284,3 +284,64 @@ def test_cachemanagement_flavor_runs_our_cache_management(glance_manage):
     assert not os.path.exists(glance_manage.cached_file(queued_id))
     assert [line for line in glance_manage.log().splitlines()   # our filter answered
             if "glance_cache_mw.api.cache_manage" in line and "cleared" in line]
+
+
+# -- keystone+caching: Glance's own authtoken and context middleware, a real Keystone ---------
+
+PASSWORD = "pw-%s" % os.getpid()
+
+
+@pytest.fixture(scope="module")
+def glance_keystone(glance_python, tmp_path_factory):
+    """(glance-api with the keystone+caching flavor, Keystone) — Glance's default policies."""
+    python = keystone_server.keystone_python()
+    if python is None:
+        pytest.skip("no Keystone venv: run tools/keystone-venv and set %s to its python "
+                    "(tools/test does both)" % keystone_server.PYTHON_ENV)
+    keystone = keystone_server.KeystoneServer(tmp_path_factory.mktemp("keystone"), python)
+    keystone.start()
+    server = None
+    try:
+        keystone.add_user("glance", PASSWORD, "service", "admin")   # auth_token's service user
+        for name in ("alice", "bob"):
+            keystone.add_user(name, PASSWORD, "proj-" + name, "member")
+        workdir = tmp_path_factory.mktemp("glance-keystone")
+        extra = "\n".join(["[keystone_authtoken]", "www_authenticate_uri = " + keystone.url,
+                           "auth_url = " + keystone.url, "auth_type = password",
+                           "username = glance", "password = " + PASSWORD,
+                           "project_name = service", "user_domain_name = Default",
+                           "project_domain_name = Default", ""])
+        server = glance_server.GlanceServer(workdir, glance_python,
+                                            "sqlite:///%s/glance.sqlite" % workdir,
+                                            flavor="keystone+caching", extra_conf=extra)
+        server.start()
+        yield server, keystone
+    finally:
+        if server is not None:
+            server.stop()
+        keystone.stop()
+
+
+def test_keystone_caching_private_image_of_another_project_is_404_even_cached(glance_keystone):
+    server, keystone = glance_keystone
+    alice = {"X-Auth-Token": keystone.token("alice", "proj-alice", PASSWORD)}
+    bob = {"X-Auth-Token": keystone.token("bob", "proj-bob", PASSWORD)}
+    data = os.urandom(400 * 1024)
+    alice_client = glanceclient.Client(endpoint=server.url + "/v2", token=alice["X-Auth-Token"])
+    image = alice_client.images.create(name="private", disk_format="raw",
+                                       container_format="bare", visibility="private")
+    status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=data,
+                                     headers={**OCTET, **alice})
+    assert status == 204, body
+    assert b"".join(alice_client.images.data(image.id)) == data        # MISS, checked
+    wait_cached(server, image.id)
+    status, headers, body = get(server, image.id, **alice)
+    assert (status, headers["x-image-cache"], body) == (200, "HIT", data)  # her policy: allow
+    status, headers, body = get(server, image.id, **bob)
+    assert status == 404 and data[:64] not in body
+    assert get(server, image.id, Range="bytes=0-99", **bob)[0] == 404
+    bob_client = glanceclient.Client(endpoint=server.url + "/v2", token=bob["X-Auth-Token"])
+    with pytest.raises(glanceclient.exc.HTTPNotFound):
+        b"".join(bob_client.images.data(image.id))
+    assert get(server, image.id)[0] == 401                              # no token at all
+    assert os.path.exists(server.cached_file(image.id))
