@@ -18,6 +18,8 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -345,3 +347,24 @@ def test_keystone_caching_private_image_of_another_project_is_404_even_cached(gl
         b"".join(bob_client.images.data(image.id))
     assert get(server, image.id)[0] == 401                              # no token at all
     assert os.path.exists(server.cached_file(image.id))
+
+
+def test_our_pruner_and_cleaner_work_from_glance_api_conf(glance):
+    """Pointed at glance-api.conf (its [DEFAULT] cache keys and [database] connection), our
+    commands act on the cache Glance and our filter share, in place of glance-cache-*."""
+    data = os.urandom(100 * 1024)
+    image_id = upload(glance, data)
+    assert get(glance, image_id)[0] == 200
+    wait_cached(glance, image_id)
+    stale = os.path.join(glance.cache_dir, "invalid", "0b1f4ac0-8f0f-4d1f-9d6b-2f3c6f7a5e02")
+    with open(stale, "wb") as handle:
+        handle.write(b"a fill that did not match")
+    conf = os.path.join(glance.workdir, "glance-api.conf")
+    bin_dir = os.path.dirname(sys.executable)
+    for command in ("glance-cache-mw-pruner", "glance-cache-mw-cleaner"):
+        done = subprocess.run([os.path.join(bin_dir, command), "--config", conf],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert not os.path.exists(stale)
+    assert os.path.exists(glance.cached_file(image_id))   # active in Glance's DB: kept
+    assert get(glance, image_id)[1]["x-image-cache"] == "HIT"

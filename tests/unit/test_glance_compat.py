@@ -14,6 +14,7 @@ import webob
 import webob.dec
 import webob.exc
 
+from glance_cache_mw import config
 from glance_cache_mw.api.cache_manage import CacheManageFilter
 from glance_cache_mw.db import api as db_api
 from glance_cache_mw.image_cache import drivers
@@ -177,3 +178,15 @@ def test_xattr_driver_shares_glances_hit_attribute(tmp_path):
         assert driver.get_cached_images()[0]["last_accessed"] == 3_000_000.0
     finally:
         driver.close()
+
+
+def test_a_glance_api_conf_is_a_config_file_for_our_commands(tmp_path):
+    conf = tmp_path / "glance-api.conf"
+    conf.write_text("[DEFAULT]\nimage_cache_dir = /var/lib/glance/image-cache\n"
+                    "image_cache_max_size = 2048\n"
+                    "logging_context_format_string = %(asctime)s %(message)s\n"
+                    "[database]\nconnection = postgresql://glance@db/glance\n")
+    settings = config.Config.from_file(str(conf))
+    assert settings.sql_connection == "postgresql://glance@db/glance"
+    assert (settings.image_cache_dir, settings.image_cache_max_size) == (
+        "/var/lib/glance/image-cache", 2048)
