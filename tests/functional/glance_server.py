@@ -14,7 +14,6 @@ Notifications go to Glance's log (``[oslo_messaging_notifications] driver = log`
 filter never reach Glance's data path), which is how the tests count store reads.
 """
 
-import configparser
 import json
 import os
 import re
@@ -88,7 +87,8 @@ class GlanceServer:
     """glance-api under uWSGI: ``url``, ``request()``, ``log()``, ``store_reads(image_id)``."""
 
     def __init__(self, workdir, python, db_url, flavor="caching", driver="sqlite",
-                 processes=2, threads=8, extra_conf="", policy=None):
+                 processes=2, threads=8, extra_conf="", policy=None, our_filters=True):
+        """``our_filters=False``: Glance's glance-api-paste.ini as shipped (Glance's filter)."""
         self.workdir = str(workdir)
         self.python = python
         self.db_url = db_url
@@ -98,6 +98,7 @@ class GlanceServer:
         self.threads = threads
         self.extra_conf = extra_conf
         self.policy = policy or {}
+        self.our_filters = our_filters
         self.port = server_helpers.free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.cache_dir = os.path.join(self.workdir, "image-cache")
@@ -116,7 +117,12 @@ class GlanceServer:
                                       extra=self.extra_conf,
                                       policy_defaults=self._policy_defaults()))
         with open(os.path.join(self.workdir, "glance-api-paste.ini"), "w") as handle:
-            handle.write(paste_ini_with_our_filters(self.python))
+            if self.our_filters:
+                handle.write(paste_ini_with_our_filters(self.python))
+            else:
+                with open(glance_file(self.python, "etc", "glance",
+                                      "glance-api-paste.ini")) as shipped:
+                    handle.write(shipped.read())
         self.write_policy(self.policy)
         env = dict(os.environ, OS_GLANCE_CONFIG_DIR=self.workdir)
         sync = subprocess.run([self.bin("glance-manage"), "--config-file",
@@ -194,9 +200,3 @@ def _python_version(python):
     out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
-
-
-def read_conf(path):
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read(path)
-    return parser
