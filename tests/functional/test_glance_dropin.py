@@ -117,7 +117,9 @@ def client(server):
 
 
 def upload(server, data, **properties):
-    """An active image with ``data`` (created with glanceclient, data PUT with a length)."""
+    """An active image with ``data``: created with glanceclient, the data PUT with a
+    Content-Length (glanceclient's chunked upload fails in Glance's uWSGI read here: "unable
+    to receive chunked part", with --http-chunked-input too)."""
     image = client(server).images.create(name="img", disk_format="raw",
                                          container_format="bare", **properties)
     status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=data,
@@ -294,38 +296,27 @@ def test_cachemanagement_flavor_runs_our_cache_management(glance_manage):
 
 # -- keystone+caching: Glance's own authtoken and context middleware, a real Keystone ---------
 
-PASSWORD = "pw-%s" % os.getpid()
+PASSWORD = keystone_server.TEST_PASSWORD   # the session Keystone (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def glance_keystone(glance_python, tmp_path_factory):
+def glance_keystone(glance_python, keystone, tmp_path_factory):
     """(glance-api with the keystone+caching flavor, Keystone) — Glance's default policies."""
-    python = keystone_server.keystone_python()
-    if python is None:
-        pytest.skip("no Keystone venv: run tools/keystone-venv and set %s to its python "
-                    "(tools/test does both)" % keystone_server.PYTHON_ENV)
-    keystone = keystone_server.KeystoneServer(tmp_path_factory.mktemp("keystone"), python)
-    keystone.start()
-    server = None
+    keystone, _ = keystone
+    workdir = tmp_path_factory.mktemp("glance-keystone")
+    extra = "\n".join(["[keystone_authtoken]", "www_authenticate_uri = " + keystone.url,
+                       "auth_url = " + keystone.url, "auth_type = password",
+                       "username = glance", "password = " + PASSWORD,
+                       "project_name = service", "user_domain_name = Default",
+                       "project_domain_name = Default", ""])
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir,
+                                        flavor="keystone+caching", extra_conf=extra)
     try:
-        keystone.add_user("glance", PASSWORD, "service", "admin")   # auth_token's service user
-        for name in ("alice", "bob"):
-            keystone.add_user(name, PASSWORD, "proj-" + name, "member")
-        workdir = tmp_path_factory.mktemp("glance-keystone")
-        extra = "\n".join(["[keystone_authtoken]", "www_authenticate_uri = " + keystone.url,
-                           "auth_url = " + keystone.url, "auth_type = password",
-                           "username = glance", "password = " + PASSWORD,
-                           "project_name = service", "user_domain_name = Default",
-                           "project_domain_name = Default", ""])
-        server = glance_server.GlanceServer(workdir, glance_python,
-                                            "sqlite:///%s/glance.sqlite" % workdir,
-                                            flavor="keystone+caching", extra_conf=extra)
         server.start()
         yield server, keystone
     finally:
-        if server is not None:
-            server.stop()
-        keystone.stop()
+        server.stop()
 
 
 def test_keystone_caching_private_image_of_another_project_is_404_even_cached(glance_keystone):
