@@ -11,7 +11,9 @@ and cache hits never go through it.
 The ``caching`` servers run on SQLite (sqlite and xattr cache drivers) and PostgreSQL
 (centralized_db driver), so Glance's /v2/cache API and cache worker use what our drivers
 wrote with each, and the other way round; the
-``cachemanagement`` server has our cache management filter in place of Glance's.
+``cachemanagement`` server has our cache management filter in place of Glance's; the
+``keystone+caching`` and ``keystone+cachemanagement`` servers take real Keystone tokens
+(the session's Keystone, conftest.py) through Glance's auth_token and context middleware.
 """
 
 import concurrent.futures
@@ -299,11 +301,11 @@ def test_cachemanagement_flavor_runs_our_cache_management(glance_manage):
 PASSWORD = keystone_server.TEST_PASSWORD   # the session Keystone (conftest.py)
 
 
-@pytest.fixture(scope="module")
-def glance_keystone(glance_python, keystone, tmp_path_factory):
-    """(glance-api with the keystone+caching flavor, Keystone) — Glance's default policies."""
+@pytest.fixture(scope="module", params=["keystone+caching", "keystone+cachemanagement"])
+def glance_keystone(request, glance_python, keystone, tmp_path_factory):
+    """(glance-api with a keystone flavor, Keystone) — Glance's default policies."""
     keystone, _ = keystone
-    workdir = tmp_path_factory.mktemp("glance-keystone")
+    workdir = tmp_path_factory.mktemp("glance-" + request.param.replace("+", "-"))
     extra = "\n".join(["[keystone_authtoken]", "www_authenticate_uri = " + keystone.url,
                        "auth_url = " + keystone.url, "auth_type = password",
                        "username = glance", "password = " + PASSWORD,
@@ -311,7 +313,7 @@ def glance_keystone(glance_python, keystone, tmp_path_factory):
                        "project_domain_name = Default", ""])
     server = glance_server.GlanceServer(workdir, glance_python,
                                         "sqlite:///%s/glance.sqlite" % workdir,
-                                        flavor="keystone+caching", extra_conf=extra)
+                                        flavor=request.param, extra_conf=extra)
     try:
         server.start()
         yield server, keystone
@@ -395,3 +397,27 @@ def test_switching_back_to_glances_filter_keeps_the_cache(glance_manage, glance_
         assert (image_id, 1) in [(entry["image_id"], entry["hits"]) for entry in listed]
     finally:
         theirs.stop()
+
+
+def test_keystone_flavors_cache_management_is_for_admins(glance_keystone):
+    """keystone+caching: Glance's /v2/cache; keystone+cachemanagement: ours, reading the
+    admin from Glance's context (it answered 403 to the admin before)."""
+    server, keystone = glance_keystone
+    carol = {"X-Auth-Token": keystone.token("carol", "proj-carol", PASSWORD)}   # admin
+    alice = {"X-Auth-Token": keystone.token("alice", "proj-alice", PASSWORD)}
+    data = os.urandom(100 * 1024)
+    status, _, body = server.request("POST", "/v2/images", body=json.dumps(
+        {"name": "x", "disk_format": "raw", "container_format": "bare"}).encode(),
+        headers={"Content-Type": "application/json", **alice})
+    image_id = json.loads(body)["id"]
+    assert server.request("PUT", "/v2/images/%s/file" % image_id, body=data,
+                          headers={**OCTET, **alice})[0] == 204
+    assert get(server, image_id, **alice)[1]["x-image-cache"] == "MISS"
+    wait_cached(server, image_id)
+    status, _, body = server.request("GET", "/v2/cache", headers=carol)
+    assert status == 200, body
+    assert image_id in [entry["image_id"] for entry in json.loads(body)["cached_images"]]
+    assert server.request("GET", "/v2/cache", headers=alice)[0] == 403
+    assert server.request("DELETE", "/v2/cache/%s" % image_id, headers=alice)[0] == 403
+    assert server.request("DELETE", "/v2/cache/%s" % image_id, headers=carol)[0] == 204
+    assert not os.path.exists(server.cached_file(image_id))
