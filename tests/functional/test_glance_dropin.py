@@ -10,10 +10,10 @@ and cache hits never go through it.
 
 The ``caching`` servers run on SQLite (sqlite and xattr cache drivers) and PostgreSQL
 (centralized_db driver), so Glance's /v2/cache API and cache worker use what our drivers
-wrote with each, and the other way round; the
-``cachemanagement`` server has our cache management filter in place of Glance's; the
-``keystone+caching`` and ``keystone+cachemanagement`` servers take real Keystone tokens
-(the session's Keystone, conftest.py) through Glance's auth_token and context middleware.
+wrote with each, and the other way round; the ``cachemanagement`` server has our cache
+management filter in place of Glance's; the ``keystone+caching`` and
+``keystone+cachemanagement`` servers take real Keystone tokens (the session's Keystone,
+conftest.py) through Glance's auth_token and context middleware.
 """
 
 import concurrent.futures
