@@ -104,10 +104,9 @@ class CacheFilter:
         if range_header and download.is_multi_range(range_header):
             return self._bypass(environ, start_response)
         if self.authorize is not None:   # before any cached byte (hit or follower)
-            denial = self.authorize(environ, image)
+            denial = self.authorize(environ, image)   # a webob.exc error, or None
             if denial is not None:
-                denial.headers[STATUS_HEADER] = "BYPASS"
-                return denial(environ, start_response)
+                return _error(type(denial), denial.explanation, environ, start_response)
         handle = self._open_hit(image)
         if handle is not None:
             return self._serve_hit(environ, start_response, image, handle, range_header, head)
