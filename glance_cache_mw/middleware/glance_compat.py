@@ -160,7 +160,7 @@ class DownloadPolicy:
     """Glance's ``download_image`` policy for cached bytes (inside Glance only).
 
     Called with the WSGI environ and the image record the cache already checked; returns
-    None when the download is allowed, else the WSGI response to send (403, or 404 when the
+    None when the download is allowed, else the webob.exc error to answer (403, or 404 when the
     caller may not see the image at all, as Glance answers).
     """
 
