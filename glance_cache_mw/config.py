@@ -165,9 +165,14 @@ def read_ini_defaults(path):
         try:
             values[key] = parser.get(configparser.DEFAULTSECT, key)
         except configparser.InterpolationError as err:
+            if key not in _BY_NAME:
+                continue   # not ours: e.g. an oslo.log format string in glance-api.conf
             raise exception.InvalidConfiguration(
                 reason="%s in %s: %s (write a literal %% as %%%%)"
                 % (key, path, str(err).splitlines()[0])) from None
+    # Glance's glance-api.conf names the database [database] connection.
+    if "sql_connection" not in values and parser.has_option("database", "connection"):
+        values["sql_connection"] = parser.get("database", "connection", raw=True)
     return values
 
 

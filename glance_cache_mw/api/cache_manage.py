@@ -26,6 +26,7 @@ from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.middleware import glance_compat
 
 LOG = logging.getLogger(__name__)
 
@@ -35,11 +36,14 @@ CLEAR_TARGETS = {"": ("cache", "queue"), "cache": ("cache",), "queue": ("queue",
 
 def filter_factory(global_conf, **local_conf):
     """[filter:cachemanage] use = egg:glance_cache_mw#cachemanage"""
-    config = cfg.Config.from_mapping({**global_conf, **local_conf})
+    # Inside Glance, unset keys come from the glance-api.conf it loaded (glance_compat).
+    config = cfg.Config.from_mapping(glance_compat.merged_settings({**global_conf, **local_conf}))
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        return CacheManageFilter(app, ImageCache.from_config(config), db_api)
+        with glance_compat.cache_init_lock(config.image_cache_dir):
+            cache = ImageCache.from_config(config)
+        return CacheManageFilter(app, cache, db_api)
     return make_filter
 
 
@@ -61,7 +65,11 @@ class CacheManageFilter:
         return response(environ, start_response)
 
     def _dispatch(self, req, nodes, target):
-        context = req.environ.get("glance.context")
+        if req.method == "PUT" and not nodes and glance_compat.running_in_glance():
+            # Glance's own PUT /v2/cache/{id} queues and prefetches through Glance's stores
+            # (its policy, its cache worker) into this same cache.
+            return self.app
+        context = glance_compat.request_context(req.environ)   # ours, or Glance's req.context
         if context is None or not context.is_admin:
             return webob.exc.HTTPForbidden(explanation="Cache management is for admins only.")
         if nodes:

@@ -23,7 +23,7 @@ from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache, fill
 from glance_cache_mw.image_cache.drivers import common
-from glance_cache_mw.middleware import download
+from glance_cache_mw.middleware import download, glance_compat
 
 LOG = logging.getLogger(__name__)
 
@@ -36,23 +36,30 @@ _DEACTIVATE_RE = re.compile(_VERSION + r"/images/([^/]+)/actions/deactivate/?$")
 
 def filter_factory(global_conf, **local_conf):
     """[filter:cache] use = egg:glance_cache_mw#cache"""
-    config = cfg.Config.from_mapping({**global_conf, **local_conf})
+    # Inside Glance, unset keys come from the glance-api.conf it loaded (glance_compat).
+    config = cfg.Config.from_mapping(glance_compat.merged_settings({**global_conf, **local_conf}))
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        return CacheFilter(app, ImageCache.from_config(config), db_api,
-                           chunk_size=config.chunk_size)
+        with glance_compat.cache_init_lock(config.image_cache_dir):
+            cache = ImageCache.from_config(config)
+        return CacheFilter(app, cache, db_api,
+                           chunk_size=config.chunk_size,
+                           authorize=glance_compat.DownloadPolicy.if_in_glance())
     return make_filter
 
 
 class CacheFilter:
     """The cache in front of an images app; everything it does not handle goes to ``app``."""
 
-    def __init__(self, app, cache, db_api, *, chunk_size=65536):
+    def __init__(self, app, cache, db_api, *, chunk_size=65536, authorize=None):
+        """``authorize(environ, image)``: None to allow cached bytes, else the response to
+        send (inside Glance: Glance's download_image policy, see glance_compat)."""
         self.app = app
         self.cache = cache
         self.db_api = db_api
         self.chunk_size = chunk_size
+        self.authorize = authorize
 
     def __call__(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -77,7 +84,7 @@ class CacheFilter:
             LOG.info("refused download of malformed image id %r", image_id)
             return _error(webob.exc.HTTPNotFound, "No image found with ID %s" % image_id,
                           environ, start_response)
-        context = environ.get("glance.context")
+        context = glance_compat.request_context(environ)   # ours, or Glance's req.context
         if context is None:
             LOG.warning("no request context for %s: is the context filter before the cache?",
                         environ.get("PATH_INFO"))
@@ -98,6 +105,10 @@ class CacheFilter:
         range_header = environ.get("HTTP_RANGE")
         if range_header and download.is_multi_range(range_header):
             return self._bypass(environ, start_response)
+        if self.authorize is not None:   # before any cached byte (hit or follower)
+            denial = self.authorize(environ, image)   # a webob.exc error, or None
+            if denial is not None:
+                return _error(type(denial), denial.explanation, environ, start_response)
         handle = self._open_hit(image)
         if handle is not None:
             return self._serve_hit(environ, start_response, image, handle, range_header, head)

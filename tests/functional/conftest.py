@@ -13,7 +13,7 @@ with its data_dir in its own temporary directory, and is stopped with SIGTERM af
 
 import pytest
 
-from tests.functional import server as server_helpers
+from tests.functional import keystone_server, server as server_helpers
 
 
 @pytest.fixture
@@ -45,3 +45,27 @@ def start_server(tmp_path_factory):
 def api_server(start_server):
     """Base URL of a server with the real noauth pipeline (no test-only filter)."""
     return start_server(flavor="noauth", testing=False).url
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory):
+    """One real Keystone for the session (its start costs about a minute on 2 busy cores):
+    (KeystoneServer, {user: project id}). Users, all with password
+    ``keystone_server.TEST_PASSWORD``: ``glance`` (admin of ``service``: auth_token's service
+    user), ``alice`` and ``bob`` (member of ``proj-alice`` / ``proj-bob``), ``carol`` (admin
+    of ``proj-carol``). Tests only read from it."""
+    python = keystone_server.keystone_python()
+    if python is None:
+        pytest.skip("no Keystone venv: run tools/keystone-venv and set %s to its python "
+                    "(tools/test does both)" % keystone_server.PYTHON_ENV)
+    server = keystone_server.KeystoneServer(tmp_path_factory.mktemp("keystone"), python)
+    server.start()
+    try:
+        password = keystone_server.TEST_PASSWORD
+        server.add_user("glance", password, "service", "admin")
+        projects = {name: server.add_user(name, password, "proj-" + name, "member")
+                    for name in ("alice", "bob")}
+        projects["carol"] = server.add_user("carol", password, "proj-carol", "admin")
+        yield server, projects
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ from tests.functional import server as server_helpers
 
 PYTHON_ENV = "GLANCE_CACHE_MW_TEST_KEYSTONE_PYTHON"
 ADMIN_PASSWORD = "admin-secret"
+TEST_PASSWORD = "pw-%s" % os.getpid()   # the users of the session's Keystone (conftest.py)
 START_TIMEOUT_S = 120
 
 # Runs inside the keystone venv: serve keystone's public app until killed.

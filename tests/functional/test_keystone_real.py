@@ -18,23 +18,7 @@ pytestmark = pytest.mark.realservice
 glanceclient = pytest.importorskip("glanceclient")
 pytest.importorskip("keystonemiddleware")
 
-PASSWORD = "pw-%s" % os.getpid()
-
-
-@pytest.fixture(scope="module")
-def keystone(tmp_path_factory):
-    python = keystone_server.keystone_python()
-    if python is None:
-        pytest.skip("no Keystone venv: run tools/keystone-venv and set %s to its python "
-                    "(tools/test does both)" % keystone_server.PYTHON_ENV)
-    server = keystone_server.KeystoneServer(tmp_path_factory.mktemp("keystone"), python)
-    server.start()
-    server.add_user("glance", PASSWORD, "service", "admin")      # auth_token's service user
-    projects = {name: server.add_user(name, PASSWORD, "proj-" + name, "member")
-                for name in ("alice", "bob")}
-    projects["carol"] = server.add_user("carol", PASSWORD, "proj-carol", "admin")
-    yield server, projects
-    server.stop()
+PASSWORD = keystone_server.TEST_PASSWORD   # the session Keystone (conftest.py)
 
 
 @pytest.fixture(scope="module")

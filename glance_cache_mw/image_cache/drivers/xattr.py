@@ -19,7 +19,10 @@ from glance_cache_mw.image_cache.drivers import base
 LOG = logging.getLogger(__name__)
 
 PREFIX = "user.glance_cache."
-HITS = PREFIX + "hits"
+# Glance's xattr driver keeps its hit count in "user.hits" (and increments it on every read of
+# a file it finds cached, failing when the attribute is missing): one attribute for both.
+HITS = "user.hits"
+LEGACY_HITS = PREFIX + "hits"   # written by earlier versions of this driver
 LAST_ACCESSED = PREFIX + "last_accessed"
 LAST_MODIFIED = PREFIX + "last_modified"
 
@@ -57,7 +60,8 @@ def _read_int(target, name):
 
 
 class Driver(base.Driver):
-    """Cache metadata in ``user.glance_cache.*`` extended attributes."""
+    """Cache metadata in extended attributes: ``user.hits`` (Glance's xattr driver's, shared
+    with it) and ``user.glance_cache.last_accessed|last_modified``."""
 
     name = "xattr"
 
@@ -74,16 +78,18 @@ class Driver(base.Driver):
                 reason="the filesystem of image_cache_dir=%r has no user extended attributes"
                        " (mount it with user_xattr, or use the sqlite driver)" % self.base_dir)
 
-    def _read(self, target, st_mtime):
-        return {"hits": _read_int(target, HITS),
-                "last_accessed": _read_float(target, LAST_ACCESSED, st_mtime),
-                "last_modified": _read_float(target, LAST_MODIFIED, st_mtime)}
+    def _read(self, target, st):
+        # A file cached by Glance's driver has only user.hits: its access and modification
+        # times are the file's, as Glance's driver reads them.
+        return {"hits": _read_int(target, HITS) or _read_int(target, LEGACY_HITS),
+                "last_accessed": _read_float(target, LAST_ACCESSED, st.st_atime),
+                "last_modified": _read_float(target, LAST_MODIFIED, st.st_mtime)}
 
     def load_metadata(self):
         metadata = {}
         for image_id, st in self._scan_image_files():
             try:
-                metadata[image_id] = self._read(self.get_path(image_id), st.st_mtime)
+                metadata[image_id] = self._read(self.get_path(image_id), st)
             except FileNotFoundError:
                 continue   # evicted meanwhile
         return metadata
@@ -91,7 +97,7 @@ class Driver(base.Driver):
     def get_metadata(self, image_id):
         path = self.get_image_filepath(image_id)
         try:
-            return self._read(path, os.stat(path).st_mtime)
+            return self._read(path, os.stat(path))
         except FileNotFoundError:
             return None
 
@@ -119,7 +125,7 @@ class Driver(base.Driver):
                 continue   # evicted since the hit
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)   # read-modify-write across processes
-                hits = _read_int(fd, HITS) + count
+                hits = (_read_int(fd, HITS) or _read_int(fd, LEGACY_HITS)) + count
                 last = max(when, _read_float(fd, LAST_ACCESSED, 0.0))
                 os.setxattr(fd, HITS, str(hits).encode())
                 os.setxattr(fd, LAST_ACCESSED, ("%.6f" % last).encode())

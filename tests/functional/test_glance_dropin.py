@@ -1,0 +1,423 @@
+"""The drop-in, against real Glance 33: our filter in Glance's own Paste pipeline under uWSGI.
+
+Each server is Glance as an operator deploys it (tests/functional/glance_server.py): Glance's
+glance-api-paste.ini with only ``[filter:cache]`` (and ``[filter:cachemanage]``) changed to our
+factories, glance-api.conf giving the cache's settings (which our filter reads from Glance),
+``glance-manage db_sync``, 2 uWSGI processes x 8 threads. Clients are python-glanceclient and
+plain HTTP. Store reads are counted from Glance's own ``image.send`` notifications (logged by
+the ``log`` notification driver): Glance emits one each time its data path has sent an image,
+and cache hits never go through it.
+
+The ``caching`` servers run on SQLite (sqlite and xattr cache drivers) and PostgreSQL
+(centralized_db driver), so Glance's /v2/cache API and cache worker use what our drivers
+wrote with each, and the other way round; the ``cachemanagement`` server has our cache
+management filter in place of Glance's; the ``keystone+caching`` and
+``keystone+cachemanagement`` servers take real Keystone tokens (the session's Keystone,
+conftest.py) through Glance's auth_token and context middleware.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests import dbfixtures
+from tests.functional import glance_server, keystone_server, server as helpers
+
+pytestmark = pytest.mark.realservice
+glanceclient = pytest.importorskip("glanceclient")
+
+# Glance's noauth context is an admin without roles: allow the cache API to it, and make
+# download_image deny an image whose property deny_download is "yes" (the policy check a
+# cached image must pass, like any other).
+POLICY = {"cache_image": "", "cache_list": "", "cache_delete": "",
+          "download_image": "not 'yes':%(deny_download)s"}
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def glance_python():
+    python = glance_server.glance_python()
+    if python is None:
+        pytest.skip("no Glance venv: run tools/glance-venv and set %s to its python "
+                    "(tools/test does both)" % glance_server.PYTHON_ENV)
+    return python
+
+
+class PostgresDatabase:
+    """A scratch PostgreSQL database for Glance (its own schema: glance-manage db_sync)."""
+
+    def __init__(self):
+        self.admin_url = dbfixtures.server_url("postgresql")
+        self.name = "gcm_glance_%s" % uuid.uuid4().hex[:12]
+        self._admin("CREATE DATABASE %s" % self.name)
+        self.url = self.admin_url.set(database=self.name).render_as_string(hide_password=False)
+
+    def _admin(self, statement):
+        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+
+    def close(self):
+        self._admin("DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.name)
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(("sqlite", "sqlite"), id="sqlite"),
+    pytest.param(("sqlite", "xattr"), id="sqlite-xattr"),
+    pytest.param(("postgresql", "centralized_db"), id="postgresql",
+                 marks=pytest.mark.realdb)])
+def glance(request, glance_python, tmp_path_factory):
+    """glance-api with the ``caching`` flavor and our filter, on (database, cache driver):
+    SQLite with the sqlite or xattr driver, PostgreSQL with the centralized_db driver."""
+    backend, driver = request.param
+    workdir = tmp_path_factory.mktemp("glance-%s-%s" % (backend, driver))
+    database = None
+    if backend == "sqlite":
+        db_url = "sqlite:///%s/glance.sqlite" % workdir
+    else:
+        database = PostgresDatabase()
+        db_url = database.url
+    server = glance_server.GlanceServer(workdir, glance_python, db_url, flavor="caching",
+                                        driver=driver, policy=POLICY)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        if database is not None:
+            database.close()
+
+
+@pytest.fixture(scope="module")
+def glance_manage(glance_python, tmp_path_factory):
+    """glance-api with the ``cachemanagement`` flavor: our cache and cachemanage filters."""
+    workdir = tmp_path_factory.mktemp("glance-cachemanagement")
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir,
+                                        flavor="cachemanagement", policy=POLICY)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def client(server):
+    return glanceclient.Client(endpoint=server.url + "/v2")
+
+
+def upload(server, data, **properties):
+    """An active image with ``data``: created with glanceclient, the data PUT with a
+    Content-Length (glanceclient's chunked upload fails in Glance's uWSGI read here: "unable
+    to receive chunked part", with --http-chunked-input too)."""
+    image = client(server).images.create(name="img", disk_format="raw",
+                                         container_format="bare", **properties)
+    status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=data,
+                                     headers=OCTET)
+    assert status == 204, body
+    return image.id
+
+
+def get(server, image_id, **headers):
+    return server.request("GET", "/v2/images/%s/file" % image_id, headers=headers)
+
+
+def wait_cached(server, image_id):
+    """The cache file is renamed into place once the fill has verified the last byte, which
+    may be just after the client has it."""
+    helpers.wait_for(lambda: os.path.exists(server.cached_file(image_id)), timeout_s=10,
+                     what="image %s to be cached" % image_id)
+
+
+def wait_store_reads(server, image_id, expected):
+    helpers.wait_for(lambda: server.store_reads(image_id) >= expected, timeout_s=10,
+                     what="%d image.send notifications for %s" % (expected, image_id))
+    return server.store_reads(image_id)
+
+
+def test_glanceclient_download_misses_then_hits_byte_identical(glance):
+    data = os.urandom(2 * 1024 * 1024 + 11)
+    image_id = upload(glance, data)
+    glance_client = client(glance)
+    assert b"".join(glance_client.images.data(image_id)) == data   # MISS; client checks md5
+    wait_cached(glance, image_id)
+    assert wait_store_reads(glance, image_id, 1) == 1
+    status, headers, body = get(glance, image_id)
+    assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data
+    assert headers["content-md5"] == hashlib.md5(data).hexdigest()
+    assert b"".join(glance_client.images.data(image_id)) == data   # a HIT too
+    assert glance.store_reads(image_id) == 1
+
+
+def test_range_is_served_from_the_cache(glance):
+    data = os.urandom(1024 * 1024)
+    image_id = upload(glance, data)
+    # Glance itself answers a range (what a follower whose fill died asks it for the rest).
+    status, headers, body = get(glance, image_id, Range="bytes=5-")
+    assert (status, headers["x-image-cache"], body) == (206, "BYPASS", data[5:])
+    assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance, image_id)
+    status, headers, body = get(glance, image_id, Range="bytes=1000-1999")
+    assert (status, headers["x-image-cache"]) == (206, "HIT")
+    assert headers["content-range"] == "bytes 1000-1999/%d" % len(data)
+    assert body == data[1000:2000]
+    status, headers, body = get(glance, image_id, Range="bytes=-10")
+    assert (status, body) == (206, data[-10:])
+    assert wait_store_reads(glance, image_id, 2) == 2   # the BYPASS range and the MISS
+
+
+def test_16_concurrent_cold_downloads_read_the_store_once(glance):
+    data = os.urandom(24 * 1024 * 1024 + 5)
+    image_id = upload(glance, data)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: get(glance, image_id), range(16)))
+    statuses = sorted(headers["x-image-cache"] for _, headers, _ in results)
+    assert all(status == 200 and body == data for status, _, body in results), statuses
+    assert statuses.count("MISS") == 1, statuses
+    assert set(statuses) <= {"MISS", "COALESCED", "HIT"}, statuses
+    assert wait_store_reads(glance, image_id, 1) == 1
+    time.sleep(0.5)
+    assert glance.store_reads(image_id) == 1, statuses
+
+
+def test_download_image_policy_governs_cached_bytes(glance):
+    data = os.urandom(300 * 1024)
+    image_id, other_id = upload(glance, data), upload(glance, data)
+    for cached in (image_id, other_id):
+        assert get(glance, cached)[0] == 200
+        wait_cached(glance, cached)
+    # A rule on the image: Glance's policy, evaluated on Glance's view of the image.
+    client(glance).images.update(image_id, deny_download="yes")
+    status, headers, body = get(glance, image_id)
+    assert status == 403 and data not in body
+    assert get(glance, image_id, Range="bytes=0-99")[0] == 403
+    assert get(glance, other_id)[1]["x-image-cache"] == "HIT"
+    # The issue's experiment: "download_image": "!" in the policy file (reloaded by Glance).
+    glance.write_policy({**POLICY, "download_image": "!"})
+    try:
+        helpers.wait_for(lambda: get(glance, other_id)[0] == 403, timeout_s=10,
+                         what="the policy file to be reloaded")
+        assert get(glance, other_id, Range="bytes=0-9")[0] == 403
+    finally:
+        glance.write_policy(POLICY)
+    helpers.wait_for(lambda: get(glance, other_id)[0] == 200, timeout_s=10,
+                     what="the policy file to be reloaded")
+    assert os.path.exists(glance.cached_file(image_id))   # refused, not evicted
+
+
+def test_glance_cache_api_lists_and_deletes_our_entries(glance):
+    data = os.urandom(200 * 1024)
+    image_id = upload(glance, data)
+    assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance, image_id)
+    assert get(glance, image_id)[1]["x-image-cache"] == "HIT"
+
+    def glance_lists():
+        status, _, body = glance.request("GET", "/v2/cache")
+        assert status == 200, body
+        return {entry["image_id"]: entry for entry in json.loads(body)["cached_images"]}
+    assert glance_lists()[image_id]["size"] == len(data)
+    # Our hit counts are written within a second or so, where Glance's driver reads them.
+    helpers.wait_for(lambda: glance_lists()[image_id]["hits"] == 1, timeout_s=10,
+                     what="Glance's /v2/cache to show our hit")
+    status, _, body = glance.request("DELETE", "/v2/cache/%s" % image_id)
+    assert status == 204, body
+    assert not os.path.exists(glance.cached_file(image_id))
+    listed = json.loads(glance.request("GET", "/v2/cache")[2])["cached_images"]
+    assert image_id not in [entry["image_id"] for entry in listed]
+    assert get(glance, image_id)[1]["x-image-cache"] == "MISS"
+
+
+def test_an_image_cached_by_glances_prefetcher_is_our_hit(glance):
+    data = os.urandom(500 * 1024)
+    image_id = upload(glance, data)
+    status, _, body = glance.request("PUT", "/v2/cache/%s" % image_id)
+    assert status == 202, body
+    helpers.wait_for(lambda: os.path.exists(glance.cached_file(image_id)), timeout_s=30,
+                     what="Glance's cache worker to prefetch the image")
+    status, headers, body = get(glance, image_id)
+    assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data
+
+
+def test_image_delete_and_deactivate_evict(glance):
+    data = os.urandom(100 * 1024)
+    deleted, deactivated = upload(glance, data), upload(glance, data)
+    for image_id in (deleted, deactivated):
+        assert get(glance, image_id)[0] == 200
+        wait_cached(glance, image_id)
+    assert glance.request("DELETE", "/v2/images/%s" % deleted)[0] == 204
+    assert not os.path.exists(glance.cached_file(deleted))
+    assert get(glance, deleted)[0] == 404
+    status, _, body = glance.request("POST", "/v2/images/%s/actions/deactivate" % deactivated)
+    assert status == 204, body
+    assert not os.path.exists(glance.cached_file(deactivated))
+    # Glance's noauth context is admin: Glance itself streams a deactivated image to admins.
+    status, headers, body = get(glance, deactivated)
+    assert (status, headers["x-image-cache"], body) == (200, "BYPASS", data)
+    assert not os.path.exists(glance.cached_file(deactivated))
+
+
+def test_cachemanagement_flavor_runs_our_cache_management(glance_manage):
+    data = os.urandom(200 * 1024)
+    image_id, queued_id = upload(glance_manage, data), upload(glance_manage, data)
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance_manage, image_id)
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "HIT"
+    # PUT goes on to Glance's own /v2/cache: its cache worker prefetches through its stores.
+    status, _, body = glance_manage.request("PUT", "/v2/cache/%s" % queued_id)
+    assert status == 202, body
+    wait_cached(glance_manage, queued_id)
+    assert get(glance_manage, queued_id)[1]["x-image-cache"] == "HIT"
+    listing = json.loads(glance_manage.request("GET", "/v2/cache")[2])
+    assert sorted(entry["image_id"] for entry in listing["cached_images"]) == sorted(
+        [image_id, queued_id])
+    status, _, body = glance_manage.request("POST", "/v2/cache/prune")
+    assert status == 200 and json.loads(body)["total_files_pruned"] == 0
+    assert glance_manage.request("DELETE", "/v2/cache/%s" % image_id)[0] == 204
+    assert not os.path.exists(glance_manage.cached_file(image_id))
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
+    status, _, _ = glance_manage.request("DELETE", "/v2/cache",
+                                         headers={"x-image-cache-clear-target": "cache"})
+    assert status == 204
+    assert not os.path.exists(glance_manage.cached_file(queued_id))
+    assert [line for line in glance_manage.log().splitlines()   # our filter answered
+            if "glance_cache_mw.api.cache_manage" in line and "cleared" in line]
+
+
+# -- keystone+caching: Glance's own authtoken and context middleware, a real Keystone ---------
+
+PASSWORD = keystone_server.TEST_PASSWORD   # the session Keystone (conftest.py)
+
+
+@pytest.fixture(scope="module", params=["keystone+caching", "keystone+cachemanagement"])
+def glance_keystone(request, glance_python, keystone, tmp_path_factory):
+    """(glance-api with a keystone flavor, Keystone) — Glance's default policies."""
+    keystone, _ = keystone
+    workdir = tmp_path_factory.mktemp("glance-" + request.param.replace("+", "-"))
+    extra = "\n".join(["[keystone_authtoken]", "www_authenticate_uri = " + keystone.url,
+                       "auth_url = " + keystone.url, "auth_type = password",
+                       "username = glance", "password = " + PASSWORD,
+                       "project_name = service", "user_domain_name = Default",
+                       "project_domain_name = Default", ""])
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir,
+                                        flavor=request.param, extra_conf=extra)
+    try:
+        server.start()
+        yield server, keystone
+    finally:
+        server.stop()
+
+
+def test_keystone_caching_private_image_of_another_project_is_404_even_cached(glance_keystone):
+    server, keystone = glance_keystone
+    alice = {"X-Auth-Token": keystone.token("alice", "proj-alice", PASSWORD)}
+    bob = {"X-Auth-Token": keystone.token("bob", "proj-bob", PASSWORD)}
+    data = os.urandom(400 * 1024)
+    alice_client = glanceclient.Client(endpoint=server.url + "/v2", token=alice["X-Auth-Token"])
+    image = alice_client.images.create(name="private", disk_format="raw",
+                                       container_format="bare", visibility="private")
+    status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=data,
+                                     headers={**OCTET, **alice})
+    assert status == 204, body
+    assert b"".join(alice_client.images.data(image.id)) == data        # MISS, checked
+    wait_cached(server, image.id)
+    status, headers, body = get(server, image.id, **alice)
+    assert (status, headers["x-image-cache"], body) == (200, "HIT", data)  # her policy: allow
+    status, headers, body = get(server, image.id, **bob)
+    assert status == 404 and data[:64] not in body
+    assert get(server, image.id, Range="bytes=0-99", **bob)[0] == 404
+    bob_client = glanceclient.Client(endpoint=server.url + "/v2", token=bob["X-Auth-Token"])
+    with pytest.raises(glanceclient.exc.HTTPNotFound):
+        b"".join(bob_client.images.data(image.id))
+    assert get(server, image.id)[0] == 401                              # no token at all
+    assert os.path.exists(server.cached_file(image.id))
+
+
+def test_our_pruner_and_cleaner_work_from_glance_api_conf(glance):
+    """Pointed at glance-api.conf (its [DEFAULT] cache keys and [database] connection), our
+    commands act on the cache Glance and our filter share, in place of glance-cache-*."""
+    data = os.urandom(100 * 1024)
+    image_id = upload(glance, data)
+    assert get(glance, image_id)[0] == 200
+    wait_cached(glance, image_id)
+    stale = os.path.join(glance.cache_dir, "invalid", "0b1f4ac0-8f0f-4d1f-9d6b-2f3c6f7a5e02")
+    with open(stale, "wb") as handle:
+        handle.write(b"a fill that did not match")
+    conf = os.path.join(glance.workdir, "glance-api.conf")
+    bin_dir = os.path.dirname(sys.executable)
+    for command in ("glance-cache-mw-pruner", "glance-cache-mw-cleaner"):
+        done = subprocess.run([os.path.join(bin_dir, command), "--config", conf],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert not os.path.exists(stale)
+    assert os.path.exists(glance.cached_file(image_id))   # active in Glance's DB: kept
+    assert get(glance, image_id)[1]["x-image-cache"] == "HIT"
+
+
+def test_switching_back_to_glances_filter_keeps_the_cache(glance_manage, glance_python):
+    """One line back in glance-api-paste.ini: Glance's own filter serves what ours cached
+    (sqlite driver, WAL cache.db) and counts its hits where ours did. Runs last on the
+    cachemanagement server's files (that server is stopped for it)."""
+    data = os.urandom(300 * 1024)
+    image_id = upload(glance_manage, data)
+    assert get(glance_manage, image_id)[1]["x-image-cache"] == "MISS"
+    wait_cached(glance_manage, image_id)
+
+    def recorded():   # the row follows the rename into place (as with Glance's driver)
+        conn = sqlite3.connect(os.path.join(glance_manage.cache_dir, "cache.db"))
+        try:
+            return conn.execute("SELECT hits FROM cached_images WHERE image_id = ?",
+                                (image_id,)).fetchone() == (0,)
+        finally:
+            conn.close()
+    helpers.wait_for(recorded, timeout_s=10, what="our cache.db row")
+    glance_manage.stop()
+    theirs = glance_server.GlanceServer(glance_manage.workdir, glance_python,
+                                        glance_manage.db_url, policy=POLICY, our_filters=False)
+    theirs.log_path += ".glance-filter"
+    theirs.start()
+    try:
+        status, headers, body = get(theirs, image_id)
+        assert status == 200 and body == data and "x-image-cache" not in headers
+        # hits: 0 after our fill; 1 = Glance's filter read it from the cache.
+        listed = json.loads(theirs.request("GET", "/v2/cache")[2])["cached_images"]
+        assert (image_id, 1) in [(entry["image_id"], entry["hits"]) for entry in listed]
+    finally:
+        theirs.stop()
+
+
+def test_keystone_flavors_cache_management_is_for_admins(glance_keystone):
+    """keystone+caching: Glance's /v2/cache; keystone+cachemanagement: ours, reading the
+    admin from Glance's context (it answered 403 to the admin before)."""
+    server, keystone = glance_keystone
+    carol = {"X-Auth-Token": keystone.token("carol", "proj-carol", PASSWORD)}   # admin
+    alice = {"X-Auth-Token": keystone.token("alice", "proj-alice", PASSWORD)}
+    data = os.urandom(100 * 1024)
+    status, _, body = server.request("POST", "/v2/images", body=json.dumps(
+        {"name": "x", "disk_format": "raw", "container_format": "bare"}).encode(),
+        headers={"Content-Type": "application/json", **alice})
+    image_id = json.loads(body)["id"]
+    assert server.request("PUT", "/v2/images/%s/file" % image_id, body=data,
+                          headers={**OCTET, **alice})[0] == 204
+    assert get(server, image_id, **alice)[1]["x-image-cache"] == "MISS"
+    wait_cached(server, image_id)
+    status, _, body = server.request("GET", "/v2/cache", headers=carol)
+    assert status == 200, body
+    assert image_id in [entry["image_id"] for entry in json.loads(body)["cached_images"]]
+    assert server.request("GET", "/v2/cache", headers=alice)[0] == 403
+    assert server.request("DELETE", "/v2/cache/%s" % image_id, headers=alice)[0] == 403
+    assert server.request("DELETE", "/v2/cache/%s" % image_id, headers=carol)[0] == 204
+    assert not os.path.exists(server.cached_file(image_id))
