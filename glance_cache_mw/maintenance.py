@@ -73,7 +73,7 @@ class _LockFile:
     workers during a pass never keeps the lock held after the pass ended."""
 
     def __init__(self, path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = common.open_housekeeping(path, os.O_RDWR)
         common.hold_across_fork(self)
 
     def forget_fds_after_fork(self):

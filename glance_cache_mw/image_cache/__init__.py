@@ -127,11 +127,12 @@ class ImageCache:
         """The cached file opened for reading (caller closes it), or None on a miss.
 
         Opening is the test: a file evicted after a separate is_cached() can't break the
-        response half-way (W5). The hit is counted in memory, written in batches.
+        response half-way (W5). The hit is counted in memory, written in batches. Only a
+        regular file is served: a symlink, FIFO or directory at the image's path is evicted
+        and logged, and the request is a miss (drivers.base.Driver.open_cached_file).
         """
-        try:
-            handle = open(self.driver.get_image_filepath(image_id), "rb")
-        except FileNotFoundError:
+        handle = self.driver.open_cached_file(image_id)
+        if handle is None:
             return None
         self.driver.record_hit(image_id)
         return handle
@@ -204,8 +205,11 @@ class ImageCache:
         path = self.driver.get_image_filepath(image_id, common.INCOMPLETE)
         mark = self._register_follower(image_id)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = common.open_regular(path)
+        except BaseException:
+            self._unregister_follower(image_id, mark)
+            raise
+        if fd is None:
             self._unregister_follower(image_id, mark)
             return None
         if not common.is_writer_alive(fd) and not common.is_verified(fd):
@@ -224,7 +228,7 @@ class ImageCache:
         """Hold a shared flock on ``incomplete/.f.{id}`` while following (any process)."""
         path = self._follower_mark_path(image_id)
         while True:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = common.open_housekeeping(path)
             while not common.try_lock(fd, shared=True):   # held only for an instant
                 time.sleep(LOCK_POLL_S)
             if common.same_file(fd, path):
@@ -242,10 +246,8 @@ class ImageCache:
             LOG.debug("follower mark of %s not removed: %s", image_id, err)
 
     def _has_followers(self, image_id):
-        path = self._follower_mark_path(image_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = common.open_regular(self._follower_mark_path(image_id))
+        if fd is None:
             return False
         try:
             if common.try_lock(fd):
@@ -261,8 +263,7 @@ class ImageCache:
     def _maintenance_lock(self):
         """Exclusive across threads and processes; polls so an eventlet hub never blocks."""
         with self._mutex:
-            fd = os.open(self.driver.get_path(LOCK_NAME),
-                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = common.open_housekeeping(self.driver.get_path(LOCK_NAME), os.O_RDWR)
             try:
                 while not common.try_lock(fd):
                     time.sleep(LOCK_POLL_S)
@@ -283,9 +284,8 @@ class ImageCache:
                 parsed = common.parse_reservation(dirent.name)
                 if parsed is None:
                     continue
-                try:
-                    fd = os.open(dirent.path, os.O_RDONLY | os.O_NOFOLLOW)
-                except FileNotFoundError:
+                fd = common.open_regular(dirent.path)
+                if fd is None:
                     continue
                 try:
                     if common.is_writer_alive(fd):
@@ -372,3 +372,4 @@ class ImageCache:
         """Remove invalid/ files and abandoned incomplete/ files older than ``stall_time``
         seconds (default image_cache_stall_time); a live fill is never touched."""
         return self.driver.clean(stall_time)
+
