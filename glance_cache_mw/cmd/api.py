@@ -1,7 +1,8 @@
 """glance-cache-mw-api: serve the Paste pipeline with eventlet's WSGI server.
 
 Start-up, in this order, so that every mistake is reported before a port is taken: read the
-settings (``--config FILE``, or the embedded defaults under ./data), create or check the
+settings (``--config FILE``, or the embedded defaults under ./data) and check them (unknown
+keys, the cache driver, the flavor: exit 2 before anything is written), create or check the
 database schema (SQLite is created/upgraded in place; PostgreSQL and MySQL must have been synced
 with ``glance-cache-mw-manage db sync``), build the pipeline of the configured flavor, bind
 ``bind_host:bind_port`` (port 0 = any free port) and print where it listens.
@@ -76,7 +77,7 @@ def _run(argv):
     conf = common.load_config(args)
     if not conf.debug and not args.debug:
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    flavor = wsgi.read_flavor(args.config_file)
+    flavor = wsgi.check_flavor(args.config_file)   # settings and flavor checked: now write
     prepare_database(conf.sql_connection)
     if args.config_file:
         app = AccessLog(wsgi.load_app(args.config_file))
