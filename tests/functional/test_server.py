@@ -190,6 +190,54 @@ def test_workers_drain_in_flight_requests_and_dead_workers_are_replaced(start_se
     assert server.stderr().count("all requests done") == 2
 
 
+def _is_refused_or_answered(port):
+    """True if a new connection is refused, or answered (or reset) within 2 s; False if
+    the kernel accepted it for nobody (the request hangs)."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except ConnectionRefusedError:
+        return True
+    try:
+        sock.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return sock.recv(100) is not None
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    finally:
+        sock.close()
+
+
+def test_with_workers_a_stop_refuses_new_connections_during_the_drain(start_server):
+    server = start_server(stub_app=True, settings={"workers": 2})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", "/test/slow?seconds=40&chunks=40")
+        response = conn.getresponse()
+        response.read(1)                          # in flight: the drain lasts 40 s
+        server.signal(signal.SIGTERM)
+        wait_for(lambda: server.stderr().count("no longer accepting") == 2, timeout_s=15,
+                 what="both workers stopping")
+        wait_for(lambda: _is_refused_or_answered(server.port), timeout_s=10,
+                 what="new connections refused (not queued for nobody)")
+        assert server.process.poll() is None      # still draining the slow request
+    finally:
+        conn.close()                              # the drain ends with its client
+    assert server.wait(timeout_s=30) == 0
+
+
+def test_a_stop_skips_the_interpreter_teardown(start_server):
+    # With nothing in flight the process ends as soon as it is done: no seconds spent
+    # collecting every module's objects after "all requests done".
+    server = start_server(stub_app=True)
+    assert server.request("GET", "/healthcheck")[0] == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout_s=30) == 0
+    stderr = server.stderr()
+    assert "all requests done, exiting" in stderr
+    assert "interpreter teardown" not in stderr
+
+
 def run_api(*args, cwd, timeout_s=60):
     return subprocess.run(helpers.api_command() + list(args), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout_s, env=helpers.subprocess_env())
