@@ -294,9 +294,13 @@ class Supervisor:
         return status
 
     def spawn(self):
+        # SIGTERM is held back across fork: a child must not get it while it still has the
+        # parent's handler (which would swallow it and leave the worker serving).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()
         if pid == 0:
             os._exit(self._child_main())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         LOG.info("started worker %d", pid)
         self.children[pid] = time.monotonic()
 
@@ -305,6 +309,7 @@ class Supervisor:
         # (the parent's handler, inherited, would swallow it).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})   # held in spawn()
         status = 1
         try:
             # A fresh hub: the parent's epoll instance must not be shared with the children.

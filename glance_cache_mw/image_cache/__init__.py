@@ -372,4 +372,3 @@ class ImageCache:
         """Remove invalid/ files and abandoned incomplete/ files older than ``stall_time``
         seconds (default image_cache_stall_time); a live fill is never touched."""
         return self.driver.clean(stall_time)
-
