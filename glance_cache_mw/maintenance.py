@@ -40,7 +40,7 @@ from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import api as db_api_mod
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class _LockFile:
     workers during a pass never keeps the lock held after the pass ended."""
 
     def __init__(self, path):
-        self.fd = common.open_housekeeping(path, os.O_RDWR)
+        self.fd = safe_open.open_housekeeping(path, os.O_RDWR)
         common.hold_across_fork(self)
 
     def forget_fds_after_fork(self):

@@ -17,7 +17,7 @@ import time
 from glance_cache_mw import config as cfg
 from glance_cache_mw.image_cache import drivers
 from glance_cache_mw.image_cache import fill as fill_mod, verify
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class ImageCache:
         path = self.driver.get_image_filepath(image_id, common.INCOMPLETE)
         mark = self._register_follower(image_id)
         try:
-            fd = common.open_regular(path)
+            fd = safe_open.open_regular(path)
         except BaseException:
             self._unregister_follower(image_id, mark)
             raise
@@ -228,7 +228,7 @@ class ImageCache:
         """Hold a shared flock on ``incomplete/.f.{id}`` while following (any process)."""
         path = self._follower_mark_path(image_id)
         while True:
-            fd = common.open_housekeeping(path)
+            fd = safe_open.open_housekeeping(path)
             while not common.try_lock(fd, shared=True):   # held only for an instant
                 time.sleep(LOCK_POLL_S)
             if common.same_file(fd, path):
@@ -246,7 +246,7 @@ class ImageCache:
             LOG.debug("follower mark of %s not removed: %s", image_id, err)
 
     def _has_followers(self, image_id):
-        fd = common.open_regular(self._follower_mark_path(image_id))
+        fd = safe_open.open_regular(self._follower_mark_path(image_id))
         if fd is None:
             return False
         try:
@@ -263,7 +263,7 @@ class ImageCache:
     def _maintenance_lock(self):
         """Exclusive across threads and processes; polls so an eventlet hub never blocks."""
         with self._mutex:
-            fd = common.open_housekeeping(self.driver.get_path(LOCK_NAME), os.O_RDWR)
+            fd = safe_open.open_housekeeping(self.driver.get_path(LOCK_NAME), os.O_RDWR)
             try:
                 while not common.try_lock(fd):
                     time.sleep(LOCK_POLL_S)
@@ -284,7 +284,7 @@ class ImageCache:
                 parsed = common.parse_reservation(dirent.name)
                 if parsed is None:
                     continue
-                fd = common.open_regular(dirent.path)
+                fd = safe_open.open_regular(dirent.path)
                 if fd is None:
                     continue
                 try:

@@ -27,7 +27,7 @@ import weakref
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -112,12 +112,12 @@ class Driver(abc.ABC):
 
     def is_cached(self, image_id):
         """True when ``{dir}/{id}`` is a regular file (a symlink there is not a cached image)."""
-        return common.is_regular_file(self.get_image_filepath(image_id))
+        return safe_open.is_regular_file(self.get_image_filepath(image_id))
 
     def is_being_cached(self, image_id):
         """True while a live writer fills ``incomplete/{id}`` (debris does not count)."""
         path = self.get_image_filepath(image_id, common.INCOMPLETE)
-        fd = common.open_regular(path)   # a symlink or FIFO there is removed, no writer's
+        fd = safe_open.open_regular(path)   # a symlink or FIFO there is removed, no writer's
         if fd is None:
             return False
         try:
@@ -206,7 +206,7 @@ class Driver(abc.ABC):
         FIFO. Anything else at the image's path is evicted (logged with the path and what it
         was), so the request becomes a miss and the next fill replaces it.
         """
-        fd = common.open_regular(self.get_image_filepath(image_id),
+        fd = safe_open.open_regular(self.get_image_filepath(image_id),
                                  on_foreign=lambda _path: self.forget([image_id]))
         return None if fd is None else os.fdopen(fd, "rb")
 

@@ -14,7 +14,7 @@ import secrets
 import time
 
 from glance_cache_mw import exception
-from glance_cache_mw.image_cache.drivers import base, common
+from glance_cache_mw.image_cache.drivers import base, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Driver(base.Driver):
 
     def apply_hits(self, batch):
         for image_id, (count, when) in batch.items():
-            fd = common.open_regular(self.get_image_filepath(image_id))
+            fd = safe_open.open_regular(self.get_image_filepath(image_id))
             if fd is None:
                 continue   # evicted since the hit (or not a regular file: removed)
             try:
