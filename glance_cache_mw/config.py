@@ -10,7 +10,9 @@ Two ways in, on purpose with different strictness:
   app's keys (``API_KEYS``) and variables other values interpolate (``%(name)s``): anything
   else is an error naming the key and the nearest known one, and a key that belongs in a
   Paste section (keystonemiddleware's, the health check's) says which section. The cache
-  driver's name and what it needs are checked too, so nothing is written on a typo.
+  driver's name and what it needs are checked too, so nothing is written on a typo. Glance's
+  glance-api.conf (a file with [database] or [glance_store]) is read for our keys only: its
+  other [DEFAULT] keys are Glance's.
 * ``Config.from_mapping(mapping)`` types the keys it knows and ignores the rest: the Paste
   factories use it on ``{**global_conf, **local_conf}``, which in Glance's own paste pipeline
   carries Glance's keys.
@@ -217,7 +219,8 @@ class Config:
         if path is None:
             return cls.from_mapping({})
         values = read_ini_defaults(path)
-        check_default_keys(values, path, _interpolated_names(path))
+        if not is_glance_config(path):   # Glance's [DEFAULT] is Glance's, not ours to judge
+            check_default_keys(values, path, _interpolated_names(path))
         conf = cls.from_mapping(values)
         check_cache_driver(conf)
         return conf
@@ -262,6 +265,21 @@ def read_ini_defaults(path):
     if "sql_connection" not in values and parser.has_option("database", "connection"):
         values["sql_connection"] = parser.get("database", "connection", raw=True)
     return values
+
+
+GLANCE_SECTIONS = ("database", "glance_store")
+
+
+def is_glance_config(path):
+    """True for Glance's glance-api.conf (it has a [database] or [glance_store] section, which
+    our INI never has): our commands then read our keys from it and leave Glance's alone."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, UnicodeError, configparser.Error):
+        return False
+    return any(parser.has_section(name) for name in GLANCE_SECTIONS)
 
 
 def check_config_path(path):

@@ -111,3 +111,17 @@ def test_bind_port_range_and_empty(raw, words):
 def test_a_directory_is_not_a_config_file(tmp_path):
     with pytest.raises(exception.InvalidConfiguration, match="is a directory"):
         config.Config.from_file(str(tmp_path))
+
+
+def test_glance_api_conf_is_read_for_our_keys_and_keeps_glances(tmp_path):
+    """Our commands pointed at glance-api.conf: Glance's own [DEFAULT] keys are not typos."""
+    path = tmp_path / "glance-api.conf"
+    path.write_text("[DEFAULT]\nimage_cache_dir = /c\nnode_staging_uri = file:///s\n"
+                    "enabled_import_methods = []\n[database]\nconnection = sqlite:////d.db\n"
+                    "[glance_store]\nfilesystem_store_datadir = /i\n")
+    conf = config.Config.from_file(str(path))
+    assert (conf.image_cache_dir, conf.sql_connection) == ("/c", "sqlite:////d.db")
+    ours = tmp_path / "ours.ini"                 # the same key in our own INI is a mistake
+    ours.write_text("[DEFAULT]\nnode_staging_uri = file:///s\n")
+    with pytest.raises(exception.InvalidConfiguration, match="unknown key node_staging_uri"):
+        config.Config.from_file(str(ours))
