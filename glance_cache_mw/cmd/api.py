@@ -36,7 +36,7 @@ with warnings.catch_warnings():
     import eventlet.hubs
     import eventlet.wsgi
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, metrics_dir
 from glance_cache_mw.cmd import common, sendfile
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def _run(argv):
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     flavor = wsgi.read_flavor(args.config_file)
     prepare_database(conf.sql_connection)
+    metrics_dir.prepare_server_dir(conf.metrics_dir)   # before the pipeline imports metrics
     if args.config_file:
         app = AccessLog(wsgi.load_app(args.config_file))
     else:
@@ -306,6 +307,7 @@ class Supervisor:
             started = self.children.pop(pid, None)
             if started is None:
                 continue
+            metrics_dir.mark_process_dead(pid)
             if not respawn:
                 continue
             LOG.error("worker %d exited (status %d); starting another", pid,

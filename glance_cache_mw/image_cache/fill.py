@@ -48,8 +48,12 @@ class TeeIterator:
     """
 
     def __init__(self, image_id, source, writer, verifier, complete_in_background=False,
-                 has_followers=None, hold_last_chunk=False):
+                 has_followers=None, hold_last_chunk=False, metrics=None):
         self.image_id = image_id
+        self._metrics = metrics
+        self._started = time.monotonic()
+        if writer is not None and metrics is not None:
+            metrics.fill_started()
         self._source = source
         self._chunks = iter(source)
         self._writer = writer
@@ -87,7 +91,7 @@ class TeeIterator:
             except Exception as err:
                 self._done = True
                 # W8: an origin failure is passed on, never turned into a silently short body.
-                self._end_writer("invalidate", "origin failed: %r" % (err,))
+                self._end_writer("invalidate", "origin failed: %r" % (err,), "origin")
                 self._close_verifier()
                 raise
             if not chunk:
@@ -117,6 +121,7 @@ class TeeIterator:
             except OSError as err:
                 LOG.warning("stopped caching image %s: %s", self.image_id, err)
                 self._writer.discard("write failed: %s" % err)
+                self._count_failure("io")
                 if self._verifier is not None and self._verifier.reads_file:
                     # Its bytes are gone with the file; and with nothing to cache and the
                     # client not waiting for a verdict, there is nothing left to verify.
@@ -136,7 +141,8 @@ class TeeIterator:
                 self._verifier.close()
         if problem is not None:
             self.mismatch = problem
-            self._end_writer("invalidate", problem)
+            self._end_writer("invalidate", problem,
+                             "size" if problem.startswith("got ") else "verification")
             if raise_mismatch:
                 raise ImageDataMismatch(image_id=self.image_id, reason=problem)
             LOG.error("image %s: the origin's bytes do not match the image record (%s); "
@@ -145,10 +151,25 @@ class TeeIterator:
             return
         if self.caching:
             self.committed = self._writer.commit()
+            self._count_commit()
 
-    def _end_writer(self, how, reason):
+    def _end_writer(self, how, reason, outcome):
         if self.caching:
             getattr(self._writer, how)(reason)
+            self._count_failure(outcome)
+
+    # The fill's verdict, counted once where it is decided (metrics.py: fills_*).
+    def _count_commit(self):
+        if self._metrics is None:
+            return
+        if self.committed:
+            self._metrics.fill_committed(time.monotonic() - self._started)
+        else:
+            self._metrics.fill_failed("cancelled")
+
+    def _count_failure(self, outcome):
+        if self._metrics is not None:
+            self._metrics.fill_failed(outcome)
 
     def close(self):
         if not self._done and self.caching and (
@@ -167,7 +188,7 @@ class TeeIterator:
                 close()
         finally:
             try:
-                self._end_writer("discard", "client disconnected")
+                self._end_writer("discard", "client disconnected", "client_abort")
             finally:
                 self._close_verifier()
 
@@ -185,7 +206,7 @@ class TeeIterator:
             self._finish()
         except Exception as err:  # background: nobody to raise to
             LOG.warning("background fill of image %s failed: %s", self.image_id, err)
-            self._end_writer("invalidate", "origin failed: %r" % (err,))
+            self._end_writer("invalidate", "origin failed: %r" % (err,), "origin")
         finally:
             try:
                 close = getattr(self._source, "close", None)

@@ -11,12 +11,13 @@ the app untouched, except that a successful image DELETE or deactivate evicts th
 import logging
 import os
 import re
+import time
 
 import webob
 import webob.exc
 
 from glance_cache_mw import config as cfg
-from glance_cache_mw import exception, store
+from glance_cache_mw import exception, metrics as metrics_mod, store
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import common
@@ -37,19 +38,21 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        return CacheFilter(app, ImageCache.from_config(config), db_api,
-                           chunk_size=config.chunk_size)
+        metrics = metrics_mod.shared()
+        return CacheFilter(app, ImageCache.from_config(config, metrics=metrics), db_api,
+                           chunk_size=config.chunk_size, metrics=metrics)
     return make_filter
 
 
 class CacheFilter:
     """The cache in front of an images app; everything it does not handle goes to ``app``."""
 
-    def __init__(self, app, cache, db_api, *, chunk_size=65536):
+    def __init__(self, app, cache, db_api, *, chunk_size=65536, metrics=metrics_mod.NULL):
         self.app = app
         self.cache = cache
         self.db_api = db_api
         self.chunk_size = chunk_size
+        self.metrics = metrics
 
     def __call__(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -117,7 +120,7 @@ class CacheFilter:
             handle.close()
             LOG.warning("evicting cached image %s: %d bytes on disk, %d in the record",
                         image_id, size, image["size"])
-            self.cache.delete_cached_image(image_id)
+            self.cache.delete_cached_image(image_id, reason="size_mismatch")
             return None
         return handle
 
@@ -132,6 +135,7 @@ class CacheFilter:
                     explanation="Range %r cannot be served from %d bytes." % (range_header, size))
                 response.headers["Content-Range"] = "bytes */%d" % size
                 response.headers[STATUS_HEADER] = "HIT"
+                self.metrics.download("HIT", "4xx", 0)
                 return response(environ, start_response)
             status = "206 Partial Content"
             headers = download.download_headers(
@@ -140,6 +144,7 @@ class CacheFilter:
             start, length, status = 0, size, "200 OK"
             headers = download.download_headers(image)
         start_response(status, headers + [(STATUS_HEADER, "HIT")])
+        self.metrics.download("HIT", "2xx", 0 if head else length)
         if head:
             handle.close()
             return [b""]
@@ -158,24 +163,28 @@ class CacheFilter:
 
     def _miss(self, environ, start_response, image):
         image_id, size = image["id"], image["size"]
+        started = time.monotonic()
         follower = self._follow(environ, image)
         if follower is not None:
             start_response("200 OK", download.download_headers(image)
                            + [(STATUS_HEADER, "COALESCED")])
-            return follower
+            self.metrics.download("COALESCED", "2xx", size)
+            return self.metrics.time_first_byte(follower, "COALESCED", started)
         writer = self.cache.admit(image_id, size)
         if writer is None:
             follower = self._follow(environ, image)   # another request won the race
             if follower is not None:
                 start_response("200 OK", download.download_headers(image)
                                + [(STATUS_HEADER, "COALESCED")])
-                return follower
+                self.metrics.download("COALESCED", "2xx", size)
+                return self.metrics.time_first_byte(follower, "COALESCED", started)
         captured = {}
 
         def capture(status, headers, exc_info=None):
             captured["status"] = status
             if status.startswith("200"):
                 return _no_write   # sent below, once the body is wrapped
+            self.metrics.download("BYPASS", metrics_mod.status_class(status), 0)
             return start_response(status, _with_status(headers, "BYPASS"), exc_info)
 
         try:
@@ -184,6 +193,7 @@ class CacheFilter:
             if writer is not None:
                 writer.discard("origin failed")
             raise
+        self.metrics.origin_read("miss", size if captured.get("status", "")[:3] == "200" else 0)
         if not captured.get("status", "").startswith("200"):
             if writer is not None:
                 writer.discard("origin answered %s" % captured.get("status"))
@@ -193,7 +203,8 @@ class CacheFilter:
                               os_hash_value=image.get("os_hash_value"), writer=writer)
         start_response("200 OK", download.download_headers(image)
                        + [(STATUS_HEADER, "MISS" if tee.caching else "BYPASS")])
-        return tee
+        self.metrics.download("MISS" if tee.caching else "BYPASS", "2xx", size)
+        return self.metrics.time_first_byte(tee, "MISS" if tee.caching else "BYPASS", started)
 
     def _follow(self, environ, image):
         if not self.cache.is_being_cached(image["id"]):
@@ -210,6 +221,7 @@ class CacheFilter:
 
         def capture(status_line, headers, exc_info=None):
             status["line"] = status_line
+            self.metrics.origin_read("fallback", _content_length(headers))
             return lambda data: None
 
         body = self.app(sub, capture)
@@ -223,6 +235,9 @@ class CacheFilter:
 
     def _bypass(self, environ, start_response):
         def tagged(status, headers, exc_info=None):
+            nbytes = 0 if environ["REQUEST_METHOD"] == "HEAD" else _content_length(headers)
+            self.metrics.download("BYPASS", metrics_mod.status_class(status), nbytes)
+            self.metrics.origin_read("bypass", nbytes)
             return start_response(status, _with_status(headers, "BYPASS"), exc_info)
         return self.app(environ, tagged)
 
@@ -233,7 +248,7 @@ class CacheFilter:
         def evicting(status, headers, exc_info=None):
             if status.startswith("2") and common.is_image_id(image_id):
                 try:
-                    self.cache.delete_cached_image(image_id)
+                    self.cache.delete_cached_image(image_id, reason="gone")
                     self.cache.delete_queued_image(image_id)
                 except OSError as err:
                     LOG.warning("could not evict image %s: %s", image_id, err)
@@ -245,6 +260,14 @@ class CacheFilter:
 
 def _no_write(data):
     raise RuntimeError("the cache filter does not support the WSGI write() callable")
+
+
+def _content_length(headers):
+    """The Content-Length of ``headers`` as an int (0 when absent or malformed)."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return int(value) if value.strip().isdigit() else 0
+    return 0
 
 
 def _with_status(headers, value):
