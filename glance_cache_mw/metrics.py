@@ -88,6 +88,8 @@ class Metrics:
                                  (self.prefetches, PREFETCH_OUTCOMES)):
             for value in values:
                 labelled.labels(value)   # exported as 0 from the start, so rate() works
+        for cache in ("MISS", "COALESCED"):
+            self.first_byte.labels(cache)
 
     # -- one call per event --------------------------------------------------------------
 

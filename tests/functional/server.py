@@ -240,6 +240,10 @@ class TestingFilter:
 
     ``/test/slow?seconds=S&chunks=N&name=X`` streams N bytes over S seconds and, when its body
     is closed, writes ``{data_dir}/closed-X`` with the number of bytes it yielded.
+
+    While ``{data_dir}/origin-delay`` exists (it holds seconds), the images app's image data
+    (what the cache reads from the origin; this filter sits between them) waits that long
+    before each chunk: a slow origin, so that concurrent downloads meet a fill in progress.
     """
 
     def __init__(self, app, data_dir):
@@ -264,6 +268,11 @@ class TestingFilter:
         elif request.path_info == "/test/raise-in-body":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return _raising_body()
+        elif (request.path_info.endswith("/file") and request.method == "GET"
+              and os.path.exists(os.path.join(self.data_dir, "origin-delay"))):
+            with open(os.path.join(self.data_dir, "origin-delay"), encoding="utf-8") as handle:
+                delay_s = float(handle.read())
+            return DelayedBody(self.app(environ, start_response), delay_s)
         elif request.path_info == "/test/pid":
             response = webob.Response(json_body={"pid": os.getpid()})
         elif request.path_info == "/test/cache":
@@ -272,6 +281,25 @@ class TestingFilter:
         else:
             return self.app(environ, start_response)
         return response(environ, start_response)
+
+
+class DelayedBody:
+    """``body`` with ``delay_s`` before each chunk; close() reaches it."""
+
+    def __init__(self, body, delay_s):
+        self._body = body
+        self._chunks = iter(body)
+        self._delay_s = delay_s
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        time.sleep(self._delay_s)
+        return next(self._chunks)
+
+    def close(self):
+        getattr(self._body, "close", lambda: None)()
 
 
 def _raising_body():

@@ -1,0 +1,184 @@
+"""Metrics: fill verdicts and evictions counted once with their reason, the scrape-time cache
+gauges, and the /metrics filter's address check. Each test has its own private registry."""
+
+import os
+
+import pytest
+import webob
+
+from glance_cache_mw import exception, metrics as metrics_mod
+from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.middleware import metrics as metrics_filter
+from tests.unit import cache_helpers as helpers
+
+DATA = helpers.body(50000)
+
+
+def sample(metrics, name, **labels):
+    return metrics.registry.get_sample_value("glance_cache_mw_" + name, labels or None)
+
+
+@pytest.fixture
+def metrics():
+    return metrics_mod.Metrics()
+
+
+@pytest.fixture
+def cache(tmp_path, metrics):
+    cache = ImageCache.from_config(helpers.settings(tmp_path, image_cache_max_size=120000),
+                                   metrics=metrics)
+    yield cache
+    cache.close()
+
+
+def fill(cache, image_id, data, size=None, **hashes):
+    return helpers.drain(cache.fill(image_id, helpers.chunks(data), size or len(data),
+                                    **(hashes or helpers.hashes(data))))
+
+
+def test_two_instances_count_apart():
+    one, two = metrics_mod.Metrics(), metrics_mod.Metrics()
+    one.download("HIT", "2xx", 10)
+    one.download("HIT", "2xx", 5)
+    assert sample(one, "downloads_total", cache="HIT", code="2xx") == 2
+    assert sample(one, "download_bytes_total", cache="HIT") == 15
+    assert sample(two, "downloads_total", cache="HIT", code="2xx") == 0
+
+
+def test_a_committed_fill(cache, metrics):
+    assert fill(cache, "a", DATA) == DATA
+    assert sample(metrics, "fills_started_total") == 1
+    assert sample(metrics, "fills_committed_total") == 1
+    assert sample(metrics, "fill_duration_seconds_count") == 1
+    assert all(sample(metrics, "fills_failed_total", reason=r) == 0
+               for r in metrics_mod.FILL_FAILURES)
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (lambda data: data[:-1], "size"),
+    (lambda data: b"x" + data[1:], "verification"),
+])
+def test_a_failed_verification_is_counted_with_its_reason(cache, metrics, corrupt, reason):
+    fill(cache, "a", corrupt(DATA), size=len(DATA), **helpers.hashes(DATA))
+    assert not cache.is_cached("a")
+    assert sample(metrics, "fills_failed_total", reason=reason) == 1
+    assert sample(metrics, "fills_committed_total") == 0
+
+
+def test_a_client_abort_is_counted_once(cache, metrics):
+    tee = cache.fill("a", helpers.chunks(DATA), len(DATA), **helpers.hashes(DATA))
+    next(tee)
+    tee.close()
+    tee.close()
+    assert sample(metrics, "fills_failed_total", reason="client_abort") == 1
+    assert sample(metrics, "fills_started_total") == 1
+
+
+def test_admission_refused_and_admission_evictions(cache, metrics):
+    fill(cache, "a", DATA)
+    fill(cache, "b", DATA)
+    fill(cache, "c", DATA)    # 3 x 50000 > 120000: "a" goes
+    assert sample(metrics, "evictions_total", reason="admission") == 1
+    fill(cache, "big", helpers.body(130000))
+    assert sample(metrics, "fills_failed_total", reason="admission") == 1
+    assert sample(metrics, "fills_started_total") == 3
+
+
+def test_prune_and_manual_evictions(tmp_path, metrics):
+    cache = ImageCache.from_config(helpers.settings(tmp_path), metrics=metrics)
+    try:
+        for image_id in ("a", "b", "c"):
+            fill(cache, image_id, DATA)
+        cache.max_size = 60000
+        assert cache.prune() == (2, 100000)
+        assert sample(metrics, "evictions_total", reason="prune") == 2
+        cache.delete_cached_image("c")
+        cache.delete_cached_image("c")          # not cached any more: not counted
+        assert sample(metrics, "evictions_total", reason="manual") == 1
+    finally:
+        cache.close()
+
+
+def test_cache_collector_computes_the_gauges_at_scrape_time(cache):
+    fill(cache, "a", DATA)
+    fill(cache, "b", DATA[:1000])
+    assert cache.queue_image("q1") and cache.queue_image("q2")
+    families = {f.name: f.samples[0].value
+                for f in metrics_mod.CacheCollector(cache).collect()}
+    st = os.statvfs(cache.driver.base_dir)
+    assert families["glance_cache_mw_cache_size_bytes"] == 51000
+    assert families["glance_cache_mw_cache_entries"] == 2
+    assert families["glance_cache_mw_cache_max_size_bytes"] == 120000
+    assert families["glance_cache_mw_queued_images"] == 2
+    # Free space moves with everything else on the disk: the same order of magnitude.
+    assert abs(families["glance_cache_mw_cache_free_bytes"] - st.f_bavail * st.f_frsize) \
+        < 0.05 * st.f_blocks * st.f_frsize
+
+
+def test_null_metrics_has_exactly_the_methods_of_metrics():
+    metrics_mod.NULL.download("HIT", "2xx", 1)
+    body = [b"x"]
+    assert metrics_mod.NULL.time_first_byte(body, "MISS", 0) is body
+    with pytest.raises(AttributeError):
+        metrics_mod.NULL.no_such_event()
+
+
+def test_first_byte_timer_observes_once_and_closes(metrics):
+    closed = []
+
+    class Body(list):
+        def close(self):
+            closed.append(True)
+
+    timed = metrics.time_first_byte(Body([b"a", b"b"]), "MISS", 0)
+    assert list(timed) == [b"a", b"b"]
+    timed.close()
+    assert closed == [True]
+    assert sample(metrics, "first_byte_seconds_count", cache="MISS") == 1
+
+
+# -- the /metrics filter ---------------------------------------------------------------------
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"app"]
+
+
+def scrape(metrics, remote_addr, allowed="127.0.0.0/8, ::1", method="GET", path="/metrics"):
+    filt = metrics_filter.MetricsFilter(
+        app, metrics, metrics_filter.parse_networks("metrics_allowed_clients", allowed))
+    return webob.Request.blank(path, method=method, remote_addr=remote_addr).get_response(filt)
+
+
+def test_filter_serves_the_text_format_to_loopback(metrics):
+    metrics.download("MISS", "2xx", 7)
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        response = scrape(metrics, address)
+        assert response.status_int == 200
+        assert response.content_type == "text/plain"
+        assert b'glance_cache_mw_downloads_total{cache="MISS",code="2xx"} 1.0' in response.body
+
+
+@pytest.mark.parametrize("address, allowed", [
+    ("192.0.2.1", "127.0.0.0/8, ::1"),
+    ("127.0.0.1", "10.0.0.0/8"),
+    ("", "127.0.0.0/8"),
+    ("not-an-address", "127.0.0.0/8"),
+])
+def test_filter_refuses_other_clients_with_a_reason(metrics, address, allowed):
+    response = scrape(metrics, address, allowed)
+    assert response.status_int == 403
+    assert b"metrics_allowed_clients" in response.body
+    assert b"glance_cache_mw_" not in response.body
+
+
+def test_filter_passes_other_paths_and_refuses_other_methods(metrics):
+    assert scrape(metrics, "127.0.0.1", path="/metrics/x").body == b"app"
+    response = scrape(metrics, "127.0.0.1", method="POST")
+    assert response.status_int == 405 and response.allow == ("GET", "HEAD")
+
+
+def test_a_bad_allowed_list_names_the_key_and_the_value():
+    with pytest.raises(exception.InvalidConfiguration,
+                       match="metrics_allowed_clients=.*'10.0.0.300' is not an IP"):
+        metrics_filter.parse_networks("metrics_allowed_clients", "127.0.0.1, 10.0.0.300")
