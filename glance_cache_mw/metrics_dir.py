@@ -62,12 +62,13 @@ def remove_dead_groups(metrics_dir):
             pgid = int(os.path.basename(entry)[len(GROUP_PREFIX):])
         except ValueError:
             continue
-        if pgid != os.getpgrp() and not _group_exists(pgid):
+        if pgid != os.getpgrp() and not is_group_alive(pgid):
             LOG.info("removing the metrics of a server run that ended: %s", entry)
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _group_exists(pgid):
+def is_group_alive(pgid):
+    """True while a process of group ``pgid`` exists."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

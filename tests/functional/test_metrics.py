@@ -1,5 +1,6 @@
 """GET /metrics of a real glance-cache-mw-api (two workers) after real downloads: exact counts.
 
+Then ``glance-cache-mw-manage cache stats`` reads the same numbers from the metric files.
 The origin is slowed down by the test filter (``{data_dir}/origin-delay``) so that 15 requests
 sent while the first one fills the cache all follow that fill, in either worker.
 """
@@ -9,6 +10,8 @@ import http.client
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.parse
 
 from prometheus_client import parser
@@ -133,6 +136,20 @@ def test_counters_of_real_downloads_under_two_workers(start_server):
         helpers.wait_for(lambda: worker_pid(server) not in old, what="a new worker")
     after = scrape(server)
     assert {key: after.get(key) for key in counters} == counters
+
+    # The same numbers for people, from the metric files and the cache metadata.
+    result = subprocess.run(
+        [sys.executable, "-m", "glance_cache_mw.cmd.manage", "--config", server.config_path,
+         "cache", "stats", "--format", "json"], capture_output=True, text=True, timeout=60,
+        env=helpers.subprocess_env())
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["downloads"] == {"HIT": 1, "MISS": 2, "COALESCED": FOLLOWERS, "BYPASS": 0}
+    assert stats["hit_ratio"] == 1 / (3 + FOLLOWERS)
+    assert stats["bytes_served_from_cache"] == (1 + FOLLOWERS) * SIZE
+    assert stats["bytes_read_from_origin"] == 2 * SIZE
+    assert stats["evictions"] == {"admission": 1}
+    assert (stats["cache"]["entries"], stats["cache"]["size"]) == (1, SIZE)
     assert server.stop() == 0
 
 
