@@ -235,7 +235,8 @@ class CacheFilter:
 
     def _bypass(self, environ, start_response):
         def tagged(status, headers, exc_info=None):
-            nbytes = 0 if environ["REQUEST_METHOD"] == "HEAD" else _content_length(headers)
+            nbytes = (_content_length(headers) if status[:1] == "2"
+                      and environ["REQUEST_METHOD"] != "HEAD" else 0)
             self.metrics.download("BYPASS", metrics_mod.status_class(status), nbytes)
             self.metrics.origin_read("bypass", nbytes)
             return start_response(status, _with_status(headers, "BYPASS"), exc_info)

@@ -182,3 +182,60 @@ def test_a_bad_allowed_list_names_the_key_and_the_value():
     with pytest.raises(exception.InvalidConfiguration,
                        match="metrics_allowed_clients=.*'10.0.0.300' is not an IP"):
         metrics_filter.parse_networks("metrics_allowed_clients", "127.0.0.1, 10.0.0.300")
+
+
+# -- what the CacheFilter counts ---------------------------------------------------------------
+
+@pytest.fixture
+def setup(tmp_path, metrics):
+    from tests.unit.filter_helpers import Setup
+
+    s = Setup(tmp_path)
+    s.cache.metrics = s.filter.metrics = metrics
+    yield s
+    s.close()
+
+
+def test_the_filter_counts_every_kind_of_download(setup, metrics):
+    from tests.unit.test_cache_filter import get
+
+    image = setup.add_image(DATA)
+    app = setup.app_for("A")
+    url = "/v2/images/%s/file" % image["id"]
+    assert get(app, url, Range="bytes=0-99").headers["X-Image-Cache"] == "BYPASS"
+    head = webob.Request.blank(url, method="HEAD").get_response(app)
+    assert head.headers["X-Image-Cache"] == "BYPASS"
+    assert get(app, url).headers["X-Image-Cache"] == "MISS"
+    assert get(app, url, Range="bytes=10-19").headers["X-Image-Cache"] == "HIT"
+    assert get(app, url, Range="bytes=%d-" % len(DATA)).status_int == 416
+    assert get(app, url).headers["X-Image-Cache"] == "HIT"
+
+    assert sample(metrics, "downloads_total", cache="BYPASS", code="2xx") == 2
+    assert sample(metrics, "download_bytes_total", cache="BYPASS") == 100
+    assert sample(metrics, "origin_reads_total", reason="bypass") == 2
+    assert sample(metrics, "origin_bytes_total", reason="bypass") == 100
+    assert sample(metrics, "downloads_total", cache="MISS", code="2xx") == 1
+    assert sample(metrics, "download_bytes_total", cache="MISS") == len(DATA)
+    assert sample(metrics, "origin_reads_total", reason="miss") == 1
+    assert sample(metrics, "origin_bytes_total", reason="miss") == len(DATA)
+    assert sample(metrics, "first_byte_seconds_count", cache="MISS") == 1
+    assert sample(metrics, "downloads_total", cache="HIT", code="2xx") == 2
+    assert sample(metrics, "downloads_total", cache="HIT", code="4xx") == 1
+    assert sample(metrics, "download_bytes_total", cache="HIT") == 10 + len(DATA)
+    assert sample(metrics, "fills_committed_total") == 1
+
+
+def test_the_filter_counts_evictions_with_their_reason(setup, metrics):
+    from tests.unit.test_cache_filter import get
+
+    image = setup.add_image(DATA)
+    app = setup.app_for("A", is_admin=True)
+    url = "/v2/images/%s/file" % image["id"]
+    assert get(app, url).headers["X-Image-Cache"] == "MISS"
+    os.truncate(setup.cache.driver.get_image_filepath(image["id"]), 10)
+    assert get(app, url).headers["X-Image-Cache"] == "MISS"    # evicted, filled again
+    assert sample(metrics, "evictions_total", reason="size_mismatch") == 1
+    assert webob.Request.blank("/v2/images/%s" % image["id"],
+                               method="DELETE").get_response(app).status_int == 204
+    assert sample(metrics, "evictions_total", reason="gone") == 1
+    assert not setup.cache.is_cached(image["id"])
