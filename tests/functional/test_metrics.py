@@ -159,3 +159,31 @@ def test_metrics_only_for_allowed_clients(start_server):
     assert status == 403
     assert b"127.0.0.1" in body and b"metrics_allowed_clients" in body
     assert server.request("GET", "/healthcheck")[0] == 200
+
+
+def test_gunicorn_workers_share_their_counts(tmp_path):
+    """Two gunicorn workers, no PROMETHEUS_MULTIPROC_DIR: glance_cache_mw.wsgi gives them one
+    directory (per process group) under metrics_dir, so every scrape, whichever worker answers
+    it, shows the downloads of both."""
+    url, process = helpers.start_gunicorn(tmp_path, "--workers", "2")
+    try:
+        class Server:
+            def request(self, method, path, body=None, headers=None, timeout_s=30):
+                return helpers.http_request(url, method, path, body, headers, timeout_s)
+        server = Server()
+        data = os.urandom(100000)
+        path = upload(server, data, "g")
+        assert server.request("GET", path)[1]["x-image-cache"] == "MISS"
+        helpers.wait_for(lambda: value(scrape(server), "fills_committed_total") == 1,
+                         what="the fill's commit")
+        for _ in range(6):
+            assert server.request("GET", path)[1]["x-image-cache"] == "HIT"
+        for _ in range(6):   # scraped by either worker
+            samples = scrape(server)
+            assert value(samples, "downloads_total", cache="HIT", code="2xx") == 6
+            assert value(samples, "downloads_total", cache="MISS", code="2xx") == 1
+        groups = os.listdir(tmp_path / "data" / "metrics")
+        assert groups == ["pgid-%d" % os.getpgrp()]   # gunicorn runs in the test's group
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

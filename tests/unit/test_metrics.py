@@ -239,3 +239,45 @@ def test_the_filter_counts_evictions_with_their_reason(setup, metrics):
                                method="DELETE").get_response(app).status_int == 204
     assert sample(metrics, "evictions_total", reason="gone") == 1
     assert not setup.cache.is_cached(image["id"])
+
+
+# -- the multiprocess directory ----------------------------------------------------------------
+
+def test_the_server_empties_its_metrics_dir_at_start(tmp_path):
+    from glance_cache_mw import metrics_dir
+
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_123.db").write_bytes(b"old")
+    (directory / "keep.txt").write_text("not ours")
+    environ = {}
+    assert metrics_dir.prepare_server_dir(str(directory), environ) == str(directory)
+    assert environ == {metrics_dir.ENV: str(directory)}
+    assert sorted(os.listdir(directory)) == ["keep.txt"]
+
+
+def test_wsgi_servers_use_the_operators_dir_as_it_is(tmp_path):
+    from glance_cache_mw import metrics_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "counter_1.db").write_bytes(b"kept")
+    environ = {metrics_dir.ENV: str(mine)}
+    assert metrics_dir.prepare_wsgi_dir(str(tmp_path / "unused"), environ) == str(mine)
+    assert os.listdir(mine) == ["counter_1.db"]
+    assert not (tmp_path / "unused").exists()
+
+
+def test_wsgi_servers_share_a_dir_per_process_group_and_drop_dead_groups(tmp_path):
+    from glance_cache_mw import metrics_dir
+
+    dead = helpers.MP.Process(target=os.setpgrp)   # a group that existed and is gone
+    dead.start()
+    dead.join()
+    stale = tmp_path / ("pgid-%d" % dead.pid)
+    stale.mkdir()
+    environ = {}
+    path = metrics_dir.prepare_wsgi_dir(str(tmp_path), environ)
+    assert path == str(tmp_path / ("pgid-%d" % os.getpgrp())) == environ[metrics_dir.ENV]
+    assert os.path.isdir(path) and not stale.exists()
+    assert metrics_dir.prepare_wsgi_dir(str(tmp_path), {}) == path   # a sibling worker
