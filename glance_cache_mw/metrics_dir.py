@@ -24,6 +24,8 @@ import os
 import shutil
 import sys
 
+from glance_cache_mw import exception
+
 LOG = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,9 +35,13 @@ GROUP_PREFIX = "pgid-"
 def prepare_server_dir(path, environ=os.environ):
     """Create ``path``, remove the value files of an earlier run, point ENV at it."""
     path = os.path.abspath(path)
-    os.makedirs(path, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.unlink(stale)
+    try:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.unlink(stale)
+    except OSError as err:
+        raise exception.InvalidConfiguration(
+            reason="metrics_dir=%r cannot be used: %s" % (path, err)) from None
     _set(path, environ)
     return path
 
@@ -47,10 +53,13 @@ def prepare_wsgi_dir(metrics_dir, environ=os.environ):
         _warn_if_too_late(environ[ENV])
         return environ[ENV]
     metrics_dir = os.path.abspath(metrics_dir)
-    os.makedirs(metrics_dir, exist_ok=True)
-    remove_dead_groups(metrics_dir)
     path = os.path.join(metrics_dir, "%s%d" % (GROUP_PREFIX, os.getpgrp()))
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise exception.InvalidConfiguration(
+            reason="metrics_dir=%r cannot be used: %s" % (metrics_dir, err)) from None
+    remove_dead_groups(metrics_dir)
     _set(path, environ)
     return path
 

@@ -281,3 +281,13 @@ def test_wsgi_servers_share_a_dir_per_process_group_and_drop_dead_groups(tmp_pat
     assert path == str(tmp_path / ("pgid-%d" % os.getpgrp())) == environ[metrics_dir.ENV]
     assert os.path.isdir(path) and not stale.exists()
     assert metrics_dir.prepare_wsgi_dir(str(tmp_path), {}) == path   # a sibling worker
+
+
+def test_an_unusable_metrics_dir_is_a_configuration_error(tmp_path):
+    from glance_cache_mw import metrics_dir
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for prepare in (metrics_dir.prepare_server_dir, metrics_dir.prepare_wsgi_dir):
+        with pytest.raises(exception.InvalidConfiguration, match="metrics_dir=.*file/m"):
+            prepare(str(blocker / "m"), {})
