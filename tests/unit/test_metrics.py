@@ -291,3 +291,55 @@ def test_an_unusable_metrics_dir_is_a_configuration_error(tmp_path):
     for prepare in (metrics_dir.prepare_server_dir, metrics_dir.prepare_wsgi_dir):
         with pytest.raises(exception.InvalidConfiguration, match="metrics_dir=.*file/m"):
             prepare(str(blocker / "m"), {})
+
+
+def test_an_origin_failure_mid_fill_is_counted(cache, metrics):
+    def failing():
+        yield DATA[:4096]
+        raise OSError("origin connection reset")
+
+    tee = cache.fill("a", failing(), len(DATA), **helpers.hashes(DATA))
+    with pytest.raises(OSError):
+        list(tee)
+    tee.close()
+    assert sample(metrics, "fills_failed_total", reason="origin") == 1
+    assert sample(metrics, "fills_failed_total", reason="client_abort") == 0
+
+
+# -- maintenance and prefetch --------------------------------------------------------------------
+
+def test_maintenance_counts_task_runs_prefetch_outcomes_and_gone_evictions(tmp_path, metrics):
+    from glance_cache_mw.db import api as db_api
+    from tests.unit.test_maintenance import ADMIN, Setup
+
+    setup = Setup(tmp_path)
+    try:
+        setup.cache.metrics = metrics
+        setup.maintenance = maintenance = type(setup.maintenance)(
+            setup.cache, db_api, setup.store, workers=2, metrics=metrics)
+        setup.add_image("good", size=20000)
+        setup.add_image("corrupt", corrupt=True)
+        setup.add_image("gone")
+        db_api.image_destroy(ADMIN, "gone")
+        results = maintenance.run_pass()
+        assert results["prefetch"].fetched == 1
+        assert sample(metrics, "prefetch_images_total", outcome="fetched") == 1
+        assert sample(metrics, "prefetch_images_total", outcome="failed") == 1
+        assert sample(metrics, "prefetch_images_total", outcome="dropped") == 1
+        assert sample(metrics, "origin_reads_total", reason="prefetch") == 2
+        assert sample(metrics, "origin_bytes_total", reason="prefetch") == 40000
+        assert sample(metrics, "fills_failed_total", reason="verification") == 1
+        for task in ("evict", "prune", "clean", "prefetch"):
+            assert sample(metrics, "maintenance_runs_total", task=task, outcome="ok") == 1
+        db_api.image_destroy(ADMIN, "good")
+        with maintenance_lock_held(setup.cache.driver.base_dir, "prune"):
+            maintenance.run_pass(tasks=("evict", "prune"))
+        assert sample(metrics, "evictions_total", reason="gone") == 1
+        assert sample(metrics, "maintenance_runs_total", task="prune", outcome="skipped") == 1
+    finally:
+        setup.close()
+
+
+def maintenance_lock_held(directory, task):
+    from glance_cache_mw import maintenance as maintenance_mod
+    return maintenance_mod.task_lock(directory, task)
