@@ -20,7 +20,6 @@ an image id, name or owner.
 """
 
 import os
-import time
 
 import prometheus_client
 from prometheus_client import core, multiprocess
@@ -29,7 +28,7 @@ PREFIX = "glance_cache_mw_"
 CACHE_STATUSES = ("HIT", "MISS", "COALESCED", "BYPASS")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 ORIGIN_REASONS = ("miss", "bypass", "fallback", "prefetch")
-FILL_FAILURES = ("verification", "size", "io", "client_abort", "origin", "cancelled",
+FILL_FAILURES = ("verification", "size", "io", "abandoned", "origin", "cancelled",
                  "admission")
 EVICTION_REASONS = ("prune", "admission", "gone", "size_mismatch", "manual")
 PREFETCH_OUTCOMES = ("fetched", "failed", "dropped", "skipped", "interrupted")
@@ -130,9 +129,9 @@ class Metrics:
     def prefetched(self, outcome):
         self.prefetches.labels(outcome).inc()
 
-    def time_first_byte(self, body, cache, started):
-        """``body`` wrapped so that its first chunk observes first_byte_seconds{cache}."""
-        return FirstByteTimer(body, self.first_byte.labels(cache), started)
+    def time_to_first_byte(self, cache, seconds):
+        """A ``cache`` download had its first byte of image data ``seconds`` after it began."""
+        self.first_byte.labels(cache).observe(seconds)
 
     # -- scraping ------------------------------------------------------------------------
 
@@ -156,10 +155,6 @@ class NullMetrics:
         if name.startswith("_") or not hasattr(Metrics, name):
             raise AttributeError(name)
         return _nothing
-
-    @staticmethod
-    def time_first_byte(body, cache, started):
-        return body
 
 
 def _nothing(*args, **kwargs):
@@ -212,28 +207,3 @@ class CacheCollector:
 def _free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-class FirstByteTimer:
-    """Pass ``body`` through; observe the time from ``started`` to its first chunk."""
-
-    def __init__(self, body, histogram, started):
-        self._body = body
-        self._chunks = iter(body)
-        self._histogram = histogram
-        self._started = started
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        chunk = next(self._chunks)
-        if self._histogram is not None:
-            self._histogram.observe(time.monotonic() - self._started)
-            self._histogram = None
-        return chunk
-
-    def close(self):
-        close = getattr(self._body, "close", None)   # PEP 3333: close() must reach it
-        if close is not None:
-            close()

@@ -44,6 +44,10 @@ class UploadIncomplete(exception.Invalid):
     message = "The image data ended before the announced size was reached."
 
 
+class FileShrank(IOError):
+    """A file being read ended before the length it had when the read began."""
+
+
 class StoredData(typing.NamedTuple):
     """What ``FileStore.add`` wrote: the values the image record needs."""
 
@@ -100,10 +104,11 @@ class FileReader:
             raise StopIteration
         chunk = self.file.read(min(self._chunk_size, self._remaining))
         if not chunk:
-            # The file shrank under us: stop rather than send fewer bytes than announced
-            # silently; the server sees a short body and drops the connection.
+            # The file shrank under us. Ending the iteration would look like a complete
+            # body to the server, which would keep the connection alive after fewer bytes
+            # than Content-Length (eventlet does): raise, so that it cuts the connection.
             LOG.warning("%s ended %d bytes early", self.path, self._remaining)
-            raise StopIteration
+            raise FileShrank("%s ended %d bytes early" % (self.path, self._remaining))
         self._remaining -= len(chunk)
         return chunk
 

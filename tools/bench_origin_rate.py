@@ -5,7 +5,8 @@ send 16 copies of an image, so there a coalesced fill is limited by sending, not
 origin. Real origins (Ceph, Swift, HTTP stores) deliver an image at some hundreds of MiB/s;
 this filter paces every ``GET .../file`` body of the app behind it to ``rate_mib_s``, so that
 tools/bench_download_run.py can also measure what coalescing is for. Put it right before
-``images`` (the origin), with tools/ on PYTHONPATH:
+``images`` (the origin), with tools/ and the repository root on PYTHONPATH (the pacing is
+tests/functional/serving.py's ``PacedBody``, which also slows the tests' ``/test/slow``):
 
     [filter:origin_rate]
     paste.filter_factory = bench_origin_rate:filter_factory
@@ -15,7 +16,8 @@ The package never imports this module.
 """
 
 import re
-import time
+
+from tests.functional.serving import PacedBody
 
 _FILE_RE = re.compile(r"/images/[^/]+/file/?$")
 
@@ -37,33 +39,4 @@ class OriginRate:
         if environ["REQUEST_METHOD"] != "GET" or not _FILE_RE.search(
                 environ.get("PATH_INFO", "")):
             return body
-        return _Paced(body, self.bytes_per_s)
-
-
-class _Paced:
-    """Yield ``body`` no faster than ``bytes_per_s`` (sleeping: green under eventlet)."""
-
-    def __init__(self, body, bytes_per_s):
-        self._body = body
-        self._chunks = iter(body)
-        self._bytes_per_s = bytes_per_s
-        self._sent = 0
-        self._start = None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        chunk = next(self._chunks)
-        if self._start is None:
-            self._start = time.monotonic()
-        self._sent += len(chunk)
-        ahead = self._start + self._sent / self._bytes_per_s - time.monotonic()
-        if ahead > 0:
-            time.sleep(ahead)
-        return chunk
-
-    def close(self):
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
+        return PacedBody(body, 1.0 / self.bytes_per_s)

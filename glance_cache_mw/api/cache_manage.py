@@ -22,6 +22,7 @@ import webob.exc
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
+from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import common
@@ -54,8 +55,10 @@ class CacheManageFilter:
         match = _ROUTE_RE.match(environ.get("PATH_INFO", ""))
         if match is None:
             return self.app(environ, start_response)
-        return self._dispatch(webob.Request(environ), bool(match.group(1)), match.group(2))(
-            environ, start_response)
+        response = self._dispatch(webob.Request(environ), bool(match.group(1)), match.group(2))
+        if isinstance(response, webob.exc.WSGIHTTPException) and response.code >= 400:
+            response = _glance_error(response, environ["REQUEST_METHOD"])
+        return response(environ, start_response)
 
     def _dispatch(self, req, nodes, target):
         context = req.environ.get("glance.context")
@@ -156,3 +159,13 @@ def _timestamp(value):
 def _json(payload, status=200):
     return webob.Response(status=status, content_type="application/json", charset="utf-8",
                           body=json.dumps(payload).encode("utf-8"))
+
+
+def _glance_error(err, method):
+    """A webob.exc error raised here, in the images app's format (api/faults.py)."""
+    message = err.explanation
+    if err.code == 405:
+        message = "The method %s is not allowed for this resource." % method
+    headers = {name: value for name, value in err.headers.items()
+               if name.lower() not in ("content-type", "content-length")}
+    return faults.error(err.code, message, headers)

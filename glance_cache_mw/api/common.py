@@ -1,9 +1,8 @@
 """Request and response plumbing shared by the images API controllers.
 
-Errors are JSON documents ``{"error": {"code", "title", "message"}}``: python-glanceclient
-shows the ``message`` of every top-level object. Client mistakes raise ``HTTPError`` (or a
-Glance exception, mapped by ``error_for_exception``); only a bug becomes a 500, and then without
-a traceback in the body.
+Errors are Glance's (WebOb's) error bodies, HTML, JSON or text by the request's Accept header
+(``api/faults.py``). Client mistakes raise ``HTTPError`` (or a Glance exception, mapped by
+``error_for_exception``); only a bug becomes a 500, and then without a traceback in the body.
 """
 
 import json
@@ -12,17 +11,17 @@ import logging
 import webob
 
 from glance_cache_mw import exception
+from glance_cache_mw.api import faults
 from glance_cache_mw.context import RequestContext
 
 LOG = logging.getLogger(__name__)
 
 CONTEXT_KEY = "glance.context"
 MAX_JSON_BODY = 1024 * 1024
-
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
-           413: "Request Entity Too Large", 415: "Unsupported Media Type",
-           416: "Requested Range Not Satisfiable", 500: "Internal Server Error"}
+# Glance's bodies are a few levels deep (a JSON patch: list → operation → value → tags); the
+# limit keeps every recursive walk over a body (ours, json.dumps, the DB drivers) far from
+# Python's recursion limit, which json.loads alone hits at about 1000 levels (RecursionError).
+MAX_JSON_DEPTH = 32
 
 
 class HTTPError(Exception):
@@ -35,15 +34,12 @@ class HTTPError(Exception):
         self.headers = dict(headers or {})
 
     def response(self):
-        resp = error_response(self.status, self.message)
-        resp.headers.update(self.headers)
-        return resp
+        return faults.error(self.status, self.message, self.headers)
 
 
 def error_response(status, message):
-    title = _TITLES.get(status, "Error")
-    return json_response({"error": {"code": status, "title": title, "message": message}},
-                         status=status)
+    """The error in Glance's format (``api/faults.py``: HTML, JSON or text by Accept)."""
+    return faults.error(status, message)
 
 
 def json_response(body, status=200, headers=None):
@@ -109,10 +105,59 @@ def parse_json(req, expect):
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise HTTPError(400, "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise HTTPError(400, "The request body is nested more than %d levels deep."
+                        % MAX_JSON_DEPTH) from None
+    check_json_document(body)
     if not isinstance(body, expect):
         kind = "an object" if expect is dict else "a list"
         raise HTTPError(400, "The request body must be %s." % kind)
     return body
+
+
+def check_json_document(document):
+    """400 for a parsed JSON body nested too deeply or with a lone surrogate in a string.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which are not Unicode text: no
+    database stores them (RFC 8259 section 8.2, RFC 7493 section 2.1). Walks the document
+    without recursion; the message names where the bad string is.
+    """
+    pending = [(document, "", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise HTTPError(400, "The request body is nested more than %d levels deep."
+                            % MAX_JSON_DEPTH)
+        if isinstance(value, str):
+            _check_text(value, "string", where)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, "key", where)
+                pending.append((item, "%s/%s" % (where, key), depth + 1))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                pending.append((item, "%s/%d" % (where, index), depth + 1))
+
+
+def _check_text(text, what, where):
+    if has_lone_surrogate(text):
+        raise HTTPError(400, "The request body has a lone surrogate (not valid Unicode) in the "
+                             "%s %s%s." % (what, _short(text),
+                                           " at " + _short(where)[1:-1] if where else ""))
+
+
+def has_lone_surrogate(text):
+    """True when ``text`` has a code point in U+D800..U+DFFF (not encodable as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _short(value):
+    text = ascii(value)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def body_stream(req):

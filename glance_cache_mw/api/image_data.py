@@ -144,9 +144,8 @@ def parse_range(header, size):
     try:
         return download.parse_range(header, size)
     except download.RangeNotSatisfiable:
-        raise common.HTTPError(416, "Range %r cannot be satisfied from %d bytes."
-                               % (header, size), {"Content-Range": "bytes */%d" % size}
-                               ) from None
+        raise common.HTTPError(416, download.not_satisfiable_message(header, size),
+                               {"Content-Range": "bytes */%d" % size}) from None
 
 
 def _expected_size(req):

@@ -10,6 +10,7 @@ import urllib.parse
 
 from glance_cache_mw import exception
 from glance_cache_mw.api import common, patch, schemas, views
+from glance_cache_mw.context import RequestContext
 
 LOG = logging.getLogger(__name__)
 
@@ -19,6 +20,9 @@ SORT_DIRS = ("asc", "desc")
 _LIST_CONTROLS = frozenset({"limit", "marker", "sort", "sort_key", "sort_dir",
                             "member_status", "tag"})
 _IGNORED_FILTERS = frozenset({"deleted", "changes-since"})
+# Lists images for a caller without a project (docs/db-api.md): a project id no image or
+# membership can have, as the DB API refuses owners and members over 255 characters.
+_NO_PROJECT = "(no project)" + "-" * 256
 
 
 class ImagesController:
@@ -33,6 +37,10 @@ class ImagesController:
 
     def create(self, req, context):
         common.require_writable(context)
+        if context.owner is None and not context.is_admin:
+            # Glance would store owner None, and every project can see an unowned image.
+            raise common.HTTPError(403, "A caller without a project cannot create images; "
+                                        "authenticate with a project (X-Project-Id).")
         body = common.read_json(req)
         values, properties, tags = self._split_create_body(body)
         owner = values.pop("owner", context.owner)
@@ -101,8 +109,9 @@ class ImagesController:
         filters = _filters(params)
         try:
             images = self.db_api.image_get_all(
-                context, filters=filters, marker=marker, limit=limit, sort_key=sort_keys,
-                sort_dir=sort_dirs, member_status=member_status, return_tag=True)
+                _listing_context(context), filters=filters, marker=marker, limit=limit,
+                sort_key=sort_keys, sort_dir=sort_dirs, member_status=member_status,
+                return_tag=True)
         except (exception.NotFound, exception.Forbidden):
             raise common.HTTPError(400, "Invalid marker: image %s could not be found."
                                    % marker) from None
@@ -178,6 +187,20 @@ class ImagesController:
                                    % image_id) from None
         LOG.info("image %s is now %s", image_id, to_state)
         return common.empty_response()
+
+
+def _listing_context(context):
+    """The context to list images with: ``context``, except for a caller without a project.
+
+    Glance's DB API lists every shared image with any member to such a caller (names,
+    checksums and owners of other projects). Here it lists as a project that owns nothing and
+    is a member of nothing: public and community images only.
+    """
+    if context.owner is not None or context.is_admin:
+        return context
+    return RequestContext(user_id=context.user_id, project_id=_NO_PROJECT, roles=context.roles,
+                          is_admin=False, read_only=context.read_only,
+                          show_deleted=context.show_deleted, request_id=context.request_id)
 
 
 def _href(items):

@@ -1,8 +1,9 @@
 """The images app: Paste ``app_factory``, its settings, and the URL → handler table.
 
 Routing is a list of (method, regex) pairs; ``/v2.N/...`` is served as ``/v2/...``. Every
-handler gets ``(req, context, **url_groups)``. Client mistakes come back as JSON errors with
-Glance's status codes; an unexpected exception is logged and answered 500 without a traceback.
+handler gets ``(req, context, **url_groups)``. Client mistakes come back with Glance's status
+codes and error bodies (api/faults.py); an unexpected exception is logged and answered 500
+without a traceback.
 """
 
 import dataclasses

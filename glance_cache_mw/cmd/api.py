@@ -27,8 +27,6 @@ import time
 import urllib.parse
 import warnings
 
-import webob.exc
-
 with warnings.catch_warnings():
     # eventlet warns on import that it is in maintenance mode; it is our chosen server.
     warnings.filterwarnings("ignore", message="\\s*Eventlet is deprecated")
@@ -37,6 +35,7 @@ with warnings.catch_warnings():
     import eventlet.wsgi
 
 from glance_cache_mw import exception, metrics_dir
+from glance_cache_mw.api import faults
 from glance_cache_mw.cmd import common, sendfile
 
 LOG = logging.getLogger(__name__)
@@ -394,8 +393,8 @@ class AccessLog:
 
 def _internal_error(environ, start_response, record):
     """A 500 with a reason (in the format the client accepts, like every other error)."""
-    response = webob.exc.HTTPInternalServerError(
-        explanation="The server could not complete the request; its log has the details.")
+    response = faults.error(
+        500, "The server could not complete the request; its log has the details.")
     body = response(environ, lambda status, headers: start_response(status, headers,
                                                                     sys.exc_info()))
     return _LoggedBody(body, record)

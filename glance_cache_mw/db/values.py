@@ -22,11 +22,17 @@ IMAGE_COLUMNS = frozenset(models.images.c.keys())
 
 
 def check_no_4byte(values, where="value"):
-    """Raise Invalid when a string anywhere in ``values`` has a character beyond U+FFFF.
+    """Raise Invalid when a string anywhere in ``values`` has a character beyond U+FFFF, or a
+    lone surrogate (U+D800..U+DFFF).
 
-    Glance's MySQL tables are 3-byte utf8, so Glance refuses these characters everywhere.
+    Glance's MySQL tables are 3-byte utf8, so Glance refuses these characters everywhere. A lone
+    surrogate (from a JSON ``\\ud800`` escape) is not Unicode text at all: no driver can
+    encode it, and Glance lets the driver's error through (a 500).
     """
     if isinstance(values, str):
+        if any(0xD800 <= ord(char) <= 0xDFFF for char in values):
+            raise exception.Invalid(
+                "%s %r contains a lone surrogate, which is not valid unicode" % (where, values))
         if any(ord(char) > 0xFFFF for char in values):
             raise exception.Invalid(
                 "%s %r contains 4-byte unicode characters, which are not supported"

@@ -16,7 +16,7 @@ import time
 
 from glance_cache_mw import config as cfg, metrics as metrics_mod
 from glance_cache_mw.image_cache import drivers
-from glance_cache_mw.image_cache import fill as fill_mod, verify
+from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, verify
 from glance_cache_mw.image_cache.drivers import common
 
 LOG = logging.getLogger(__name__)
@@ -149,14 +149,15 @@ class ImageCache:
 
     def fill(self, image_id, source, size, checksum=None, os_hash_algo=None,
              os_hash_value=None, complete_in_background=None, writer=ADMIT,
-             hold_last_chunk=None):
+             hold_last_chunk=None, pumped=False):
         """Wrap the origin's body ``source``: returns a TeeIterator to hand to the server.
 
         It caches when admitted (``.caching``); else it only verifies. Either way the
         caller gets every byte, and the iterator owns ``close()``. ``writer``: a CacheWriter
         from an earlier ``admit()`` (or None: verify only); by default the fill admits itself.
         ``hold_last_chunk`` (default: the cache's setting): a mismatch raises ImageDataMismatch
-        instead of the last chunk.
+        instead of the last chunk. ``pumped``: the tee is for a FillPump (``start_fill``),
+        which decides itself whether the fill goes on without a client.
         """
         try:
             verifier = verify.Verifier(size, checksum, os_hash_algo, os_hash_value,
@@ -165,19 +166,74 @@ class ImageCache:
             LOG.warning("not caching image %s: %s", image_id, err)
             if writer is not ADMIT and writer is not None:
                 writer.discard("cannot verify: %s" % err)
-            return fill_mod.TeeIterator(image_id, source, None, None, metrics=self.metrics)
+            return fill_mod.TeeIterator(image_id, source, None, None, size=size,
+                                        metrics=self.metrics)
         if writer is ADMIT:
             writer = self.admit(image_id, size)
         if hold_last_chunk is None:
             hold_last_chunk = self.hold_last_chunk
         if complete_in_background is None:
             complete_in_background = self.complete_fill_on_disconnect
+        if pumped:
+            complete_in_background = False
         if writer is not None and not hold_last_chunk and verifier.algorithms:
             self._read_back(verifier, writer)
         return fill_mod.TeeIterator(
             image_id, source, writer, verifier, complete_in_background=complete_in_background,
-            has_followers=lambda: self._has_followers(image_id),
+            has_followers=None if pumped else lambda: self._has_followers(image_id),
             hold_last_chunk=hold_last_chunk, metrics=self.metrics)
+
+    def start_fill(self, tee, fallback=None):
+        """Run the fill ``tee`` (from ``fill(..., pumped=True)``, caching) at the origin's
+        pace in a thread of its own (a FillPump) and return a FollowIterator on its growing
+        file for the client that caused it; ``fallback`` as for ``follow()``.
+
+        That client releases the last bytes without waiting for the verdict unless
+        ``hold_last_chunk`` (image_cache_verify_before_last_byte); other followers always
+        wait for it. The pump wakes it after each chunk (``pump.Progress``), so it reads
+        with no polling delay, as when it read the origin itself; followers that joined
+        poll the file every ``fill.POLL_INTERVAL_S`` (a wake-up per chunk for each of them
+        cost 1.5x the server CPU at 16 concurrent cold downloads). Its follower mark is
+        taken before the pump starts, so the pump never sees a fill without a client at its
+        start.
+        """
+        writer = tee.writer
+        fd = writer.open_reader()
+        try:
+            mark = self._register_follower(tee.image_id)
+        except BaseException:
+            os.close(fd)
+            raise
+        progress = pump_mod.Progress()
+        follower = fill_mod.FollowIterator(
+            tee.image_id, fd, tee.size, fallback=fallback, chunk_size=self.chunk_size,
+            idle_timeout_s=self.follow_idle_timeout_s, mark_fd=mark,
+            on_close=lambda: self._remove_follower_mark(tee.image_id),
+            await_verdict=self.hold_last_chunk, progress=progress)
+        try:
+            pump_mod.FillPump(tee, lambda: self.is_worth_finishing(writer),
+                              progress=progress).start()
+        except BaseException:
+            follower.close()
+            tee.close()
+            raise
+        return follower
+
+    def is_worth_finishing(self, writer, prefetch=False):
+        """The rule for a fill whose clients may have left (asked while it runs): go on
+        while someone follows it; without followers, go on if it is a prefetch, if
+        ``complete_fill_on_disconnect``, or once more than half of it is written; else stop
+        (the partial file is removed). A cancelled fill (its image evicted or deleted) can
+        never be cached: it goes on only for its followers."""
+        if writer.closed:
+            return False
+        if writer.is_cancelled():
+            return self._has_followers(writer.image_id)
+        if prefetch or self.complete_fill_on_disconnect:
+            return True
+        if writer.size and 2 * writer.bytes_written > writer.size:
+            return True
+        return self._has_followers(writer.image_id)
 
     @staticmethod
     def _read_back(verifier, writer):
@@ -191,13 +247,15 @@ class ImageCache:
 
     def cache_image_iter(self, image_id, source, size, **hashes):
         """Drain ``source`` into the cache (the prefetcher's fill); True if now cached."""
-        tee = self.fill(image_id, source, size, hold_last_chunk=True, **hashes)  # raises
+        tee = self.fill(image_id, source, size, hold_last_chunk=True, pumped=True,
+                        **hashes)
         try:
             if not tee.caching:
                 return False
-            for _chunk in tee:
-                pass
-            return tee.committed
+            # At the origin's pace, in this thread; clients follow the file meanwhile.
+            pump = pump_mod.FillPump(
+                tee, lambda: self.is_worth_finishing(tee.writer, prefetch=True))
+            return pump.run(raise_errors=True)
         finally:
             tee.close()
 

@@ -1,20 +1,27 @@
-"""WSGI iterators of the miss path: the filler's tee and the followers' tail-reader.
+"""WSGI iterators of the miss path: the fill's tee, the followers' tail-reader, priming.
 
-``TeeIterator`` yields the origin's body to its client while writing it into the cache and
-hashing it; the cache file is committed only when size and hashes match, else moved to
-invalid/. Hashing and the verdict are ``verify.Verifier``'s. By default the client gets every
-byte as soon as the origin gave it (as it would with no cache in between; clients such as
-python-glanceclient check the hash themselves) and the verdict comes after the last byte.
-With ``hold_last_chunk`` the last chunk waits for the verdict, so that a body that does not
-match the record ends short (a failure any client detects) instead of looking good (W7); that
-puts the whole hashing time (0.3 s per 256 MiB for SHA-512 here) before the last byte.
+``TeeIterator`` passes the origin's body on while writing it into the cache and hashing it;
+the cache file is committed only when size and hashes match, else moved to invalid/. Hashing
+and the verdict are ``verify.Verifier``'s. The server's fills and the prefetcher's are drained
+by a ``pump.FillPump`` at the origin's pace; a body that is only verified (not admitted to the
+cache) is handed to its client directly. By default (``hold_last_chunk`` off) the bytes go on
+as soon as the origin gave them and the verdict comes after the last byte; with
+``hold_last_chunk`` the last chunk waits for the verdict, so that a body that does not match
+the record ends short (a failure any client detects) instead of looking good (W7); that puts
+the whole hashing time (0.3 s per 256 MiB for SHA-512 here) before the last byte. A body
+shorter than the record always raises after its last byte: a server keeps a connection alive
+after a body that merely ended, so only an exception makes it cut the connection.
 
-``FollowIterator`` serves a concurrent miss from the growing ``incomplete/{id}`` file of a
-fill running in any thread or process (coalescing). It watches the writer's flock: when the
-writer is gone without having verified the file, it falls back to the origin (``fallback``)
-or raises ``FillAbandoned`` — it never waits on a dead fill.
+``FollowIterator`` serves a miss from the growing ``incomplete/{id}`` file of a fill running
+in any thread or process: the client that caused the fill and every client that joined it
+(coalescing). It watches the writer's flock: when the writer is gone without having verified
+the file, it falls back to the origin (``fallback``) or raises ``FillAbandoned``; it never
+waits on a dead fill, and it never ends short without raising.
 
-Both own ``close()`` (PEP 3333): it reaches the origin iterator and the files.
+``PrimedIterator`` reads a body's first chunk before the response starts, so that a failure
+there can still be answered otherwise.
+
+All own ``close()`` (PEP 3333): it reaches the origin iterator and the files.
 """
 
 import logging
@@ -48,8 +55,11 @@ class TeeIterator:
     """
 
     def __init__(self, image_id, source, writer, verifier, complete_in_background=False,
-                 has_followers=None, hold_last_chunk=False, metrics=None):
+                 has_followers=None, hold_last_chunk=False, size=None, metrics=None):
+        """``size``: the record's size, when there is no ``verifier`` to know it;
+        ``metrics``: counts the fill's start and verdict (metrics.py: fills_*)."""
         self.image_id = image_id
+        self.size = verifier.size if verifier is not None else size
         self._metrics = metrics
         self._started = time.monotonic()
         if writer is not None and metrics is not None:
@@ -59,6 +69,7 @@ class TeeIterator:
         self._writer = writer
         self._verifier = verifier
         self._held = None
+        self._bytes_seen = 0
         self._hold_last_chunk = hold_last_chunk
         self._done = False
         self.complete_in_background = complete_in_background
@@ -66,6 +77,11 @@ class TeeIterator:
         self.committed = False
         self.mismatch = None   # the verifier's reason when the body did not match the record
         self.background = None
+
+    @property
+    def writer(self):
+        """The CacheWriter (None when only verifying)."""
+        return self._writer
 
     @property
     def caching(self):
@@ -129,6 +145,7 @@ class TeeIterator:
                     self._verifier = None
         if self._verifier is not None:
             self._verifier.update(chunk)
+        self._bytes_seen += len(chunk)
 
     def _finish(self, raise_mismatch=True):
         """The origin is exhausted: commit on a match, else invalidate and (with
@@ -139,14 +156,21 @@ class TeeIterator:
                 problem = self._verifier.problem()
             finally:
                 self._verifier.close()
+            short = self._verifier.bytes_seen < (self.size or 0)
+        else:
+            short = self._bytes_seen < (self.size or 0)
+            if short:
+                problem = "got %d bytes, expected %d" % (self._bytes_seen, self.size)
         if problem is not None:
             self.mismatch = problem
             self._end_writer("invalidate", problem,
-                             "size" if problem.startswith("got ") else "verification")
-            if raise_mismatch:
+                             "size" if short or problem.startswith("got ") else "verification")
+            if raise_mismatch or short:
+                # A short body always fails: the server must end the connection rather than
+                # keep it alive after fewer bytes than Content-Length.
                 raise ImageDataMismatch(image_id=self.image_id, reason=problem)
             LOG.error("image %s: the origin's bytes do not match the image record (%s); "
-                      "they went to the client as sent and were not cached",
+                      "not cached (bytes already sent went out as the origin sent them)",
                       self.image_id, problem)
             return
         if self.caching:
@@ -171,7 +195,10 @@ class TeeIterator:
         if self._metrics is not None:
             self._metrics.fill_failed(outcome)
 
-    def close(self):
+    def close(self, outcome="abandoned"):
+        """End the fill here (PEP 3333 close, or its FillPump's end). A fill still caching
+        is discarded and counted as ``outcome``: "abandoned" (nobody reads it and it is not
+        worth finishing), or "cancelled" when its image was evicted or deleted meanwhile."""
         if not self._done and self.caching and (
                 self.complete_in_background or self._has_followers()):
             self._done = True
@@ -188,7 +215,10 @@ class TeeIterator:
                 close()
         finally:
             try:
-                self._end_writer("discard", "client disconnected", "client_abort")
+                if self.caching and self._writer.is_cancelled():
+                    outcome = "cancelled"
+                self._end_writer("discard", "ended before the origin's end (%s)" % outcome,
+                                 outcome)
             finally:
                 self._close_verifier()
 
@@ -227,10 +257,16 @@ class FollowIterator:
 
     def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
                  poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, mark_fd=None,
-                 on_close=None):
+                 on_close=None, await_verdict=True, progress=None):
         """``fd``: the fill's file, opened for reading; ``mark_fd``: the follower mark
-        (closed with it); ``on_close()``: runs once after both are closed."""
+        (closed with it); ``on_close()``: runs once after both are closed;
+        ``await_verdict=False``: release the last bytes without waiting for the verdict
+        (the client that caused the fill, unless image_cache_verify_before_last_byte);
+        ``progress``: the ``pump.Progress`` of a fill in this process, which wakes us when
+        it wrote more (else, and at least every ``poll_interval_s``, the file is polled)."""
+        self._progress = progress
         self.image_id = image_id
+        self._verdict_before_last_bytes = await_verdict
         self.size = size
         self.offset = 0
         self._fd = fd
@@ -257,19 +293,27 @@ class FollowIterator:
         return self
 
     def __next__(self):
-        if self._fallback_iter is not None:
-            chunk = next(self._fallback_iter)
-            self.offset += len(chunk)
-            return chunk
-        if self._fd is None or self.offset >= self.size:
+        if self.offset >= self.size:
+            if not self._verdict_before_last_bytes:
+                self._await_end()
             self.close()
             raise StopIteration
+        if self._fallback_iter is not None:
+            return self._next_from_origin()
+        if self._fd is None:
+            self.close()
+            raise FillAbandoned(image_id=self.image_id, reason="closed at %d of %d bytes"
+                                % (self.offset, self.size))
+        # Idle time is time without the file growing: a bound on stalls of the fill (of
+        # its origin), never on this client, which may take as long as it likes between
+        # two chunks (the fill does not wait for it).
         idle_since = time.monotonic()
         while True:
+            seen = self._progress_seen()
             data = os.pread(self._fd, min(self._chunk_size, self.size - self.offset),
                             self.offset)
             if data:
-                if self.offset + len(data) >= self.size:
+                if self.offset + len(data) >= self.size and self._verdict_before_last_bytes:
                     self._await_verdict(idle_since)
                 self.offset += len(data)
                 return data
@@ -281,6 +325,17 @@ class FollowIterator:
                 return self._abandoned("writer gone")
             if self._idle_for_too_long(idle_since):
                 return self._abandoned("no progress for %ss" % self._idle_timeout_s)
+            self._pause(seen)
+
+    def _progress_seen(self):
+        return self._progress.generation if self._progress is not None else None
+
+    def _pause(self, seen):
+        """Wait before looking at the file again: until the fill (in this process) made
+        progress since ``seen``, at most ``poll_interval_s``."""
+        if self._progress is not None:
+            self._progress.wait(seen, self._poll_interval_s)
+        else:
             time.sleep(self._poll_interval_s)
 
     def _idle_for_too_long(self, idle_since):
@@ -291,13 +346,26 @@ class FollowIterator:
         """Hold the final bytes until the writer verified the file; if it gave up (or
         stalled) without verifying, fail rather than pass on unverified bytes."""
         while not common.is_verified(self._fd):
+            seen = self._progress_seen()
             if not common.is_writer_alive(self._fd) or self._idle_for_too_long(idle_since):
                 if common.is_verified(self._fd):
                     return
                 self.close()
                 raise ImageDataMismatch(image_id=self.image_id,
                                         reason="the fill ended without being verified")
-            time.sleep(self._poll_interval_s)
+            self._pause(seen)
+
+    def _await_end(self):
+        """After the last byte went out unverified: the verdict follows it, as it did when
+        the client's own reads drove the fill; a request that comes next on the same
+        connection then finds the image cached (or not) rather than a fill ending."""
+        idle_since = time.monotonic()
+        while True:
+            seen = self._progress_seen()
+            if (self._fd is None or not common.is_writer_alive(self._fd)
+                    or self._idle_for_too_long(idle_since)):
+                return
+            self._pause(seen)
 
     def _abandoned(self, reason):
         if self._fallback is None:
@@ -308,7 +376,20 @@ class FollowIterator:
         self._close_fd()
         self.fell_back = True
         self._fallback_iter = iter(self._fallback(self.offset))
-        return next(self)
+        return self._next_from_origin()
+
+    def _next_from_origin(self):
+        """The next chunk of the fallback, within ``size``; an origin that ends short
+        raises (a short body must end the connection, never look complete)."""
+        try:
+            chunk = next(self._fallback_iter)
+        except StopIteration:
+            reason = "the origin ended at %d of %d bytes" % (self.offset, self.size)
+            self.close()
+            raise FillAbandoned(image_id=self.image_id, reason=reason) from None
+        chunk = chunk[:self.size - self.offset]
+        self.offset += len(chunk)
+        return chunk
 
     def _close_fd(self):
         fd, self._fd = self._fd, None
@@ -329,3 +410,36 @@ class FollowIterator:
             close = getattr(fallback, "close", None)
             if close is not None:
                 close()
+
+
+class PrimedIterator:
+    """A body whose first chunk was read at construction, before the response started.
+
+    Building it raises what the first ``next()`` raised (and closes the body): the caller can
+    still answer otherwise. Once the headers are out, an error can only end the connection.
+    """
+
+    def __init__(self, body):
+        self._body = body
+        self._chunks = iter(body)
+        try:
+            self._first = next(self._chunks)
+        except StopIteration:
+            self._first = None
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return next(self._chunks)
+
+    def close(self):
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()

@@ -4,8 +4,10 @@ Paste: ``[filter:cache] use = egg:glance_cache_mw#cache``. For every ``GET|HEAD
 /v2[.N]/images/{id}/file`` it validates the id (404 before any disk or DB access), checks the
 image through the DB API with the caller's context (missing or invisible → 404, deactivated →
 403 for non-admins), then answers from the cache (HIT, Range too), by following a fill in
-progress (COALESCED), or from the origin while filling the cache (MISS). Anything else goes to
-the app untouched, except that a successful image DELETE or deactivate evicts the local copy.
+progress (COALESCED), or by starting a fill and following it too (MISS): the fill reads the
+origin at the origin's pace, whoever reads the file (image_cache/pump.py). Headers go out
+with the first byte; a failure after them cuts the connection. Anything else goes to the app
+untouched, except that a successful image DELETE or deactivate evicts the local copy.
 """
 
 import logging
@@ -18,8 +20,9 @@ import webob.exc
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception, metrics as metrics_mod, store
+from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
-from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache import ImageCache, fill
 from glance_cache_mw.image_cache.drivers import common
 from glance_cache_mw.middleware import download
 
@@ -131,12 +134,11 @@ class CacheFilter:
                 start, length = download.parse_range(range_header, size)
             except download.RangeNotSatisfiable:
                 handle.close()
-                response = webob.exc.HTTPRequestRangeNotSatisfiable(
-                    explanation="Range %r cannot be served from %d bytes." % (range_header, size))
-                response.headers["Content-Range"] = "bytes */%d" % size
-                response.headers[STATUS_HEADER] = "HIT"
                 self.metrics.download("HIT", "4xx", 0)
-                return response(environ, start_response)
+                return _error(webob.exc.HTTPRequestRangeNotSatisfiable,
+                              download.not_satisfiable_message(range_header, size),
+                              environ, start_response, "HIT",
+                              {"Content-Range": "bytes */%d" % size})
             status = "206 Partial Content"
             headers = download.download_headers(
                 image, length, download.content_range(start, length, size))
@@ -162,22 +164,23 @@ class CacheFilter:
         return wrapper(handle, self.chunk_size)
 
     def _miss(self, environ, start_response, image):
+        """Follow a fill in progress, else start one: the origin's body goes into the cache
+        at the origin's pace (a FillPump) and this client, like every other, reads the
+        growing file. Not admitted: the origin's body, verified on the way (BYPASS)."""
         image_id, size = image["id"], image["size"]
         started = time.monotonic()
+        # Each of these bodies may have to end early, and eventlet ends the connection only
+        # once the headers are out (before, it answers 500): do not hold back small writes.
+        environ["eventlet.minimum_write_chunk_size"] = 0
         follower = self._follow(environ, image)
+        writer = None
+        if follower is None:
+            writer = self.cache.admit(image_id, size)
+            if writer is None:
+                follower = self._follow(environ, image)   # another request won the race
         if follower is not None:
-            start_response("200 OK", download.download_headers(image)
-                           + [(STATUS_HEADER, "COALESCED")])
-            self.metrics.download("COALESCED", "2xx", size)
-            return self.metrics.time_first_byte(follower, "COALESCED", started)
-        writer = self.cache.admit(image_id, size)
-        if writer is None:
-            follower = self._follow(environ, image)   # another request won the race
-            if follower is not None:
-                start_response("200 OK", download.download_headers(image)
-                               + [(STATUS_HEADER, "COALESCED")])
-                self.metrics.download("COALESCED", "2xx", size)
-                return self.metrics.time_first_byte(follower, "COALESCED", started)
+            return self._respond(environ, start_response, image, follower, "COALESCED",
+                                 started)
         captured = {}
 
         def capture(status, headers, exc_info=None):
@@ -200,11 +203,35 @@ class CacheFilter:
             return body
         tee = self.cache.fill(image_id, body, size, checksum=image.get("checksum"),
                               os_hash_algo=image.get("os_hash_algo"),
-                              os_hash_value=image.get("os_hash_value"), writer=writer)
+                              os_hash_value=image.get("os_hash_value"), writer=writer,
+                              pumped=True)
+        if not tee.caching:
+            return self._respond(environ, start_response, image, tee, "BYPASS", started)
+        try:
+            follower = self.cache.start_fill(
+                tee, fallback=lambda offset: self._origin_from(environ, offset))
+        except OSError as err:
+            LOG.warning("image %s: cannot start its fill: %s", image_id, err)
+            tee.close(outcome="io")
+            return self._bypass(environ, start_response)
+        return self._respond(environ, start_response, image, follower, "MISS", started)
+
+    def _respond(self, environ, start_response, image, body, cache_status, started):
+        """Start the response once ``body`` gave its first chunk. A body that fails before
+        that is closed and the origin answers instead; once the headers are out, a failure
+        can only end the connection (the server does that when the body raises). Counted
+        as a ``cache_status`` download, its first byte ``started`` + the time until now."""
+        try:
+            body = fill.PrimedIterator(body)
+        except Exception as err:
+            LOG.warning("image %s: %s before the first byte; passing the request to the "
+                        "origin", image["id"], err)
+            return self._bypass(environ, start_response)
         start_response("200 OK", download.download_headers(image)
-                       + [(STATUS_HEADER, "MISS" if tee.caching else "BYPASS")])
-        self.metrics.download("MISS" if tee.caching else "BYPASS", "2xx", size)
-        return self.metrics.time_first_byte(tee, "MISS" if tee.caching else "BYPASS", started)
+                       + [(STATUS_HEADER, cache_status)])
+        self.metrics.download(cache_status, "2xx", image["size"])
+        self.metrics.time_to_first_byte(cache_status, time.monotonic() - started)
+        return body
 
     def _follow(self, environ, image):
         if not self.cache.is_being_cached(image["id"]):
@@ -276,7 +303,9 @@ def _with_status(headers, value):
         (STATUS_HEADER, value)]
 
 
-def _error(exc_class, explanation, environ, start_response):
-    response = exc_class(explanation=explanation)
-    response.headers[STATUS_HEADER] = "BYPASS"
+def _error(exc_class, explanation, environ, start_response, cache_status="BYPASS",
+           headers=None):
+    """``exc_class``'s error in Glance's format, as the images app answers it (api/faults.py)."""
+    response = faults.error(exc_class.code, explanation, headers)
+    response.headers[STATUS_HEADER] = cache_status
     return response(environ, start_response)

@@ -27,6 +27,7 @@ import webob
 import webob.exc
 
 from glance_cache_mw import context as glance_context, exception
+from glance_cache_mw.api import faults
 
 LOG = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class ContextMiddleware(_ContextFilter):
                       else "missing X-Identity-Status header (no authenticated identity)")
             LOG.debug("refusing %s %s: %s", environ.get("REQUEST_METHOD"),
                       environ.get("PATH_INFO"), reason)
-            raise webob.exc.HTTPUnauthorized(explanation="Authentication required: " + reason)
+            raise faults.error(401, "Authentication required: " + reason)
         return glance_context.RequestContext(
             user_id=_header(environ, "X-User-Id", "X-User"),
             project_id=_header(environ, "X-Project-Id", "X-Tenant-Id", "X-Tenant"),

@@ -6,7 +6,12 @@ and a miss carry the same Content-Type, Content-Length, Content-MD5, ETag and Ac
 
 import re
 
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+# RFC 9110 DIGIT is ASCII only (re.ASCII: \d would take any Unicode digit, which int() reads).
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE | re.ASCII)
+# Any position with more digits than this is past the end of every file; int() would refuse
+# numbers of more than 4300 digits (sys.int_info.default_max_str_digits) with a ValueError.
+_MAX_DIGITS = 30
+_BEYOND_ANY_FILE = 10 ** _MAX_DIGITS
 
 
 class RangeNotSatisfiable(Exception):
@@ -39,20 +44,32 @@ def parse_range(header, size):
     match = _RANGE_RE.match(header)
     if match is None:
         raise RangeNotSatisfiable(header)
-    first, last = match.groups()
-    if first == "" and last == "":
+    first, last = (_position(text) for text in match.groups())
+    if first is None and last is None:
         raise RangeNotSatisfiable(header)
-    if first == "":                       # suffix: the last N bytes
-        suffix = int(last)
-        if suffix == 0 or size == 0:
+    if first is None:                     # suffix: the last N bytes
+        if last == 0 or size == 0:
             raise RangeNotSatisfiable(header)
-        start = max(size - suffix, 0)
+        start = max(size - last, 0)
         return start, size - start
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
-    if start >= size or (last != "" and int(last) < start):
+    if first >= size or (last is not None and last < first):
         raise RangeNotSatisfiable(header)
-    return start, end - start + 1
+    end = size - 1 if last is None else min(last, size - 1)
+    return first, end - first + 1
+
+
+def _position(digits):
+    """The number ``digits`` spell (None for ''); a huge one as a number past any file."""
+    if digits == "":
+        return None
+    digits = digits.lstrip("0") or "0"
+    return _BEYOND_ANY_FILE if len(digits) > _MAX_DIGITS else int(digits)
+
+
+def not_satisfiable_message(header, size):
+    """The 416's message, the same from the cache and from the images app."""
+    shown = header if len(header) <= 80 else header[:77] + "..."
+    return "Range %r cannot be satisfied from %d bytes." % (shown, size)
 
 
 def content_range(start, length, size):

@@ -86,3 +86,30 @@ def test_out_of_range_values_are_invalid_on_every_backend(db, key, value):
 def test_tags_in_image_create_are_created_once(db):
     image = api.image_create(admin_context(), {"status": "active", "tags": ["a", "b", "a"]})
     assert api.image_tag_get_all(admin_context(), image["id"]) == ["a", "b"]
+
+
+LONE_SURROGATE = "\ud800"      # what a JSON "\ud800" escape decodes to: not encodable text
+
+
+@pytest.mark.parametrize("write", [
+    lambda image: create_image(name="bad" + LONE_SURROGATE),
+    lambda image: create_image(properties={"p": LONE_SURROGATE}),
+    lambda image: create_image(properties={LONE_SURROGATE: "v"}),
+    lambda image: api.image_update(admin_context(), image["id"], {"name": LONE_SURROGATE}),
+    lambda image: api.image_property_create(
+        admin_context(), {"image_id": image["id"], "name": "p", "value": LONE_SURROGATE}),
+    lambda image: api.image_member_create(
+        admin_context(), {"image_id": image["id"], "member": "m" + LONE_SURROGATE}),
+    lambda image: api.image_tag_create(admin_context(), image["id"], LONE_SURROGATE),
+    lambda image: api.image_tag_set_all(admin_context(), image["id"], ["ok", LONE_SURROGATE]),
+], ids=["create-name", "create-property-value", "create-property-name", "update-name",
+        "property", "member", "tag", "tags"])
+def test_lone_surrogates_are_invalid_not_a_driver_error(db, write):
+    image = create_image(name="orig", visibility="shared")
+    with pytest.raises(exception.Invalid, match="surrogate"):
+        write(image)
+    fetched = api.image_get(admin_context(), image["id"])
+    assert fetched["name"] == "orig" and fetched["properties"] == []
+    assert api.image_tag_get_all(admin_context(), image["id"]) == []
+    assert api.image_member_find(admin_context(), image_id=image["id"]) == []
+    assert len(api.image_get_all(admin_context())) == 1

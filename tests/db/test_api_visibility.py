@@ -242,3 +242,22 @@ def test_community_filter_for_a_user_lists_every_community_image(sixteen):
 def test_private_filter_for_a_user_lists_only_own(sixteen):
     listed = api.image_get_all(user_context("tenant1"), filters={"visibility": "private"})
     assert set(ids(listed)) == {sixteen[("tenant1", "private")]}
+
+
+@pytest.mark.parametrize("visibility, expected", [
+    (None, ["public"]), ("all", ["community", "public"]), ("shared", []), ("private", []),
+    ("community", ["community"])])
+@pytest.mark.parametrize("member_status", ["accepted", "pending", "all"])
+def test_an_over_long_project_id_lists_public_and_community_only(owned, visibility, expected,
+                                                                 member_status):
+    """The images API lists for a caller without a project as a project of 256+ characters,
+    which no owner or member can be (api/images.py, docs/db-api.md)."""
+    context = user_context("(no project)" + "-" * 256)
+    filters = {} if visibility is None else {"visibility": visibility}
+    listed = api.image_get_all(context, filters=filters, member_status=member_status,
+                               sort_key=["name"], sort_dir=["asc"])
+    assert [image["name"] for image in listed] == expected
+    if len(expected) == 2:   # the marker works too
+        page = api.image_get_all(context, filters=filters, member_status=member_status,
+                                 sort_key=["name"], sort_dir=["asc"], marker=listed[0]["id"])
+        assert [image["name"] for image in page] == expected[1:]

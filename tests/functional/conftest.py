@@ -19,18 +19,20 @@ from tests.functional import server as server_helpers
 @pytest.fixture
 def start_server(tmp_path_factory):
     """Factory: ``start_server(flavor="noauth", settings=None, testing=True, stub_app=False,
-    extra_args=(), ini_text=None)`` starts a server and returns its ServerProcess (``.url``,
-    ``.data_dir``, ``.request()``, ``.stdout()``, ``.stderr()``, ``.signal()``, ``.wait()``,
-    ``.stop()``). ``testing`` adds the test-only /test/... filter, ``stub_app`` replaces the
-    images app, ``ini_text`` is written verbatim instead of the etc/ sample."""
+    extra_args=(), ini_text=None, origin_bytes_per_s=None)`` starts a server and returns its
+    ServerProcess (``.url``, ``.data_dir``, ``.request()``, ``.stdout()``, ``.stderr()``,
+    ``.signal()``, ``.wait()``, ``.stop()``). ``testing`` adds the test-only /test/... filter
+    (which paces the origin to ``origin_bytes_per_s``), ``stub_app`` replaces the images app,
+    ``ini_text`` is written verbatim instead of the etc/ sample."""
     servers = []
 
     def start(flavor="noauth", settings=None, testing=True, stub_app=False, extra_args=(),
-              ini_text=None):
+              ini_text=None, origin_bytes_per_s=None):
         workdir = tmp_path_factory.mktemp("server")
         server = server_helpers.ServerProcess(workdir, flavor=flavor, settings=settings,
                                               testing=testing, stub_app=stub_app,
-                                              extra_args=extra_args, ini_text=ini_text)
+                                              extra_args=extra_args, ini_text=ini_text,
+                                              origin_bytes_per_s=origin_bytes_per_s)
         servers.append(server)
         return server.start()
 

@@ -57,7 +57,8 @@ class Stream:
 
 def upload_stream(api, image_id, stream, context=OWNER, content_length=None, headers=None):
     """PUT a body from ``stream`` (chunked when content_length is None)."""
-    req = webob.Request.blank(file_url(image_id), method="PUT", headers=headers or {})
+    req = webob.Request.blank(file_url(image_id), method="PUT",
+                              headers=dict({"Accept": "application/json"}, **headers or {}))
     req.content_type = "application/octet-stream"
     req.environ["wsgi.input"] = stream
     if content_length is None:

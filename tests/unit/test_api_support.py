@@ -46,7 +46,9 @@ class Api:
 
     def call(self, method, path, context=ADMIN, json=None, body=None, content_type=None,
              headers=None, validate=True):
-        req = webob.Request.blank(path, method=method, headers=headers or {})
+        # JSON errors by default (WebOb's error bodies follow Accept, api/faults.py).
+        req = webob.Request.blank(path, method=method,
+                                  headers=dict({"Accept": "application/json"}, **headers or {}))
         if json is not None:
             req.body = jsonlib.dumps(json).encode()
             req.content_type = content_type or "application/json"
@@ -86,12 +88,14 @@ class Api:
 
 
 def assert_error(resp, status, fragment=""):
-    """A JSON error document with ``status`` whose message mentions ``fragment``."""
+    """A JSON error document (Glance's: WebOb's) with ``status`` whose message mentions
+    ``fragment``."""
     assert resp.status_int == status, resp.text
     assert resp.content_type == "application/json"
-    error = resp.json["error"]
-    assert error["code"] == status
+    error = resp.json
+    assert error["code"] == resp.status and error["title"] == resp.status.split(" ", 1)[1]
     assert fragment.lower() in error["message"].lower()
+    assert "<br" not in error["message"]
     assert "Traceback" not in resp.text
 
 

@@ -2,13 +2,14 @@
 
 import os
 import threading
+import time
 from wsgiref.validate import validator
 
 import pytest
 import webob
 
 from glance_cache_mw.db import api as db_api
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, pump
 from tests.unit.filter_helpers import Setup
 
 DATA = os.urandom(50_000)
@@ -202,14 +203,34 @@ def test_a_cached_file_of_the_wrong_size_is_evicted_not_served(setup):
     assert resp.headers["X-Image-Cache"] == "MISS" and resp.body == DATA
 
 
-def test_client_disconnect_leaves_no_partial_entry(setup):
-    image = setup.add_image(DATA)
+def _leave_after_the_first_chunk(setup, image):
+    """A client that reads the first chunk of a miss and goes, while the origin (gated
+    after its first chunk) holds the fill there; then the origin goes on."""
+    setup.origin.gate = threading.Event()
     environ = webob.Request.blank("/v2/images/%s/file" % image["id"]).environ
     body = setup.app_for("A")(environ, lambda status, headers, exc_info=None: None)
     next(iter(body))
     body.close()
+    time.sleep(2 * pump.CHECK_INTERVAL_S)   # the fill looks again at its next chunk
+    setup.origin.gate.set()
+    deadline = time.monotonic() + 10
+    while setup.cache.is_being_cached(image["id"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_fill_nobody_follows_before_half_is_abandoned(setup):
+    image = setup.add_image(DATA)
+    _leave_after_the_first_chunk(setup, image)     # 4 KiB of 50 KB written
     assert not setup.cache.is_cached(image["id"])
     assert not setup.cache.is_being_cached(image["id"])
+    assert os.listdir(setup.cache.driver.get_path("incomplete")) == []
+
+
+def test_a_fill_nobody_follows_past_half_is_finished(setup):
+    image = setup.add_image(DATA)
+    setup.origin.chunk_size = 30_000                 # the first chunk is past half
+    _leave_after_the_first_chunk(setup, image)
+    assert setup.cache.is_cached(image["id"])
     assert os.listdir(setup.cache.driver.get_path("incomplete")) == []
 
 
@@ -277,3 +298,19 @@ def test_concurrent_cold_downloads_read_the_origin_once(setup):
     assert results["first"] == ("MISS", DATA)
     assert all(results[i] == ("COALESCED", DATA) for i in range(4))
     assert setup.origin.reads[image["id"]] == 1
+
+
+def test_a_fill_failing_before_the_first_byte_is_answered_by_the_origin_not_200(setup):
+    image = setup.add_image(DATA)
+    writer = setup.cache.admit(image["id"], len(DATA))   # a fill that has written nothing yet
+    del setup.origin.data[image["id"]]                   # and the origin lost the data
+    threading.Timer(0.1, writer.discard).start()         # then that fill dies
+    environ = webob.Request.blank("/v2/images/%s/file" % image["id"]).environ
+    statuses = []
+    body = setup.app_for("A")(environ, lambda status, headers, exc_info=None:
+                              statuses.append((status, dict(headers))))
+    data = b"".join(body)
+    getattr(body, "close", lambda: None)()
+    # Never "200 COALESCED" followed by an error: the origin answers for itself.
+    assert [status for status, _ in statuses] == ["404 Not Found"]
+    assert statuses[0][1]["X-Image-Cache"] == "BYPASS" and data

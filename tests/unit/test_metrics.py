@@ -2,12 +2,14 @@
 gauges, and the /metrics filter's address check. Each test has its own private registry."""
 
 import os
+import threading
+import time
 
 import pytest
 import webob
 
 from glance_cache_mw import exception, metrics as metrics_mod
-from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache import ImageCache, fill as fill_mod
 from glance_cache_mw.middleware import metrics as metrics_filter
 from tests.unit import cache_helpers as helpers
 
@@ -59,18 +61,21 @@ def test_a_committed_fill(cache, metrics):
     (lambda data: b"x" + data[1:], "verification"),
 ])
 def test_a_failed_verification_is_counted_with_its_reason(cache, metrics, corrupt, reason):
-    fill(cache, "a", corrupt(DATA), size=len(DATA), **helpers.hashes(DATA))
+    try:
+        fill(cache, "a", corrupt(DATA), size=len(DATA), **helpers.hashes(DATA))
+    except fill_mod.ImageDataMismatch:
+        assert reason == "size"     # a short body always raises (after its last byte)
     assert not cache.is_cached("a")
     assert sample(metrics, "fills_failed_total", reason=reason) == 1
     assert sample(metrics, "fills_committed_total") == 0
 
 
-def test_a_client_abort_is_counted_once(cache, metrics):
+def test_a_fill_ended_before_the_origin_is_counted_once_as_abandoned(cache, metrics):
     tee = cache.fill("a", helpers.chunks(DATA), len(DATA), **helpers.hashes(DATA))
     next(tee)
     tee.close()
     tee.close()
-    assert sample(metrics, "fills_failed_total", reason="client_abort") == 1
+    assert sample(metrics, "fills_failed_total", reason="abandoned") == 1
     assert sample(metrics, "fills_started_total") == 1
 
 
@@ -117,24 +122,18 @@ def test_cache_collector_computes_the_gauges_at_scrape_time(cache):
 
 def test_null_metrics_has_exactly_the_methods_of_metrics():
     metrics_mod.NULL.download("HIT", "2xx", 1)
-    body = [b"x"]
-    assert metrics_mod.NULL.time_first_byte(body, "MISS", 0) is body
+    assert metrics_mod.NULL.time_to_first_byte("MISS", 0.1) is None
     with pytest.raises(AttributeError):
         metrics_mod.NULL.no_such_event()
 
 
-def test_first_byte_timer_observes_once_and_closes(metrics):
-    closed = []
-
-    class Body(list):
-        def close(self):
-            closed.append(True)
-
-    timed = metrics.time_first_byte(Body([b"a", b"b"]), "MISS", 0)
-    assert list(timed) == [b"a", b"b"]
-    timed.close()
-    assert closed == [True]
+def test_time_to_first_byte_is_observed_by_cache_status(metrics):
+    metrics.time_to_first_byte("MISS", 0.02)
+    metrics.time_to_first_byte("COALESCED", 3)
     assert sample(metrics, "first_byte_seconds_count", cache="MISS") == 1
+    assert sample(metrics, "first_byte_seconds_bucket", cache="MISS", le="0.025") == 1
+    assert sample(metrics, "first_byte_seconds_bucket", cache="COALESCED", le="2.5") == 0
+    assert sample(metrics, "first_byte_seconds_sum", cache="COALESCED") == 3
 
 
 # -- the /metrics filter ---------------------------------------------------------------------
@@ -225,6 +224,57 @@ def test_the_filter_counts_every_kind_of_download(setup, metrics):
     assert sample(metrics, "fills_committed_total") == 1
 
 
+def test_coalesced_downloads_are_followers_and_the_miss_is_not(setup, metrics):
+    # The client that caused the fill reads the growing file too (start_fill), yet it is
+    # the one MISS; each client that joined is COALESCED and a follower.
+    from tests.unit.test_cache_filter import get
+
+    image = setup.add_image(DATA)
+    app = setup.app_for("A")
+    url = "/v2/images/%s/file" % image["id"]
+    setup.origin.gate = threading.Event()          # the fill waits after its first chunk
+    environ = webob.Request.blank(url).environ
+    statuses = []
+    first = app(environ, lambda status, headers, exc_info=None: statuses.append(headers))
+    received = next(iter(first))
+    joined = []
+    threads = [threading.Thread(target=lambda: joined.append(get(app, url)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while sample(metrics, "coalesced_followers_total") < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    setup.origin.gate.set()
+    received += b"".join(first)
+    first.close()
+    for thread in threads:
+        thread.join(10)
+    assert dict(statuses[0])["X-Image-Cache"] == "MISS" and received == DATA
+    assert [(r.headers["X-Image-Cache"], r.body == DATA) for r in joined] == [
+        ("COALESCED", True)] * 3
+    assert sample(metrics, "downloads_total", cache="MISS", code="2xx") == 1
+    assert sample(metrics, "downloads_total", cache="COALESCED", code="2xx") == 3
+    assert sample(metrics, "download_bytes_total", cache="COALESCED") == 3 * len(DATA)
+    assert sample(metrics, "coalesced_followers_total") == 3
+    assert sample(metrics, "first_byte_seconds_count", cache="COALESCED") == 3
+    assert sample(metrics, "origin_reads_total", reason="miss") == 1
+    assert sample(metrics, "fills_started_total") == 1
+    assert sample(metrics, "fills_committed_total") == 1
+
+
+def test_a_fill_its_client_left_early_is_counted_as_abandoned(setup, metrics):
+    from tests.unit.test_cache_filter import _leave_after_the_first_chunk
+
+    image = setup.add_image(DATA)
+    _leave_after_the_first_chunk(setup, image)     # 4 KiB of 50 KB: not worth finishing
+    assert not setup.cache.is_cached(image["id"])
+    assert sample(metrics, "downloads_total", cache="MISS", code="2xx") == 1
+    assert sample(metrics, "fills_started_total") == 1
+    assert sample(metrics, "fills_failed_total", reason="abandoned") == 1
+    assert sample(metrics, "fills_committed_total") == 0
+
+
 def test_the_filter_counts_evictions_with_their_reason(setup, metrics):
     from tests.unit.test_cache_filter import get
 
@@ -303,7 +353,7 @@ def test_an_origin_failure_mid_fill_is_counted(cache, metrics):
         list(tee)
     tee.close()
     assert sample(metrics, "fills_failed_total", reason="origin") == 1
-    assert sample(metrics, "fills_failed_total", reason="client_abort") == 0
+    assert sample(metrics, "fills_failed_total", reason="abandoned") == 0
 
 
 # -- maintenance and prefetch --------------------------------------------------------------------

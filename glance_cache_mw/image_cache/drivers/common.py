@@ -25,6 +25,7 @@ to a new writer.
 """
 
 import collections
+import contextlib
 import ctypes
 import fcntl
 import logging
@@ -312,6 +313,10 @@ class CacheWriter:
         if self.closed:
             return False
         if self.is_cancelled():
+            # Verified all the same: the requests following this fill read the file on
+            # their own descriptors and may finish from it (it is removed, never served).
+            with contextlib.suppress(OSError):
+                os.fchmod(self._fd, MODE_VERIFIED)
             self.discard("cancelled while filling")
             return False
         try:
