@@ -286,8 +286,10 @@ class SlowBody(serving.PacedBody):
     def close(self):
         super().close()
         os.makedirs(os.path.dirname(self.marker_path), exist_ok=True)
-        with open(self.marker_path, "w", encoding="utf-8") as handle:
+        # Written aside and renamed: a test waiting for the marker never reads it empty.
+        with open(self.marker_path + ".tmp", "w", encoding="utf-8") as handle:
             handle.write(str(self.sent))
+        os.replace(self.marker_path + ".tmp", self.marker_path)
 
 
 def origin_reads(data_dir, image_id):
