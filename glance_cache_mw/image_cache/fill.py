@@ -136,8 +136,8 @@ class TeeIterator:
                 self._writer.write(chunk)
             except OSError as err:
                 LOG.warning("stopped caching image %s: %s", self.image_id, err)
-                self._writer.discard("write failed: %s" % err)
                 self._count_failure("io")
+                self._writer.discard("write failed: %s" % err)
                 if self._verifier is not None and self._verifier.reads_file:
                     # Its bytes are gone with the file; and with nothing to cache and the
                     # client not waiting for a verdict, there is nothing left to verify.
@@ -179,8 +179,8 @@ class TeeIterator:
 
     def _end_writer(self, how, reason, outcome):
         if self.caching:
+            self._count_failure(outcome)   # first: once the file is gone, it is counted
             getattr(self._writer, how)(reason)
-            self._count_failure(outcome)
 
     # The fill's verdict, counted once where it is decided (metrics.py: fills_*).
     def _count_commit(self):
