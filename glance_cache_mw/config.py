@@ -111,6 +111,10 @@ SETTINGS = (
     Setting("workers", "int", 1, "Server processes (0 = one per core)."),
     Setting("chunk_size", "int", 1048576, "Bytes per read when streaming image data.", minimum=1),
     Setting("debug", "bool", False, "Log at DEBUG level."),
+    Setting("metrics_dir", "path", lambda v: os.path.join(v["data_dir"], "metrics"),
+            "Directory of the worker processes' metric files (emptied at server start)."),
+    Setting("metrics_allowed_clients", "str", "127.0.0.0/8, ::1",
+            "Client addresses or networks (comma-separated) that may GET /metrics."),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

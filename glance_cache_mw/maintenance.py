@@ -34,7 +34,7 @@ import time
 
 import sqlalchemy as sa
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, metrics as metrics_mod
 from glance_cache_mw import prefetcher as prefetcher_mod
 from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
@@ -99,20 +99,23 @@ class Maintenance:
     """The maintenance tasks of one image cache; every collaborator is passed in."""
 
     def __init__(self, cache, db_api, store, *, stall_time_s=None, workers=4, context=None,
-                 progress=None, owns_cache=False, db_url=None):
+                 progress=None, owns_cache=False, db_url=None, metrics=metrics_mod.NULL):
         """``cache``: ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
         ``store``: FileStore; ``stall_time_s``: clean's age limit (None: the cache's
         image_cache_stall_time); ``workers``: images prefetched at once; ``progress``: a
         prefetcher.Progress; ``owns_cache``: close() also closes the cache; ``db_url``: the
-        image database's URL, for error messages (password hidden)."""
+        image database's URL, for error messages (password hidden); ``metrics``: a
+        glance_cache_mw.metrics.Metrics (task runs, prefetch outcomes)."""
         self.db_url = db_url
         self.cache = cache
         self.db_api = db_api
         self.store = store
         self.stall_time_s = stall_time_s
         self.context = context or RequestContext.admin()
+        self.metrics = metrics
         self.prefetcher = prefetcher_mod.Prefetcher(cache, db_api, store, workers=workers,
-                                                    context=self.context, progress=progress)
+                                                    context=self.context, progress=progress,
+                                                    metrics=metrics)
         self.lock_dir = cache.driver.base_dir
         self._owns_cache = owns_cache
         self._thread = None
@@ -131,7 +134,7 @@ class Maintenance:
             store = store_mod.FileStore.from_config(config)
         return cls(cache, db_api, store, stall_time_s=config.image_cache_stall_time,
                    workers=config.cache_prefetcher_workers, progress=progress,
-                   owns_cache=owns_cache, db_url=config.sql_connection)
+                   owns_cache=owns_cache, db_url=config.sql_connection, metrics=cache.metrics)
 
     def close(self):
         """Stop the loop if it runs; close the cache if this object created it."""
@@ -188,7 +191,8 @@ class Maintenance:
         if get_stale is not None:   # centralized_db: rows whose image went away elsewhere
             gone.update(get_stale())
         if gone:
-            self.cache.driver.delete_cached_images(sorted(gone))
+            removed = self.cache.driver.delete_cached_images(sorted(gone))
+            self.metrics.evicted("gone", len(removed))
         LOG.info("evicted %d cached images deleted, deactivated or gone from the database%s",
                  len(gone), (": " + ", ".join(sorted(gone))) if gone else "")
         return len(gone)
@@ -247,6 +251,7 @@ class Maintenance:
                           _first_line(err), exc_info=not expected or LOG.isEnabledFor(
                               logging.DEBUG))
                 results[task] = err
+            self.metrics.maintenance(task, _outcome(results[task]))
         return results
 
     def run_loop(self, interval_s, stop_event, tasks=TASKS, on_pass=None):
@@ -309,6 +314,13 @@ class Maintenance:
                 return False
             self._thread = None
         return True
+
+
+def _outcome(result):
+    """The maintenance_runs outcome label of a task's result."""
+    if result is None:
+        return "skipped"
+    return "failed" if isinstance(result, Exception) else "ok"
 
 
 def _first_line(err):

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, metrics as metrics_mod
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.image_cache import fill as fill_mod
 
@@ -54,9 +54,12 @@ class Interrupted(Exception):
 class Prefetcher:
     """Caches queued images; ``run(stop_event)`` is one pass over the queue."""
 
-    def __init__(self, cache, db_api, store, workers=4, context=None, progress=None):
+    def __init__(self, cache, db_api, store, workers=4, context=None, progress=None,
+                 metrics=metrics_mod.NULL):
         """``cache``: an ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
-        ``store``: a FileStore; ``progress``: an optional Progress shown while fetching."""
+        ``store``: a FileStore; ``progress``: an optional Progress shown while fetching;
+        ``metrics``: a glance_cache_mw.metrics.Metrics (outcomes, origin bytes)."""
+        self.metrics = metrics
         self.cache = cache
         self.db_api = db_api
         self.store = store
@@ -90,6 +93,7 @@ class Prefetcher:
                 except Exception:   # a bug or a broken cache dir: this image only (W12)
                     LOG.exception("prefetch of image %s failed", image_id)
                     outcome = FAILED
+                self.metrics.prefetched(outcome)
                 with lock:
                     outcomes.append(outcome)
 
@@ -170,6 +174,7 @@ class Prefetcher:
             return self._fail(image_id, "reading its data failed: %s" % err)
         finally:
             source.close()
+            self.metrics.origin_read("prefetch", source.bytes_read)
             if self.progress is not None:
                 self.progress.stop(image_id)
         if cached:

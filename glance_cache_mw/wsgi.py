@@ -23,7 +23,7 @@ import sys
 
 import paste.deploy
 
-from glance_cache_mw import config, exception
+from glance_cache_mw import config, exception, metrics_dir
 from glance_cache_mw.middleware import cork
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ _SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 # The sample's noauth pipeline (entry point names), for installs that do not ship etc/ and for
 # INI files that hold only [DEFAULT] settings.
-EMBEDDED_PIPELINE = ("healthcheck", "noauth", "cachemanage", "cache", "images")
+EMBEDDED_PIPELINE = ("healthcheck", "metrics", "noauth", "cachemanage", "cache", "images")
 _MAIN_SECTIONS = ("composite:main", "pipeline:main", "app:main", "filter-app:main")
 
 
@@ -182,6 +182,7 @@ def build_application(environ=None):
     path = config_path_from_env(environ)
     settings = load_settings(path)
     common.setup_logging(settings.debug)
+    metrics_dir.prepare_wsgi_dir(settings.metrics_dir)   # before the pipeline imports metrics
     app = load_app(path) if path else load_embedded_app()
     return cork.CorkFileResponses(app)
 

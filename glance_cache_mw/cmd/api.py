@@ -37,7 +37,7 @@ with warnings.catch_warnings():
     import eventlet.hubs
     import eventlet.wsgi
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, metrics_dir
 from glance_cache_mw.api import faults
 from glance_cache_mw.cmd import common, sendfile
 
@@ -94,6 +94,7 @@ def _run(argv):
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     flavor = wsgi.check_flavor(args.config_file)   # settings and flavor checked: now write
     prepare_database(conf.sql_connection)
+    metrics_dir.prepare_server_dir(conf.metrics_dir)   # before the pipeline imports metrics
     if args.config_file:
         app = AccessLog(wsgi.load_app(args.config_file))
     else:
@@ -331,6 +332,7 @@ class Supervisor:
             started = self.children.pop(pid, None)
             if started is None:
                 continue
+            metrics_dir.mark_process_dead(pid)
             if not respawn:
                 continue
             LOG.error("worker %d exited (status %d); starting another", pid,

@@ -4,11 +4,17 @@
     glance-cache-mw-manage cache list [--format table|json]
     glance-cache-mw-manage cache queue ID | delete ID | nodes ID [--format table|json]
     glance-cache-mw-manage cache clear [--target cache|queue] [--format table|json]
+    glance-cache-mw-manage cache stats [--format table|json]
 
 The cache commands work on this node's cache directory (``image_cache_dir``) and database
 directly, with or without the server running. ``queue`` accepts only images that exist and
 are active; ``nodes`` needs the centralized_db driver. Exit status: 0 done, 1 an image that is
 unknown or cannot be queued or deleted, 2 a malformed image id or bad configuration.
+
+``stats`` shows the hit ratio and the bytes served from the cache and read from the origin (from
+the server's metric files in ``metrics_dir``, counted since the server started), the cache's
+fullness, its oldest entry and the top images by hits and by bytes saved (from the cache
+metadata); with centralized_db also every node's entries, hits and bytes saved.
 """
 
 import argparse
@@ -41,13 +47,15 @@ def build_parser():
                         help="human-readable table (default) or JSON for scripts")
     cache = groups.add_parser("cache", help="this node's image cache")
     cache_cmds = cache.add_subparsers(dest="command", required=True,
-                                      metavar="{list,queue,delete,clear,nodes}")
+                                      metavar="{list,queue,delete,clear,nodes,stats}")
     cache_cmds.add_parser("list", parents=[output], help="list cached and queued images")
     for name, text in (("queue", "queue an active image for the prefetcher"),
                        ("delete", "remove an image from the cache and the queue"),
                        ("nodes", "list the nodes caching an image (centralized_db driver)")):
         sub = cache_cmds.add_parser(name, parents=[output], help=text)
         sub.add_argument("image_id", metavar="ID")
+    cache_cmds.add_parser("stats", parents=[output],
+                          help="hit ratio, bytes saved, fullness and the top images")
     clear = cache_cmds.add_parser("clear", parents=[output],
                                   help="remove every cached and/or queued image")
     clear.add_argument("--target", choices=CLEAR_TARGETS,
@@ -208,8 +216,59 @@ def _cache_nodes(args, conf, cache):
     return 0
 
 
+def _cache_stats(args, conf, cache):
+    from glance_cache_mw import stats
+    from glance_cache_mw.db import cache_api
+
+    nodes = None
+    if cache.driver.name == "centralized_db":
+        nodes = cache_api.get_node_summaries(engine=cache.driver.engine)
+    result = stats.collect(cache, conf.metrics_dir, nodes)
+    result["node"] = conf.worker_self_reference_url
+    if args.format == "json":
+        return _json(result)
+    _print_stats(result)
+    return 0
+
+
+def _print_stats(result):
+    local, downloads = result["cache"], result["downloads"]
+    ratio = result["hit_ratio"]
+    print("Downloads since the server started (%s): %s; hit ratio %s"
+          % (result["metrics_dir"], ", ".join("%s %d" % item for item in downloads.items()),
+             "-" if ratio is None else "%.1f%%" % (100 * ratio)))
+    print("Bytes served from the cache: %d; read from the origin: %d"
+          % (result["bytes_served_from_cache"], result["bytes_read_from_origin"]))
+    if result["evictions"]:
+        print("Evictions: %s" % ", ".join("%s %d" % item for item in result["evictions"].items()))
+    fullness = local["fullness"]
+    print("Cache: %d images, %d of %d bytes (%s full), %d bytes free on disk, %d queued"
+          % (local["entries"], local["size"], local["max_size"],
+             "-" if fullness is None else "%.1f%%" % (100 * fullness), local["free_bytes"],
+             local["queued_images"]))
+    for label, key in (("Oldest entry", "oldest_entry"),
+                       ("Least recently used", "least_recently_used")):
+        entry = local[key]
+        if entry:
+            print("%s: %s (cached %s, last used %s)" % (label, entry["image_id"],
+                  _when(entry["last_modified"]), _when(entry["last_accessed"])))
+    for title, key in (("Top images by hits", "top_by_hits"),
+                       ("Top images by bytes saved", "top_by_bytes_saved")):
+        print("%s:" % title)
+        _table(("ID", "HITS", "SIZE", "BYTES SAVED"),
+               [(e["image_id"], str(e["hits"]), str(e["size"]), str(e["bytes_saved"]))
+                for e in local[key]])
+    if "cluster" in result:
+        cluster = result["cluster"]
+        print("Cluster (centralized_db): %d images, %d bytes, %d hits, %d bytes saved"
+              % (cluster["entries"], cluster["size"], cluster["hits"], cluster["bytes_saved"]))
+        _table(("NODE", "IMAGES", "SIZE", "HITS", "BYTES SAVED", "OLDEST (UTC)"),
+               [(n["node_url"], str(n["entries"]), str(n["size"]), str(n["hits"]),
+                 str(n["bytes_saved"]), _when(n["oldest"])) for n in cluster["nodes"]])
+
+
 CACHE_COMMANDS = {"list": _cache_list, "queue": _cache_queue, "delete": _cache_delete,
-                  "clear": _cache_clear, "nodes": _cache_nodes}
+                  "clear": _cache_clear, "nodes": _cache_nodes, "stats": _cache_stats}
 
 
 def _fail(message):

@@ -329,3 +329,23 @@ def get_stale_cached_images(node_url, *, engine=None):
              .order_by(_CACHED.c.image_id))
     with db_engine.reader(engine) as conn:
         return list(conn.execute(query).scalars())
+
+
+def get_node_summaries(*, engine=None):
+    """Per node (every registered one, ordered by URL): node_url, entries, size, hits,
+    bytes_saved (sum of hits x size) and oldest (epoch seconds of the oldest commit, or None)."""
+    hits = sa.func.coalesce(sa.func.sum(_CACHED.c.hits), 0)
+    query = (sa.select(_NODES.c.node_reference_url, sa.func.count(_CACHED.c.id),
+                       sa.func.coalesce(sa.func.sum(_CACHED.c.size), 0), hits,
+                       sa.func.coalesce(sa.func.sum(_CACHED.c.hits * _CACHED.c.size), 0),
+                       sa.func.min(_CACHED.c.last_modified))
+             .select_from(_NODES.outerjoin(
+                 _CACHED, _CACHED.c.node_reference_id == _NODES.c.node_reference_id))
+             .group_by(_NODES.c.node_reference_url)
+             .order_by(_NODES.c.node_reference_url))
+    with db_engine.reader(engine) as conn:
+        rows = conn.execute(query).all()
+    return [{"node_url": url, "entries": int(entries), "size": int(size), "hits": int(hits),
+             "bytes_saved": int(saved),
+             "oldest": None if oldest is None else (oldest - _EPOCH).total_seconds()}
+            for url, entries, size, hits, saved, oldest in rows]

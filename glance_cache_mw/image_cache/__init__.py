@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from glance_cache_mw import config as cfg
+from glance_cache_mw import config as cfg, metrics as metrics_mod
 from glance_cache_mw.image_cache import drivers
 from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, verify
 from glance_cache_mw.image_cache.drivers import common, safe_open
@@ -33,10 +33,12 @@ class ImageCache:
 
     def __init__(self, driver, max_size, min_free=0, chunk_size=65536,
                  complete_fill_on_disconnect=False, follow_idle_timeout_s=FOLLOW_IDLE_TIMEOUT_S,
-                 verify_all_hashes=False, hold_last_chunk=False):
+                 verify_all_hashes=False, hold_last_chunk=False, metrics=metrics_mod.NULL):
         """``verify_all_hashes``: fills check MD5 too when there is a multihash;
-        ``hold_last_chunk``: a fill's last chunk waits for the verdict (see fill.py)."""
+        ``hold_last_chunk``: a fill's last chunk waits for the verdict (see fill.py);
+        ``metrics``: a glance_cache_mw.metrics.Metrics (fills, evictions, followers)."""
         self.driver = driver
+        self.metrics = metrics
         self.verify_all_hashes = verify_all_hashes
         self.hold_last_chunk = hold_last_chunk
         self.max_size = max_size
@@ -54,6 +56,7 @@ class ImageCache:
         driver = drivers.load_driver(config.image_cache_driver, config)
         kwargs.setdefault("verify_all_hashes", config.image_cache_verify_hashes == "all")
         kwargs.setdefault("hold_last_chunk", config.image_cache_verify_before_last_byte)
+        kwargs.setdefault("metrics", metrics_mod.shared())
         return cls(driver, config.image_cache_max_size, config.image_cache_min_free,
                    chunk_size=config.chunk_size, **kwargs)
 
@@ -100,11 +103,12 @@ class ImageCache:
         """Queue for prefetching; False when cached, being cached or already queued."""
         return self.driver.queue_image(image_id)
 
-    def delete_cached_image(self, image_id):
+    def delete_cached_image(self, image_id, reason="manual"):
         """Evict the image and cancel a fill in flight, so that it does not commit a copy of
-        an image that was just deleted or deactivated (W11)."""
+        an image that was just deleted or deactivated (W11). ``reason``: the eviction's label
+        in the metrics (counted if a file was removed)."""
         self.cancel_fill(image_id)
-        self.driver.delete_cached_image(image_id)
+        self.metrics.evicted(reason, len(self.driver.delete_cached_images([image_id])))
 
     def cancel_fill(self, image_id):
         """Make a live fill of ``image_id`` end uncommitted (its client still gets the body);
@@ -113,7 +117,9 @@ class ImageCache:
             self.driver.get_image_filepath(image_id, common.INCOMPLETE))
 
     def delete_all_cached_images(self):
-        return self.driver.delete_all_cached_images()
+        count = self.driver.delete_all_cached_images()
+        self.metrics.evicted("manual", count)
+        return count
 
     def delete_queued_image(self, image_id):
         self.driver.delete_queued_image(image_id)
@@ -161,7 +167,8 @@ class ImageCache:
             LOG.warning("not caching image %s: %s", image_id, err)
             if writer is not ADMIT and writer is not None:
                 writer.discard("cannot verify: %s" % err)
-            return fill_mod.TeeIterator(image_id, source, None, None, size=size)
+            return fill_mod.TeeIterator(image_id, source, None, None, size=size,
+                                        metrics=self.metrics)
         if writer is ADMIT:
             writer = self.admit(image_id, size)
         if hold_last_chunk is None:
@@ -175,7 +182,7 @@ class ImageCache:
         return fill_mod.TeeIterator(
             image_id, source, writer, verifier, complete_in_background=complete_in_background,
             has_followers=None if pumped else lambda: self._has_followers(image_id),
-            hold_last_chunk=hold_last_chunk)
+            hold_last_chunk=hold_last_chunk, metrics=self.metrics)
 
     def start_fill(self, tee, fallback=None):
         """Run the fill ``tee`` (from ``fill(..., pumped=True)``, caching) at the origin's
@@ -273,6 +280,7 @@ class ImageCache:
             os.close(fd)
             self._unregister_follower(image_id, mark)
             return None
+        self.metrics.follower()
         return fill_mod.FollowIterator(
             image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
             poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
@@ -352,7 +360,7 @@ class ImageCache:
                     os.close(fd)
         return reserved, pending
 
-    def _evict(self, entries, to_free):
+    def _evict(self, entries, to_free, reason):
         """Evict LRU-first ``entries`` until ``to_free`` bytes are gone; (count, bytes)."""
         victims, planned = {}, 0
         for entry in entries:
@@ -365,6 +373,7 @@ class ImageCache:
         # Count only what this pass removed (a file deleted meanwhile is not ours to count).
         removed = self.driver.delete_cached_images(list(victims))
         freed = sum(victims[image_id] for image_id in removed)
+        self.metrics.evicted(reason, len(removed))
         LOG.info("evicted %d images (%d bytes) from %s", len(removed), freed,
                  self.driver.base_dir)
         return len(removed), freed
@@ -375,6 +384,7 @@ class ImageCache:
         if size is None or size > self.max_size:
             LOG.info("not caching image %s: size %s does not fit image_cache_max_size=%d",
                      image_id, size, self.max_size)
+            self.metrics.fill_failed("admission")
             return None
         if self.driver.is_cached(image_id):
             return None
@@ -384,6 +394,7 @@ class ImageCache:
             # DESIGN "The miss path" step 6: caching trouble (a file system without hard
             # links, a database outage) never stops the download; it is served uncached.
             LOG.exception("not caching image %s: admission failed", image_id)
+            self.metrics.fill_failed("admission")
             return None
 
     def _admit(self, image_id, size):
@@ -404,8 +415,9 @@ class ImageCache:
                     entries = self.driver.get_entries_by_last_accessed()
                     if to_free > sum(entry.size for entry in entries):
                         writer.discard("no room for %d bytes" % size)
+                        self.metrics.fill_failed("admission")
                         return None
-                    self._evict(entries, to_free)
+                    self._evict(entries, to_free, "admission")
             except BaseException:
                 writer.discard("admission failed")
                 raise
@@ -423,7 +435,7 @@ class ImageCache:
                           self.min_free + pending - self._free_bytes(), 0)
             if to_free == 0:
                 return 0, 0
-            return self._evict(entries, to_free)
+            return self._evict(entries, to_free, "prune")
 
     def clean(self, stall_time=None):
         """Remove invalid/ files and abandoned incomplete/ files older than ``stall_time``

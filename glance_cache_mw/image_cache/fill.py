@@ -55,10 +55,15 @@ class TeeIterator:
     """
 
     def __init__(self, image_id, source, writer, verifier, complete_in_background=False,
-                 has_followers=None, hold_last_chunk=False, size=None):
-        """``size``: the record's size, when there is no ``verifier`` to know it."""
+                 has_followers=None, hold_last_chunk=False, size=None, metrics=None):
+        """``size``: the record's size, when there is no ``verifier`` to know it;
+        ``metrics``: counts the fill's start and verdict (metrics.py: fills_*)."""
         self.image_id = image_id
         self.size = verifier.size if verifier is not None else size
+        self._metrics = metrics
+        self._started = time.monotonic()
+        if writer is not None and metrics is not None:
+            metrics.fill_started()
         self._source = source
         self._chunks = iter(source)
         self._writer = writer
@@ -102,7 +107,7 @@ class TeeIterator:
             except Exception as err:
                 self._done = True
                 # W8: an origin failure is passed on, never turned into a silently short body.
-                self._end_writer("invalidate", "origin failed: %r" % (err,))
+                self._end_writer("invalidate", "origin failed: %r" % (err,), "origin")
                 self._close_verifier()
                 raise
             if not chunk:
@@ -131,6 +136,7 @@ class TeeIterator:
                 self._writer.write(chunk)
             except OSError as err:
                 LOG.warning("stopped caching image %s: %s", self.image_id, err)
+                self._count_failure("io")
                 self._writer.discard("write failed: %s" % err)
                 if self._verifier is not None and self._verifier.reads_file:
                     # Its bytes are gone with the file; and with nothing to cache and the
@@ -157,7 +163,8 @@ class TeeIterator:
                 problem = "got %d bytes, expected %d" % (self._bytes_seen, self.size)
         if problem is not None:
             self.mismatch = problem
-            self._end_writer("invalidate", problem)
+            self._end_writer("invalidate", problem,
+                             "size" if short or problem.startswith("got ") else "verification")
             if raise_mismatch or short:
                 # A short body always fails: the server must end the connection rather than
                 # keep it alive after fewer bytes than Content-Length.
@@ -168,12 +175,30 @@ class TeeIterator:
             return
         if self.caching:
             self.committed = self._writer.commit()
+            self._count_commit()
 
-    def _end_writer(self, how, reason):
+    def _end_writer(self, how, reason, outcome):
         if self.caching:
+            self._count_failure(outcome)   # first: once the file is gone, it is counted
             getattr(self._writer, how)(reason)
 
-    def close(self):
+    # The fill's verdict, counted once where it is decided (metrics.py: fills_*).
+    def _count_commit(self):
+        if self._metrics is None:
+            return
+        if self.committed:
+            self._metrics.fill_committed(time.monotonic() - self._started)
+        else:
+            self._metrics.fill_failed("cancelled")
+
+    def _count_failure(self, outcome):
+        if self._metrics is not None:
+            self._metrics.fill_failed(outcome)
+
+    def close(self, outcome="abandoned"):
+        """End the fill here (PEP 3333 close, or its FillPump's end). A fill still caching
+        is discarded and counted as ``outcome``: "abandoned" (nobody reads it and it is not
+        worth finishing), or "cancelled" when its image was evicted or deleted meanwhile."""
         if not self._done and self.caching and (
                 self.complete_in_background or self._has_followers()):
             self._done = True
@@ -190,7 +215,10 @@ class TeeIterator:
                 close()
         finally:
             try:
-                self._end_writer("discard", "client disconnected")
+                if self.caching and self._writer.is_cancelled():
+                    outcome = "cancelled"
+                self._end_writer("discard", "ended before the origin's end (%s)" % outcome,
+                                 outcome)
             finally:
                 self._close_verifier()
 
@@ -208,7 +236,7 @@ class TeeIterator:
             self._finish()
         except Exception as err:  # background: nobody to raise to
             LOG.warning("background fill of image %s failed: %s", self.image_id, err)
-            self._end_writer("invalidate", "origin failed: %r" % (err,))
+            self._end_writer("invalidate", "origin failed: %r" % (err,), "origin")
         finally:
             try:
                 close = getattr(self._source, "close", None)

@@ -13,12 +13,13 @@ untouched, except that a successful image DELETE or deactivate evicts the local 
 import logging
 import os
 import re
+import time
 
 import webob
 import webob.exc
 
 from glance_cache_mw import config as cfg
-from glance_cache_mw import exception, store
+from glance_cache_mw import exception, metrics as metrics_mod, store
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache, fill
@@ -41,10 +42,11 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
+        metrics = metrics_mod.shared()
         with glance_compat.cache_init_lock(config.image_cache_dir):
-            cache = ImageCache.from_config(config)
+            cache = ImageCache.from_config(config, metrics=metrics)
         return CacheFilter(app, cache, db_api,
-                           chunk_size=config.chunk_size,
+                           chunk_size=config.chunk_size, metrics=metrics,
                            authorize=glance_compat.DownloadPolicy.if_in_glance())
     return make_filter
 
@@ -52,7 +54,8 @@ def filter_factory(global_conf, **local_conf):
 class CacheFilter:
     """The cache in front of an images app; everything it does not handle goes to ``app``."""
 
-    def __init__(self, app, cache, db_api, *, chunk_size=65536, authorize=None):
+    def __init__(self, app, cache, db_api, *, chunk_size=65536, authorize=None,
+                 metrics=metrics_mod.NULL):
         """``authorize(environ, image)``: None to allow cached bytes, else the response to
         send (inside Glance: Glance's download_image policy, see glance_compat)."""
         self.app = app
@@ -60,6 +63,7 @@ class CacheFilter:
         self.db_api = db_api
         self.chunk_size = chunk_size
         self.authorize = authorize
+        self.metrics = metrics
 
     def __call__(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -131,7 +135,7 @@ class CacheFilter:
             handle.close()
             LOG.warning("evicting cached image %s: %d bytes on disk, %d in the record",
                         image_id, size, image["size"])
-            self.cache.delete_cached_image(image_id)
+            self.cache.delete_cached_image(image_id, reason="size_mismatch")
             return None
         return handle
 
@@ -142,6 +146,7 @@ class CacheFilter:
                 start, length = download.parse_range(range_header, size)
             except download.RangeNotSatisfiable:
                 handle.close()
+                self.metrics.download("HIT", "4xx", 0)
                 return _error(webob.exc.HTTPRequestRangeNotSatisfiable,
                               download.not_satisfiable_message(range_header, size),
                               environ, start_response, "HIT",
@@ -153,6 +158,7 @@ class CacheFilter:
             start, length, status = 0, size, "200 OK"
             headers = download.download_headers(image)
         start_response(status, headers + [(STATUS_HEADER, "HIT")])
+        self.metrics.download("HIT", "2xx", 0 if head else length)
         if head:
             handle.close()
             return [b""]
@@ -174,6 +180,7 @@ class CacheFilter:
         at the origin's pace (a FillPump) and this client, like every other, reads the
         growing file. Not admitted: the origin's body, verified on the way (BYPASS)."""
         image_id, size = image["id"], image["size"]
+        started = time.monotonic()
         # Each of these bodies may have to end early, and eventlet ends the connection only
         # once the headers are out (before, it answers 500): do not hold back small writes.
         environ["eventlet.minimum_write_chunk_size"] = 0
@@ -184,13 +191,15 @@ class CacheFilter:
             if writer is None:
                 follower = self._follow(environ, image)   # another request won the race
         if follower is not None:
-            return self._respond(environ, start_response, image, follower, "COALESCED")
+            return self._respond(environ, start_response, image, follower, "COALESCED",
+                                 started)
         captured = {}
 
         def capture(status, headers, exc_info=None):
             captured["status"] = status
             if status.startswith("200"):
                 return _no_write   # sent below, once the body is wrapped
+            self.metrics.download("BYPASS", metrics_mod.status_class(status), 0)
             return start_response(status, _with_status(headers, "BYPASS"), exc_info)
 
         try:
@@ -199,6 +208,7 @@ class CacheFilter:
             if writer is not None:
                 writer.discard("origin failed")
             raise
+        self.metrics.origin_read("miss", size if captured.get("status", "")[:3] == "200" else 0)
         if not captured.get("status", "").startswith("200"):
             if writer is not None:
                 writer.discard("origin answered %s" % captured.get("status"))
@@ -208,20 +218,21 @@ class CacheFilter:
                               os_hash_value=image.get("os_hash_value"), writer=writer,
                               pumped=True)
         if not tee.caching:
-            return self._respond(environ, start_response, image, tee, "BYPASS")
+            return self._respond(environ, start_response, image, tee, "BYPASS", started)
         try:
             follower = self.cache.start_fill(
                 tee, fallback=lambda offset: self._origin_from(environ, offset))
         except OSError as err:
             LOG.warning("image %s: cannot start its fill: %s", image_id, err)
-            tee.close()
+            tee.close(outcome="io")
             return self._bypass(environ, start_response)
-        return self._respond(environ, start_response, image, follower, "MISS")
+        return self._respond(environ, start_response, image, follower, "MISS", started)
 
-    def _respond(self, environ, start_response, image, body, cache_status):
+    def _respond(self, environ, start_response, image, body, cache_status, started):
         """Start the response once ``body`` gave its first chunk. A body that fails before
         that is closed and the origin answers instead; once the headers are out, a failure
-        can only end the connection (the server does that when the body raises)."""
+        can only end the connection (the server does that when the body raises). Counted
+        as a ``cache_status`` download, its first byte ``started`` + the time until now."""
         try:
             body = fill.PrimedIterator(body)
         except Exception as err:
@@ -230,6 +241,8 @@ class CacheFilter:
             return self._bypass(environ, start_response)
         start_response("200 OK", download.download_headers(image)
                        + [(STATUS_HEADER, cache_status)])
+        self.metrics.download(cache_status, "2xx", image["size"])
+        self.metrics.time_to_first_byte(cache_status, time.monotonic() - started)
         return body
 
     def _follow(self, environ, image):
@@ -247,6 +260,7 @@ class CacheFilter:
 
         def capture(status_line, headers, exc_info=None):
             status["line"] = status_line
+            self.metrics.origin_read("fallback", _content_length(headers))
             return lambda data: None
 
         body = self.app(sub, capture)
@@ -260,6 +274,10 @@ class CacheFilter:
 
     def _bypass(self, environ, start_response):
         def tagged(status, headers, exc_info=None):
+            nbytes = (_content_length(headers) if status[:1] == "2"
+                      and environ["REQUEST_METHOD"] != "HEAD" else 0)
+            self.metrics.download("BYPASS", metrics_mod.status_class(status), nbytes)
+            self.metrics.origin_read("bypass", nbytes)
             return start_response(status, _with_status(headers, "BYPASS"), exc_info)
         return self.app(environ, tagged)
 
@@ -270,7 +288,7 @@ class CacheFilter:
         def evicting(status, headers, exc_info=None):
             if status.startswith("2") and common.is_image_id(image_id):
                 try:
-                    self.cache.delete_cached_image(image_id)
+                    self.cache.delete_cached_image(image_id, reason="gone")
                     self.cache.delete_queued_image(image_id)
                 except OSError as err:
                     LOG.warning("could not evict image %s: %s", image_id, err)
@@ -282,6 +300,14 @@ class CacheFilter:
 
 def _no_write(data):
     raise RuntimeError("the cache filter does not support the WSGI write() callable")
+
+
+def _content_length(headers):
+    """The Content-Length of ``headers`` as an int (0 when absent or malformed)."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return int(value) if value.strip().isdigit() else 0
+    return 0
 
 
 def _with_status(headers, value):

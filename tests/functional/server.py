@@ -192,7 +192,10 @@ class TestingFilter:
 
     Right before the images app, it is where the cache's origin reads pass: each ``GET
     .../images/{id}/file`` is logged as a line ``{id} {Range or -}`` in
-    ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set.
+    ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set. While
+    ``{data_dir}/origin-delay`` exists (it holds seconds), each chunk of such a body also
+    waits that long: a slow origin a test can switch on and off, so that concurrent downloads
+    meet a fill in progress.
     """
 
     def __init__(self, app, data_dir, origin_bytes_per_s=None):
@@ -210,8 +213,9 @@ class TestingFilter:
                 log.write("%s %s\n" % (match.group(1), request.headers.get("Range", "-")))
             body = self.app(environ, start_response)
             if self.origin_bytes_per_s:
-                return serving.PacedBody(body, 1.0 / self.origin_bytes_per_s)
-            return body
+                body = serving.PacedBody(body, 1.0 / self.origin_bytes_per_s)
+            delay_s = _origin_delay_s(self.data_dir)
+            return DelayedBody(body, delay_s) if delay_s else body
         if request.path_info == "/test/slow":
             seconds = float(request.GET.get("seconds", "1"))
             chunks = int(request.GET.get("chunks", "10"))
@@ -238,6 +242,34 @@ class TestingFilter:
         return response(environ, start_response)
 
 
+def _origin_delay_s(data_dir):
+    """The seconds in ``{data_dir}/origin-delay``, or None while it does not exist."""
+    try:
+        with open(os.path.join(data_dir, "origin-delay"), encoding="utf-8") as handle:
+            return float(handle.read())
+    except FileNotFoundError:
+        return None
+
+
+class DelayedBody:
+    """``body`` with ``delay_s`` before each chunk; close() reaches it."""
+
+    def __init__(self, body, delay_s):
+        self._body = body
+        self._chunks = iter(body)
+        self._delay_s = delay_s
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        time.sleep(self._delay_s)
+        return next(self._chunks)
+
+    def close(self):
+        getattr(self._body, "close", lambda: None)()
+
+
 def _raising_body():
     raise LookupError("raised by /test/raise-in-body on purpose")
     yield b""   # a generator: it raises on the server's first next()
@@ -254,8 +286,10 @@ class SlowBody(serving.PacedBody):
     def close(self):
         super().close()
         os.makedirs(os.path.dirname(self.marker_path), exist_ok=True)
-        with open(self.marker_path, "w", encoding="utf-8") as handle:
+        # Written aside and renamed: a test waiting for the marker never reads it empty.
+        with open(self.marker_path + ".tmp", "w", encoding="utf-8") as handle:
             handle.write(str(self.sent))
+        os.replace(self.marker_path + ".tmp", self.marker_path)
 
 
 def origin_reads(data_dir, image_id):

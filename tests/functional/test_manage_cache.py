@@ -1,4 +1,4 @@
-"""glance-cache-mw-manage cache list|queue|delete|clear|nodes as a real command, on every
+"""glance-cache-mw-manage cache list|queue|delete|clear|nodes|stats as a real command, on every
 database, without a server: table output for people, --format json for scripts."""
 
 import json
@@ -157,3 +157,58 @@ def test_nodes_lists_every_node_caching_the_image(db, tmp_path):
 def test_db_commands_still_work_next_to_cache_commands(node):
     result = node.run("manage", "db", "version")
     assert result.returncode == 0 and result.stdout.strip() == migration.head()
+
+
+def hit(node, image_id, times):
+    cache = node.cache()
+    try:
+        for _ in range(times):
+            cache.open_hit(image_id).close()
+    finally:
+        cache.close()   # flushes the batched hit counts
+
+
+def test_stats_per_node_and_cluster_wide(db, tmp_path):
+    node_a = Node(tmp_path / "a", db, "centralized_db", "http://node-a:9292")
+    node_b = Node(tmp_path / "b", db, "centralized_db", "http://node-b:9292")
+    prefetched(node_a, "small", "big")
+    node_b.add_image("other", size=5000)
+    node_b.queue("other")
+    assert node_b.run("prefetcher").returncode == 0
+    hit(node_a, "small", 3)
+    hit(node_a, "big", 1)
+    hit(node_b, "other", 2)
+    result = manage(node_a, "stats", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    local = stats["cache"]
+    assert (local["entries"], local["size"], local["max_size"]) == (2, 2000, 10 * 1024 * 1024)
+    assert local["fullness"] == 2000 / (10 * 1024 * 1024)
+    assert [(e["image_id"], e["hits"]) for e in local["top_by_hits"]] == [("small", 3),
+                                                                          ("big", 1)]
+    assert [(e["image_id"], e["bytes_saved"]) for e in local["top_by_bytes_saved"]] == [
+        ("small", 3000), ("big", 1000)]
+    assert local["oldest_entry"]["image_id"] in ("small", "big")
+    # No server ran: no download counters yet.
+    assert stats["downloads"] == {"HIT": 0, "MISS": 0, "COALESCED": 0, "BYPASS": 0}
+    assert stats["hit_ratio"] is None
+    cluster = stats["cluster"]
+    assert [(n["node_url"], n["entries"], n["size"], n["hits"], n["bytes_saved"])
+            for n in cluster["nodes"]] == [("http://node-a:9292", 2, 2000, 4, 4000),
+                                           ("http://node-b:9292", 1, 5000, 2, 10000)]
+    assert (cluster["entries"], cluster["hits"], cluster["bytes_saved"]) == (3, 6, 14000)
+    assert all(n["oldest"] is not None for n in cluster["nodes"])
+
+    table = manage(node_a, "stats")
+    assert table.returncode == 0, table.stderr
+    assert "hit ratio -" in table.stdout
+    assert "Cache: 2 images, 2000 of 10485760 bytes" in table.stdout
+    assert "Cluster (centralized_db): 3 images, 7000 bytes, 6 hits, 14000 bytes saved" \
+        in table.stdout
+
+
+def test_stats_of_a_sqlite_node_has_no_cluster_part(node):
+    prefetched(node, "one")
+    stats = json.loads(manage(node, "stats", "--format", "json").stdout)
+    assert "cluster" not in stats and stats["cache"]["entries"] == 1
+    assert stats["cache"]["top_by_hits"] == []
