@@ -95,12 +95,27 @@ def mark_process_dead(pid):
 
 
 def _set(path, environ):
-    _warn_if_too_late(path)
     environ[ENV] = path
+    _select_value_class(path)
+
+
+def _select_value_class(path):
+    """prometheus_client chose its value class when it was imported (reading the settings
+    imports the cache drivers, and so it, before the directory is known): choose again. Metric
+    objects read ``values.ValueClass`` when they are created, and the server creates them
+    (``metrics.shared()``) only when it loads the pipeline, after this."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is None or values.ValueClass.__name__ == "MmapedValue":
+        return
+    if os.environ.get(ENV) == path:
+        values.ValueClass = values.get_value_class()
+    _warn_if_too_late(path)
 
 
 def _warn_if_too_late(path):
     values = sys.modules.get("prometheus_client.values")
-    if values is not None and values.ValueClass.__name__ != "MmapedValue":
+    metrics = sys.modules.get("glance_cache_mw.metrics")
+    if (values is not None and values.ValueClass.__name__ != "MmapedValue") or (
+            metrics is not None and getattr(metrics, "_shared", None) is not None):
         LOG.warning("prometheus_client was imported before %s=%s was set: this process "
                     "keeps its metrics in memory only", ENV, path)
