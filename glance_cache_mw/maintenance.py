@@ -82,9 +82,10 @@ class Maintenance:
     def __init__(self, cache, db_api, store, *, stall_time_s=None, workers=4, context=None,
                  progress=None, owns_cache=False):
         """``cache``: ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
-        ``store``: FileStore or glance_origin.GlanceStoreOrigin; ``stall_time_s``: clean's age limit (None: the cache's
-        image_cache_stall_time); ``workers``: images prefetched at once; ``progress``: a
-        prefetcher.Progress; ``owns_cache``: close() also closes the cache."""
+        ``store``: FileStore or glance_origin.GlanceStoreOrigin; ``stall_time_s``: clean's
+        age limit (None: the cache's image_cache_stall_time); ``workers``: images prefetched
+        at once; ``progress``: a prefetcher.Progress; ``owns_cache``: close() also closes the
+        cache."""
         self.cache = cache
         self.db_api = db_api
         self.store = store

@@ -369,22 +369,14 @@ def test_our_pruner_and_cleaner_work_from_glance_api_conf(glance):
 
 # -- our prefetcher, pointed at glance-api.conf, reads through Glance's stores -------------
 
-def prefetcher_conf(server, tmp_path, multi_store=False):
+def prefetcher_conf(server, tmp_path):
     """Glance's glance-api.conf plus our own ``filesystem_store_datadir`` pointing at an empty
-    directory: were the prefetcher to read our file store, it would find nothing there.
-    ``multi_store``: the same file store in Glance's multi-store form (enabled_backends)."""
+    directory: were the prefetcher to read our file store, it would find nothing there."""
     with open(os.path.join(server.workdir, "glance-api.conf")) as handle:
         text = handle.read()
     decoy = tmp_path / "our-empty-datadir"
     decoy.mkdir()
     text = text.replace("[DEFAULT]\n", "[DEFAULT]\nfilesystem_store_datadir = %s\n" % decoy, 1)
-    if multi_store:
-        text = text.replace("[DEFAULT]\n", "[DEFAULT]\nenabled_backends = fast:file\n", 1)
-        text = text.replace("[glance_store]\nstores = file\ndefault_store = file\n"
-                            "filesystem_store_datadir",
-                            "[glance_store]\ndefault_backend = fast\n[fast]\n"
-                            "filesystem_store_datadir")
-        assert "[fast]" in text
     conf = tmp_path / "glance-api.conf"
     conf.write_text(text)
     return str(conf), decoy
@@ -405,20 +397,58 @@ def queue_and_prefetch(server, tmp_path, conf, *image_ids):
     return glance_command(server, tmp_path, "prefetcher", "--config", conf)
 
 
-@pytest.mark.parametrize("multi_store", [False, True], ids=["single-store", "multi-store"])
-def test_our_prefetcher_reads_through_glances_stores(glance, tmp_path, multi_store):
+def test_our_prefetcher_reads_through_glances_stores(glance, tmp_path):
     data = os.urandom(700 * 1024 + 3)
     image_id = upload(glance, data)
-    conf, decoy = prefetcher_conf(glance, tmp_path, multi_store)
+    conf, decoy = prefetcher_conf(glance, tmp_path)
     done = queue_and_prefetch(glance, tmp_path, conf, image_id)
     assert done.returncode == 0, done.stderr
-    assert "prefetching through Glance's stores" in done.stderr
+    assert "prefetching through Glance's stores ([glance_store] stores = file" in done.stderr
     assert "1 images fetched, 0 failed" in done.stderr
     assert os.listdir(decoy) == []
     assert os.path.exists(glance.cached_file(image_id))
     status, headers, body = get(glance, image_id)
     assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data
     assert glance.store_reads(image_id) == 0   # Glance's data path never sent it
+
+
+@pytest.fixture(scope="module")
+def glance_multistore(glance_python, tmp_path_factory):
+    """glance-api (one process) with two file stores in Glance's multi-store form."""
+    workdir = tmp_path_factory.mktemp("glance-multistore")
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir, processes=1,
+                                        policy=POLICY, backends=["fast", "cheap"])
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_our_prefetcher_reads_each_image_from_its_own_backend(glance_multistore, tmp_path):
+    """enabled_backends: each location is read with the backend its metadata names."""
+    server = glance_multistore
+    data = {"fast": os.urandom(200 * 1024), "cheap": os.urandom(300 * 1024 + 1)}
+    ids = {}
+    for backend, payload in data.items():
+        image = client(server).images.create(name=backend, disk_format="raw",
+                                             container_format="bare")
+        status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=payload,
+                                         headers={**OCTET, "X-Image-Meta-Store": backend})
+        assert status == 204, body
+        assert client(server).images.get(image.id)["stores"] == backend
+        ids[backend] = image.id
+    conf, decoy = prefetcher_conf(server, tmp_path)
+    done = queue_and_prefetch(server, tmp_path, conf, *ids.values())
+    assert done.returncode == 0, done.stderr
+    assert "[DEFAULT] enabled_backends = fast:file,cheap:file" in done.stderr
+    assert "2 images fetched, 0 failed" in done.stderr
+    assert "searching all backends" not in done.stderr   # the location named its backend
+    assert os.listdir(decoy) == []
+    for backend, image_id in ids.items():
+        status, headers, body = get(server, image_id)
+        assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data[backend]
 
 
 def test_our_prefetcher_does_not_cache_a_corrupt_store_file(glance, tmp_path):
@@ -438,7 +468,7 @@ def test_our_prefetcher_does_not_cache_a_corrupt_store_file(glance, tmp_path):
     assert listed.returncode == 0 and image_id not in listed.stdout   # dropped from the queue
 
 
-def test_our_prefetcher_names_the_key_of_an_unusable_glance_store(glance, tmp_path):
+def test_our_prefetcher_names_the_key_when_glances_stores_are_unusable(glance, tmp_path):
     conf, _ = prefetcher_conf(glance, tmp_path)
     with open(conf) as handle:
         text = handle.read()
@@ -447,6 +477,12 @@ def test_our_prefetcher_names_the_key_of_an_unusable_glance_store(glance, tmp_pa
     done = glance_command(glance, tmp_path, "prefetcher", "--config", conf)
     assert done.returncode == 2
     assert "stores = nosuchstore" in done.stderr and "Traceback" not in done.stderr
+    # Our own venv has no glance_store: the prefetcher says so, where the pruner needs none.
+    bin_dir = os.path.dirname(sys.executable)
+    done = subprocess.run([os.path.join(bin_dir, "glance-cache-mw-prefetcher"), "--config",
+                           conf], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "[glance_store] in %s" % conf in done.stderr and "glance_store library" in done.stderr
 
 
 def test_switching_back_to_glances_filter_keeps_the_cache(glance_manage, glance_python):
