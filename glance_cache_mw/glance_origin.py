@@ -66,8 +66,9 @@ class GlanceStoreOrigin:
         for loc in locations:
             try:
                 chunks, _size = self._get(loc)
-            except self._gs.exceptions.NotFound as err:
-                errors.append("%s: %s" % (_redact(loc["url"]), err))
+            except (self._gs.exceptions.NotFound, self._gs.exceptions.UnknownScheme) as err:
+                # Not there, or in a store this configuration does not have: the next one.
+                errors.append("%s: %s: %s" % (_redact(loc["url"]), type(err).__name__, err))
                 continue
             except (self._gs.exceptions.GlanceStoreException,
                     self._gs.exceptions.BackendException) as err:

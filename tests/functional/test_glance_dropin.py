@@ -449,6 +449,18 @@ def test_our_prefetcher_reads_each_image_from_its_own_backend(glance_multistore,
     for backend, image_id in ids.items():
         status, headers, body = get(server, image_id)
         assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data[backend]
+    # A node whose configuration lacks the image's store ("fast", the default): a clear
+    # failure naming it, nothing cached.
+    image_id = upload(server, data["cheap"])
+    with open(conf) as handle:
+        text = handle.read()
+    with open(conf, "w") as handle:
+        handle.write(text.replace("enabled_backends = fast:file,cheap:file",
+                                  "enabled_backends = cheap:file"))
+    done = queue_and_prefetch(server, tmp_path, conf, image_id)
+    assert done.returncode == 1, done.stderr
+    assert image_id in done.stderr and "UnknownScheme" in done.stderr
+    assert not os.path.exists(server.cached_file(image_id))
 
 
 def test_our_prefetcher_does_not_cache_a_corrupt_store_file(glance, tmp_path):
