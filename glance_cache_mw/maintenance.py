@@ -34,7 +34,7 @@ import time
 
 import sqlalchemy as sa
 
-from glance_cache_mw import exception, metrics as metrics_mod
+from glance_cache_mw import exception, glance_origin, metrics as metrics_mod
 from glance_cache_mw import prefetcher as prefetcher_mod
 from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
@@ -101,11 +101,11 @@ class Maintenance:
     def __init__(self, cache, db_api, store, *, stall_time_s=None, workers=4, context=None,
                  progress=None, owns_cache=False, db_url=None, metrics=metrics_mod.NULL):
         """``cache``: ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
-        ``store``: FileStore; ``stall_time_s``: clean's age limit (None: the cache's
-        image_cache_stall_time); ``workers``: images prefetched at once; ``progress``: a
-        prefetcher.Progress; ``owns_cache``: close() also closes the cache; ``db_url``: the
-        image database's URL, for error messages (password hidden); ``metrics``: a
-        glance_cache_mw.metrics.Metrics (task runs, prefetch outcomes)."""
+        ``store``: FileStore or glance_origin.GlanceStoreOrigin; ``stall_time_s``: clean's
+        age limit (None: the cache's image_cache_stall_time); ``workers``: images prefetched
+        at once; ``progress``: a prefetcher.Progress; ``owns_cache``: close() also closes the
+        cache; ``db_url``: the image database's URL, for error messages (password hidden);
+        ``metrics``: a glance_cache_mw.metrics.Metrics (task runs, prefetch outcomes)."""
         self.db_url = db_url
         self.cache = cache
         self.db_api = db_api
@@ -123,15 +123,23 @@ class Maintenance:
         self._wake = threading.Event()
 
     @classmethod
-    def from_config(cls, config, cache=None, db_api=None, store=None, progress=None):
-        """Build from a Config; what is not passed in is created (and the cache owned)."""
+    def from_config(cls, config, cache=None, db_api=None, store=None, progress=None,
+                    config_file=None):
+        """Build from a Config; what is not passed in is created (and the cache owned).
+
+        ``config_file``: the file ``config`` was read from; when it is Glance's glance-api.conf
+        (it configures glance_store), images are prefetched through Glance's stores, else from
+        ``filesystem_store_datadir``."""
         owns_cache = cache is None
         if db_api is None:
             db_api = db_api_mod.configured(config.sql_connection)
+        if store is None:
+            if glance_origin.has_glance_stores(config_file):
+                store = glance_origin.from_glance_config(config_file, db_api)
+            else:
+                store = store_mod.FileStore.from_config(config)
         if cache is None:
             cache = ImageCache.from_config(config)
-        if store is None:
-            store = store_mod.FileStore.from_config(config)
         return cls(cache, db_api, store, stall_time_s=config.image_cache_stall_time,
                    workers=config.cache_prefetcher_workers, progress=progress,
                    owns_cache=owns_cache, db_url=config.sql_connection, metrics=cache.metrics)

@@ -1,8 +1,9 @@
-"""The prefetcher: cache every queued image from the file store, a few at a time.
+"""The prefetcher: cache every queued image from the origin's store, a few at a time.
 
 Each queued image is looked up in the database first (an admin context): images that are
 gone, deleted or not ``active`` are dropped from the queue with a log line (Glance kept them
-forever, W11). The others are read from the file store and go through
+forever, W11). The others are read from the store (our file store, or Glance's stores through
+glance_store: glance_origin.py) and go through
 ``ImageCache.cache_image_iter`` — the same admitted, verified fill the CacheFilter uses — so a
 wrong size or checksum never reaches the cache (W1, W6).
 
@@ -57,8 +58,10 @@ class Prefetcher:
     def __init__(self, cache, db_api, store, workers=4, context=None, progress=None,
                  metrics=metrics_mod.NULL):
         """``cache``: an ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
-        ``store``: a FileStore; ``progress``: an optional Progress shown while fetching;
-        ``metrics``: a glance_cache_mw.metrics.Metrics (outcomes, origin bytes)."""
+        ``store``: a FileStore, or a glance_origin.GlanceStoreOrigin (anything whose
+        ``open_for_read(image_id)`` gives chunks and ``close()``); ``progress``: an optional
+        Progress shown while fetching; ``metrics``: a glance_cache_mw.metrics.Metrics
+        (outcomes, origin bytes)."""
         self.metrics = metrics
         self.cache = cache
         self.db_api = db_api
@@ -151,8 +154,8 @@ class Prefetcher:
         image_id = image["id"]
         try:
             reader = self.store.open_for_read(image_id)
-        except exception.NotFound:
-            return self._fail(image_id, "no data in the file store")
+        except exception.NotFound as err:
+            return self._fail(image_id, "no data in the store (%s)" % err)
         except OSError as err:
             return self._fail(image_id, "cannot open its data: %s" % err)
         source = _Source(image_id, reader, stop_event, self.progress)

@@ -114,7 +114,10 @@ def _run(args, tasks, default_interval):
         if progress.enabled:
             for handler in logging.getLogger().handlers:
                 handler.addFilter(progress)
-    maintenance = maintenance_mod.Maintenance.from_config(conf, progress=progress)
+    # Only a prefetch reads image data: the pruner and cleaner need no glance_store.
+    prefetches = maintenance_mod.PREFETCH in tasks
+    maintenance = maintenance_mod.Maintenance.from_config(
+        conf, progress=progress, config_file=args.config_file if prefetches else None)
     stop_event = threading.Event()
     restore = install_stop_handlers(stop_event)
     try:

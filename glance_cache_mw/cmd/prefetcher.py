@@ -1,7 +1,9 @@
-"""glance-cache-mw-prefetcher: cache every queued image from the file store.
+"""glance-cache-mw-prefetcher: cache every queued image from the image store.
 
 Queued images (``glance-cache-mw-manage cache queue ID``, or ``PUT /v2/cache/{id}``) are read
-from ``filesystem_store_datadir`` and verified against their image record like any fill,
+from ``filesystem_store_datadir`` — or, given Glance's glance-api.conf (a ``[glance_store]``
+section or ``enabled_backends``), through Glance's stores with glance_store — and verified
+against their image record like any fill,
 ``cache_prefetcher_workers`` at a time. Images that are gone, deleted or not active are dropped
 from the queue; an image that fails (missing data, wrong checksum, no room) is logged with its
 id and dropped from the queue, and the command exits 1. On a terminal, a status line shows

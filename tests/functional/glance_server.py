@@ -40,14 +40,11 @@ worker_self_reference_url = {url}
 node_staging_uri = file://{dir}/staging
 enabled_import_methods = []
 debug = false
-[database]
+{default_extra}[database]
 connection = {db_url}
 [paste_deploy]
 flavor = {flavor}
-[glance_store]
-stores = file
-default_store = file
-filesystem_store_datadir = {dir}/images
+{store_conf}
 [oslo_policy]
 policy_file = {dir}/policy.yaml
 {policy_defaults}
@@ -56,6 +53,11 @@ driver = log
 [oslo_concurrency]
 lock_path = {dir}/locks
 {extra}"""
+
+_SINGLE_STORE = """[glance_store]
+stores = file
+default_store = file
+filesystem_store_datadir = {dir}/images"""
 
 
 def glance_python():
@@ -87,8 +89,12 @@ class GlanceServer:
     """glance-api under uWSGI: ``url``, ``request()``, ``log()``, ``store_reads(image_id)``."""
 
     def __init__(self, workdir, python, db_url, flavor="caching", driver="sqlite",
-                 processes=2, threads=8, extra_conf="", policy=None, our_filters=True):
-        """``our_filters=False``: Glance's glance-api-paste.ini as shipped (Glance's filter)."""
+                 processes=2, threads=8, extra_conf="", policy=None, our_filters=True,
+                 backends=None):
+        """``our_filters=False``: Glance's glance-api-paste.ini as shipped (Glance's filter);
+        ``backends``: names of file stores in Glance's multi-store form (``enabled_backends``,
+        the first is the default; data under ``images/{name}``), else one file store
+        (``[glance_store] filesystem_store_datadir`` = ``images``)."""
         self.workdir = str(workdir)
         self.python = python
         self.db_url = db_url
@@ -99,6 +105,7 @@ class GlanceServer:
         self.extra_conf = extra_conf
         self.policy = policy or {}
         self.our_filters = our_filters
+        self.backends = list(backends or ())
         self.port = server_helpers.free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.cache_dir = os.path.join(self.workdir, "image-cache")
@@ -115,6 +122,8 @@ class GlanceServer:
             handle.write(_CONF.format(dir=self.workdir, driver=self.driver, url=self.url,
                                       db_url=self.db_url, flavor=self.flavor,
                                       extra=self.extra_conf,
+                                      store_conf=self._store_conf(),
+                                      default_extra=self._default_extra(),
                                       policy_defaults=self._policy_defaults()))
         with open(os.path.join(self.workdir, "glance-api-paste.ini"), "w") as handle:
             if self.our_filters:
@@ -148,6 +157,21 @@ class GlanceServer:
         except AssertionError as err:
             self.stop()
             raise AssertionError("%s:\n%s" % (err, self.log()[-8000:])) from None
+
+    def _default_extra(self):
+        if not self.backends:
+            return ""
+        return "enabled_backends = %s\n" % ",".join("%s:file" % b for b in self.backends)
+
+    def _store_conf(self):
+        if not self.backends:
+            return _SINGLE_STORE.format(dir=self.workdir)
+        sections = ["[glance_store]", "default_backend = " + self.backends[0]]
+        for name in self.backends + ["os_glance_staging_store", "os_glance_tasks_store"]:
+            datadir = os.path.join(self.workdir, "images", name)
+            os.makedirs(datadir, exist_ok=True)
+            sections += ["[%s]" % name, "filesystem_store_datadir = " + datadir]
+        return "\n".join(sections)
 
     def _policy_defaults(self):
         # Glance's unauthenticated context is an admin without roles or project: the noauth

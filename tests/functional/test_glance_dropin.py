@@ -367,6 +367,136 @@ def test_our_pruner_and_cleaner_work_from_glance_api_conf(glance):
     assert get(glance, image_id)[1]["x-image-cache"] == "HIT"
 
 
+# -- our prefetcher, pointed at glance-api.conf, reads through Glance's stores -------------
+
+def prefetcher_conf(server, tmp_path):
+    """Glance's glance-api.conf plus our own ``filesystem_store_datadir`` pointing at an empty
+    directory: were the prefetcher to read our file store, it would find nothing there."""
+    with open(os.path.join(server.workdir, "glance-api.conf")) as handle:
+        text = handle.read()
+    decoy = tmp_path / "our-empty-datadir"
+    decoy.mkdir()
+    text = text.replace("[DEFAULT]\n", "[DEFAULT]\nfilesystem_store_datadir = %s\n" % decoy, 1)
+    conf = tmp_path / "glance-api.conf"
+    conf.write_text(text)
+    return str(conf), decoy
+
+
+def glance_command(server, tmp_path, *argv):
+    """``glance-cache-mw-{argv[0]}`` as installed in Glance's venv (where glance_store is),
+    run from an empty directory (our embedded defaults would point under it)."""
+    return subprocess.run([server.bin("glance-cache-mw-" + argv[0]), *argv[1:]],
+                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+
+
+def queue_and_prefetch(server, tmp_path, conf, *image_ids):
+    for image_id in image_ids:
+        done = glance_command(server, tmp_path, "manage", "--config", conf, "cache", "queue",
+                              image_id)
+        assert done.returncode == 0, done.stderr
+    return glance_command(server, tmp_path, "prefetcher", "--config", conf)
+
+
+def test_our_prefetcher_reads_through_glances_stores(glance, tmp_path):
+    data = os.urandom(700 * 1024 + 3)
+    image_id = upload(glance, data)
+    conf, decoy = prefetcher_conf(glance, tmp_path)
+    done = queue_and_prefetch(glance, tmp_path, conf, image_id)
+    assert done.returncode == 0, done.stderr
+    assert "prefetching through Glance's stores ([glance_store] stores = file" in done.stderr
+    assert "1 images fetched, 0 failed" in done.stderr
+    assert os.listdir(decoy) == []
+    assert os.path.exists(glance.cached_file(image_id))
+    status, headers, body = get(glance, image_id)
+    assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data
+    assert glance.store_reads(image_id) == 0   # Glance's data path never sent it
+
+
+@pytest.fixture(scope="module")
+def glance_multistore(glance_python, tmp_path_factory):
+    """glance-api (one process) with two file stores in Glance's multi-store form."""
+    workdir = tmp_path_factory.mktemp("glance-multistore")
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir, processes=1,
+                                        policy=POLICY, backends=["fast", "cheap"])
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_our_prefetcher_reads_each_image_from_its_own_backend(glance_multistore, tmp_path):
+    """enabled_backends: each location is read with the backend its metadata names."""
+    server = glance_multistore
+    data = {"fast": os.urandom(200 * 1024), "cheap": os.urandom(300 * 1024 + 1)}
+    ids = {}
+    for backend, payload in data.items():
+        image = client(server).images.create(name=backend, disk_format="raw",
+                                             container_format="bare")
+        status, _, body = server.request("PUT", "/v2/images/%s/file" % image.id, body=payload,
+                                         headers={**OCTET, "X-Image-Meta-Store": backend})
+        assert status == 204, body
+        assert client(server).images.get(image.id)["stores"] == backend
+        ids[backend] = image.id
+    conf, decoy = prefetcher_conf(server, tmp_path)
+    done = queue_and_prefetch(server, tmp_path, conf, *ids.values())
+    assert done.returncode == 0, done.stderr
+    assert "[DEFAULT] enabled_backends = fast:file,cheap:file" in done.stderr
+    assert "2 images fetched, 0 failed" in done.stderr
+    assert "searching all backends" not in done.stderr   # the location named its backend
+    assert os.listdir(decoy) == []
+    for backend, image_id in ids.items():
+        status, headers, body = get(server, image_id)
+        assert (status, headers["x-image-cache"]) == (200, "HIT") and body == data[backend]
+    # A node whose configuration lacks the image's store ("fast", the default): a clear
+    # failure naming it, nothing cached.
+    image_id = upload(server, data["cheap"])
+    with open(conf) as handle:
+        text = handle.read()
+    with open(conf, "w") as handle:
+        handle.write(text.replace("enabled_backends = fast:file,cheap:file",
+                                  "enabled_backends = cheap:file"))
+    done = queue_and_prefetch(server, tmp_path, conf, image_id)
+    assert done.returncode == 1, done.stderr
+    assert image_id in done.stderr and "UnknownScheme" in done.stderr
+    assert not os.path.exists(server.cached_file(image_id))
+
+
+def test_our_prefetcher_does_not_cache_a_corrupt_store_file(glance, tmp_path):
+    data = os.urandom(300 * 1024)
+    image_id = upload(glance, data)
+    stored = os.path.join(glance.workdir, "images", image_id)
+    with open(stored, "r+b") as handle:      # same size, one byte flipped
+        handle.seek(1000)
+        handle.write(bytes([data[1000] ^ 0xFF]))
+    conf, _ = prefetcher_conf(glance, tmp_path)
+    done = queue_and_prefetch(glance, tmp_path, conf, image_id)
+    assert done.returncode == 1, done.stderr
+    assert image_id in done.stderr and "does not match the image record" in done.stderr
+    assert not os.path.exists(glance.cached_file(image_id))
+    listed = glance_command(glance, tmp_path, "manage", "--config", conf, "cache", "list",
+                            "--format", "json")
+    assert listed.returncode == 0 and image_id not in listed.stdout   # dropped from the queue
+
+
+def test_our_prefetcher_names_the_key_when_glances_stores_are_unusable(glance, tmp_path):
+    conf, _ = prefetcher_conf(glance, tmp_path)
+    with open(conf) as handle:
+        text = handle.read()
+    with open(conf, "w") as handle:
+        handle.write(text.replace("stores = file\n", "stores = nosuchstore\n"))
+    done = glance_command(glance, tmp_path, "prefetcher", "--config", conf)
+    assert done.returncode == 2
+    assert "stores = nosuchstore" in done.stderr and "Traceback" not in done.stderr
+    # Our own venv has no glance_store: the prefetcher says so, where the pruner needs none.
+    bin_dir = os.path.dirname(sys.executable)
+    done = subprocess.run([os.path.join(bin_dir, "glance-cache-mw-prefetcher"), "--config",
+                           conf], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "[glance_store] in %s" % conf in done.stderr and "glance_store library" in done.stderr
+
+
 def test_switching_back_to_glances_filter_keeps_the_cache(glance_manage, glance_python):
     """One line back in glance-api-paste.ini: Glance's own filter serves what ours cached
     (sqlite driver, WAL cache.db) and counts its hits where ours did. Runs last on the

@@ -75,7 +75,7 @@ def test_prefetch_caches_good_images_and_reports_the_broken_ones(setup, caplog):
     assert setup.cache.get_queued_images() == []   # failed images are dropped, see docstring
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("corrupt" in line and "does not match" in line for line in errors)
-    assert any("no-data" in line and "no data in the file store" in line for line in errors)
+    assert any("no-data" in line and "no data in the store" in line for line in errors)
     assert not os.listdir(setup.cache.driver.get_path(common.INCOMPLETE))
 
 
