@@ -144,11 +144,12 @@ def wait_for(predicate, timeout_s=15, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
-def wsgi_config(tmp_path, testing=False):
-    """An INI (by default without the test filter) with a migrated database for
-    glance_cache_mw.wsgi under another server: (its path, the environment naming it in
-    GLANCE_CACHE_MW_CONFIG)."""
-    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", testing=testing)
+def wsgi_config(tmp_path, testing=False, settings=None):
+    """An INI (by default without the test filter; ``settings`` in [DEFAULT]) with a
+    migrated database for glance_cache_mw.wsgi under another server: (its path, the
+    environment naming it in GLANCE_CACHE_MW_CONFIG)."""
+    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", settings=settings,
+                        testing=testing)
     env = subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
     serving.sync_database(path, env=env, timeout_s=60)
     return path, env
@@ -167,13 +168,14 @@ def start_wsgi_server(argv, url, env, log_path, timeout_s=60):
                              % (os.path.basename(argv[0]), url, handle.read()))
 
 
-def start_gunicorn(tmp_path, *args, testing=False):
+def start_gunicorn(tmp_path, *args, testing=False, settings=None):
     """gunicorn (from the test extra) serving glance_cache_mw.wsgi:application with ``args``
-    on a fresh config (``testing``: with the test-only filter): (url, process)."""
+    on a fresh config (``testing``: with the test-only filter; ``settings`` in [DEFAULT]):
+    (url, process)."""
     gunicorn = serving.console_script("gunicorn")
     if not os.path.exists(gunicorn):
         pytest.skip("gunicorn is not installed (it comes with the test extra)")
-    _, env = wsgi_config(tmp_path, testing=testing)
+    _, env = wsgi_config(tmp_path, testing=testing, settings=settings)
     url = "http://127.0.0.1:%d" % free_port()
     process = start_wsgi_server([gunicorn, "-b", url[len("http://"):], *args,
                                  "glance_cache_mw.wsgi:application"],
@@ -192,13 +194,16 @@ class TestingFilter:
 
     Right before the images app, it is where the cache's origin reads pass: each ``GET
     .../images/{id}/file`` is logged as a line ``{id} {Range or -}`` in
-    ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set.
+    ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set. With
+    ``origin_stall_s`` (``test_origin_stall_s`` in [DEFAULT]) the first whole-body read of
+    each image stalls that long after its first chunk (a hung store or peer; see StallOnce).
     """
 
-    def __init__(self, app, data_dir, origin_bytes_per_s=None):
+    def __init__(self, app, data_dir, origin_bytes_per_s=None, origin_stall_s=None):
         self.app = app
         self.data_dir = data_dir
         self.origin_bytes_per_s = origin_bytes_per_s
+        self.origin_stall_s = origin_stall_s
 
     def __call__(self, environ, start_response):
         request = webob.Request(environ)
@@ -209,6 +214,9 @@ class TestingFilter:
                       encoding="utf-8") as log:
                 log.write("%s %s\n" % (match.group(1), request.headers.get("Range", "-")))
             body = self.app(environ, start_response)
+            if self.origin_stall_s and "Range" not in request.headers:
+                body = StallOnce.first_of(body, self.data_dir, match.group(1),
+                                          self.origin_stall_s)
             if self.origin_bytes_per_s:
                 return serving.PacedBody(body, 1.0 / self.origin_bytes_per_s)
             return body
@@ -258,6 +266,51 @@ class SlowBody(serving.PacedBody):
             handle.write(str(self.sent))
 
 
+class StallOnce:
+    """The origin's body, stalled for ``seconds`` after its first chunk (sleeping: green
+    under eventlet, a blocked OS thread elsewhere). ``{data_dir}/origin-resumed-{id}`` is
+    written when the stall ends and ``{data_dir}/origin-closed-{id}`` when it is closed."""
+
+    def __init__(self, body, data_dir, image_id, seconds):
+        self._body = body
+        self._chunks = iter(body)
+        self._marker = os.path.join(data_dir, "origin-%s-" + image_id)
+        self._seconds = seconds
+        self._count = 0
+
+    @classmethod
+    def first_of(cls, body, data_dir, image_id, seconds):
+        """``body`` stalled if it is the first read of ``image_id`` (in any worker)."""
+        try:
+            os.close(os.open(os.path.join(data_dir, "origin-stalled-" + image_id),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return body
+        return cls(body, data_dir, image_id, seconds)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._count == 1:
+            time.sleep(self._seconds)
+            self._mark("resumed")
+        self._count += 1
+        return next(self._chunks)
+
+    def _mark(self, what):
+        with open(self._marker % what, "w", encoding="utf-8"):
+            pass
+
+    def close(self):
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._mark("closed")
+
+
 def origin_reads(data_dir, image_id):
     """The Range headers (``-`` for none) of the origin reads of ``image_id`` so far."""
     try:
@@ -271,7 +324,9 @@ def origin_reads(data_dir, image_id):
 def testing_filter_factory(global_conf, **local_conf):
     data_dir = global_conf.get("data_dir") or "./data"
     rate = local_conf.get("origin_bytes_per_s")
-    return lambda app: TestingFilter(app, data_dir, float(rate) if rate else None)
+    stall_s = global_conf.get("test_origin_stall_s")
+    return lambda app: TestingFilter(app, data_dir, float(rate) if rate else None,
+                                     float(stall_s) if stall_s else None)
 
 
 def stub_app(environ, start_response):
