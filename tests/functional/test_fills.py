@@ -7,8 +7,9 @@ which logs every origin read (tests/functional/server.py). Checked on each: a cl
 its last byte (never a kept-alive connection waiting for bytes that will not come) and
 nothing is cached; 16 concurrent cold downloads read the origin once; an origin that stalls
 costs later requests nothing (the stalled fill is abandoned, the next request fills afresh).
-On the built-in server also: flipped bytes are never cached nor served as a HIT, and a cache DELETE or an image
-DELETE during a fill lets the clients following it finish (or cuts them cleanly), never 500.
+On the built-in server also: flipped bytes are never cached nor served as a HIT, and a cache
+DELETE or an image DELETE during a fill lets the clients following it finish (or cuts them
+cleanly), never 500.
 """
 
 import concurrent.futures

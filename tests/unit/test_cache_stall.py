@@ -18,7 +18,7 @@ from tests.unit.filter_helpers import Setup
 SIZE = 64 * 1024      # 16 chunks of 4 KiB
 DATA = helpers.body(SIZE, b"stall")
 GOOD = helpers.hashes(DATA, "sha256")
-STALL_BOUND_S = 0.3
+STALL_BOUND_S = 0.5
 
 
 class StallingOrigin:
