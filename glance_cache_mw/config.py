@@ -2,11 +2,27 @@
 
 Every key the server and the commands read is declared in ``SETTINGS`` with its type and default,
 so there is one place that says what can be configured. Paths default under ``data_dir``.
+
+Two ways in, on purpose with different strictness:
+
+* ``Config.from_file(path)`` reads our own INI file (the commands, gunicorn/uWSGI through
+  glance_cache_mw.wsgi). Its [DEFAULT] may hold only ``SETTINGS``, ``flavor``, the images
+  app's keys (``API_KEYS``) and variables other values interpolate (``%(name)s``): anything
+  else is an error naming the key and the nearest known one, and a key that belongs in a
+  Paste section (keystonemiddleware's, the health check's) says which section. The cache
+  driver's name and what it needs are checked too, so nothing is written on a typo. Glance's
+  glance-api.conf (a file with [database] or [glance_store]) is read for our keys only: its
+  other [DEFAULT] keys are Glance's.
+* ``Config.from_mapping(mapping)`` types the keys it knows and ignores the rest: the Paste
+  factories use it on ``{**global_conf, **local_conf}``, which in Glance's own paste pipeline
+  carries Glance's keys.
 """
 
 import configparser
 import dataclasses
+import difflib
 import os
+import re
 
 from glance_cache_mw import exception
 
@@ -14,7 +30,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _parse_int(key, raw, minimum=0):
+def _parse_int(key, raw, minimum=0, maximum=None):
     try:
         value = int(str(raw).strip())
     except ValueError:
@@ -23,6 +39,9 @@ def _parse_int(key, raw, minimum=0):
     if value < minimum:
         raise exception.InvalidConfiguration(
             reason="%s=%r must be at least %d" % (key, raw, minimum))
+    if maximum is not None and value > maximum:
+        raise exception.InvalidConfiguration(
+            reason="%s=%r must be at most %d" % (key, raw, maximum))
     return value
 
 
@@ -51,6 +70,8 @@ class Setting:
     help: str
     minimum: int = 0
     choices: tuple = ()  # a "str" setting that must be one of these
+    maximum: int = None
+    allow_empty: bool = True   # an empty value means the default
 
 
 SETTINGS = (
@@ -89,13 +110,74 @@ SETTINGS = (
     Setting("cache_prefetcher_workers", "int", 4, "Images fetched at once by the prefetcher.",
             minimum=1),
     Setting("bind_host", "str", "127.0.0.1", "Address the server listens on."),
-    Setting("bind_port", "int", 9292, "Port the server listens on (0 = any free port)."),
+    Setting("bind_port", "int", 9292, "Port the server listens on (0 = any free port).",
+            maximum=65535, allow_empty=False),
     Setting("workers", "int", 1, "Server processes (0 = one per core)."),
     Setting("chunk_size", "int", 1048576, "Bytes per read when streaming image data.", minimum=1),
     Setting("debug", "bool", False, "Log at DEBUG level."),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+# Other keys [DEFAULT] may hold: the flavor (wsgi.read_flavor) and the images app's limits
+# (api.router.ApiSettings reads them from global_conf too).
+FLAVOR_KEY = "flavor"
+API_KEYS = ("admin_without_context", "image_member_quota", "image_tag_quota",
+            "image_property_quota", "image_size_cap", "limit_param_default", "api_limit_max")
+# Keys of Paste sections, which their factories read from the section only: in [DEFAULT] they
+# would be ignored, so the error says where they belong.
+SECTION_KEYS = {
+    "filter:authtoken": (
+        "www_authenticate_uri", "auth_uri", "auth_url", "auth_type", "auth_section",
+        "project_domain_name", "project_domain_id", "user_domain_name", "user_domain_id",
+        "project_name", "project_id", "username", "user_id", "password", "region_name",
+        "interface", "delay_auth_decision", "memcached_servers", "service_type",
+        "service_token_roles", "service_token_roles_required", "cafile", "certfile",
+        "keyfile", "insecure", "http_connect_timeout", "include_service_catalog",
+        "token_cache_time", "system_scope"),
+    "filter:healthcheck": ("path", "disable_by_file_path"),
+}
+_PASTE_DEFAULTS = ("here", "__file__")   # Paste (and read_ini_defaults) define these
+_INTERPOLATED = re.compile(r"%\(([^)]+)\)s")
+
+
+def known_default_keys():
+    """Every key our INI's [DEFAULT] may hold (besides interpolation variables)."""
+    return tuple(_BY_NAME) + (FLAVOR_KEY,) + API_KEYS
+
+
+def check_default_keys(keys, path, variables=()):
+    """InvalidConfiguration for the first key of ``keys`` (from [DEFAULT] of ``path``) that
+    is not ours; ``variables``: names other values interpolate, which are allowed."""
+    known = known_default_keys()
+    for key in keys:
+        if key in known or key in _PASTE_DEFAULTS or key in variables:
+            continue
+        section = next((name for name, names in SECTION_KEYS.items() if key in names), None)
+        if section is not None:
+            raise exception.InvalidConfiguration(
+                reason="%s in [DEFAULT] of %s belongs in [%s]" % (key, path, section))
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = ("; did you mean %s?" % nearest[0]) if nearest else (
+            "; known keys: %s" % ", ".join(sorted(known)))
+        raise exception.InvalidConfiguration(
+            reason="unknown key %s in [DEFAULT] of %s%s" % (key, path, hint))
+
+
+def check_cache_driver(conf):
+    """InvalidConfiguration unless image_cache_driver names a driver and has what it needs
+    (centralized_db: worker_self_reference_url), checked before anything is written."""
+    from glance_cache_mw.image_cache import drivers   # no import cycle at module load
+
+    name = (conf.image_cache_driver or "").strip().lower()
+    if name not in drivers.DRIVERS:
+        raise exception.InvalidConfiguration(
+            reason="image_cache_driver=%r is not one of %s"
+            % (conf.image_cache_driver, ", ".join(sorted(drivers.DRIVERS))))
+    if name == "centralized_db" and not conf.worker_self_reference_url:
+        raise exception.InvalidConfiguration(
+            reason="image_cache_driver=centralized_db needs worker_self_reference_url "
+                   "(this node's URL, e.g. http://HOST:9292)")
 
 
 class Config:
@@ -124,6 +206,10 @@ class Config:
         for setting in SETTINGS:
             raw = mapping.get(setting.name)
             if raw is None or (isinstance(raw, str) and not raw.strip()):
+                if raw is not None and not setting.allow_empty:
+                    raise exception.InvalidConfiguration(
+                        reason="%s is empty (remove the line for the default, %r)"
+                        % (setting.name, setting.default))
                 default = setting.default
                 values[setting.name] = default(values) if callable(default) else default
                 continue
@@ -132,15 +218,21 @@ class Config:
 
     @classmethod
     def from_file(cls, path=None):
-        """Read [DEFAULT] of an INI file; ``None`` means the embedded defaults."""
+        """Read [DEFAULT] of our INI file, strictly (unknown keys and an unusable cache driver
+        are errors, see the module docstring); ``None`` means the embedded defaults."""
         if path is None:
             return cls.from_mapping({})
-        return cls.from_mapping(read_ini_defaults(path))
+        values = read_ini_defaults(path)
+        if not is_glance_config(path):   # Glance's [DEFAULT] is Glance's, not ours to judge
+            check_default_keys(values, path, _interpolated_names(path))
+        conf = cls.from_mapping(values)
+        check_cache_driver(conf)
+        return conf
 
 
 def _convert(setting, raw):
     if setting.kind == "int":
-        return _parse_int(setting.name, raw, setting.minimum)
+        return _parse_int(setting.name, raw, setting.minimum, setting.maximum)
     if setting.kind == "bool":
         return _parse_bool(setting.name, raw)
     value = _parse_str(setting.name, raw)
@@ -153,8 +245,7 @@ def _convert(setting, raw):
 def read_ini_defaults(path):
     """Return the [DEFAULT] section of an INI file as a dict, interpolated as Paste does it
     (``%(here)s`` is the file's directory; a literal ``%`` is written ``%%``)."""
-    if not os.path.isfile(path):
-        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
+    check_config_path(path)
     path = os.path.abspath(path)
     parser = configparser.ConfigParser(
         defaults={"here": os.path.dirname(path), "__file__": path})
@@ -178,6 +269,39 @@ def read_ini_defaults(path):
     if "sql_connection" not in values and parser.has_option("database", "connection"):
         values["sql_connection"] = parser.get("database", "connection", raw=True)
     return values
+
+
+GLANCE_SECTIONS = ("database", "glance_store")
+
+
+def is_glance_config(path):
+    """True for Glance's glance-api.conf (it has a [database] or [glance_store] section, which
+    our INI never has): our commands then read our keys from it and leave Glance's alone."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, UnicodeError, configparser.Error):
+        return False
+    return any(parser.has_section(name) for name in GLANCE_SECTIONS)
+
+
+def check_config_path(path):
+    """InvalidConfiguration unless ``path`` is an existing file (a directory says so)."""
+    if os.path.isdir(path):
+        raise exception.InvalidConfiguration(
+            reason="config file %s is a directory (give the INI file's path)" % path)
+    if not os.path.isfile(path):
+        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
+
+
+def _interpolated_names(path):
+    """Names used as ``%(name)s`` in any value of ``path`` (raw text; read once parsed)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return set(_INTERPOLATED.findall(handle.read()))
+    except (OSError, UnicodeError):
+        return set()
 
 
 def describe():

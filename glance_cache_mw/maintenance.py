@@ -20,7 +20,10 @@ taken for images, counted or deleted with them (W21).
 ``evict_gone`` is how a node learns that images were deleted or deactivated through another
 node (DESIGN "Invalidation", W11): every cached image whose database record is missing,
 deleted or not ``active`` is evicted, with any driver; with ``centralized_db`` the node's
-rows for such images are evicted as well, even where the file is already gone.
+rows for such images are evicted as well, even where the file is already gone. A database
+that knows fewer than half of the cached images is taken for a misconfiguration (a cron
+job's config without sql_connection gets the embedded SQLite default): nothing is evicted
+and the task fails (the command exits 1), naming the database URL without its password.
 """
 
 import contextlib
@@ -37,7 +40,7 @@ from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import api as db_api_mod
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +49,23 @@ TASKS = (EVICT, PRUNE, CLEAN, PREFETCH)   # the order of a pass: free space, the
 LOCK_TEMPLATE = ".%s.lock"
 ID_BATCH = 100
 WAIT_STEP_S = 1.0
+# evict_gone refuses to act when the database knows fewer of the cached images than this.
+MIN_KNOWN_FRACTION = 0.5
+USABLE = "usable"
+
+
+class WrongImageDatabase(exception.GlanceException):
+    message = ("the image database %(url)s knows %(known)d of the %(cached)d images cached "
+               "in %(cache_dir)s: evicting nothing (is sql_connection the image database?)")
+
+
+def _state(image):
+    """USABLE for an active, not deleted image; else the reason it must not stay cached."""
+    if image["deleted"]:
+        return "deleted"
+    if image["status"] != "active":
+        return image["status"]
+    return USABLE
 
 
 class _LockFile:
@@ -53,7 +73,7 @@ class _LockFile:
     workers during a pass never keeps the lock held after the pass ended."""
 
     def __init__(self, path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = safe_open.open_housekeeping(path, os.O_RDWR)
         common.hold_across_fork(self)
 
     def forget_fds_after_fork(self):
@@ -79,11 +99,13 @@ class Maintenance:
     """The maintenance tasks of one image cache; every collaborator is passed in."""
 
     def __init__(self, cache, db_api, store, *, stall_time_s=None, workers=4, context=None,
-                 progress=None, owns_cache=False):
+                 progress=None, owns_cache=False, db_url=None):
         """``cache``: ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
         ``store``: FileStore; ``stall_time_s``: clean's age limit (None: the cache's
         image_cache_stall_time); ``workers``: images prefetched at once; ``progress``: a
-        prefetcher.Progress; ``owns_cache``: close() also closes the cache."""
+        prefetcher.Progress; ``owns_cache``: close() also closes the cache; ``db_url``: the
+        image database's URL, for error messages (password hidden)."""
+        self.db_url = db_url
         self.cache = cache
         self.db_api = db_api
         self.store = store
@@ -109,7 +131,7 @@ class Maintenance:
             store = store_mod.FileStore.from_config(config)
         return cls(cache, db_api, store, stall_time_s=config.image_cache_stall_time,
                    workers=config.cache_prefetcher_workers, progress=progress,
-                   owns_cache=owns_cache)
+                   owns_cache=owns_cache, db_url=config.sql_connection)
 
     def close(self):
         """Stop the loop if it runs; close the cache if this object created it."""
@@ -148,13 +170,20 @@ class Maintenance:
         return self._locked(PREFETCH, lambda: self.prefetcher.run(stop_event))
 
     def evict_gone(self):
-        """Evict cached images that are missing, deleted or not active in the database;
-        how many, or None when another eviction is running. A database error evicts nothing."""
+        """Evict cached images that are deleted, not active or missing in the database;
+        how many, or None when another eviction is running. A database error evicts nothing,
+        and so does a database that knows fewer than MIN_KNOWN_FRACTION of the cached images
+        (the wrong database, an empty default one): that raises WrongImageDatabase."""
         return self._locked(EVICT, self._evict_gone)
 
     def _evict_gone(self):
         cached = [entry["image_id"] for entry in self.cache.get_cached_images()]
-        gone = set(cached) - self._usable_ids(cached)
+        states = self._database_states(cached)
+        if len(states) < len(cached) * MIN_KNOWN_FRACTION:
+            raise WrongImageDatabase(known=len(states), cached=len(cached),
+                                     cache_dir=self.lock_dir, url=self._safe_db_url())
+        gone = {image_id for image_id in cached
+                if image_id not in states or states[image_id] != USABLE}
         get_stale = getattr(self.cache.driver, "get_stale_cached_images", None)
         if get_stale is not None:   # centralized_db: rows whose image went away elsewhere
             gone.update(get_stale())
@@ -164,18 +193,36 @@ class Maintenance:
                  len(gone), (": " + ", ".join(sorted(gone))) if gone else "")
         return len(gone)
 
-    def _usable_ids(self, image_ids):
-        """The subset of ``image_ids`` that are active and not deleted (a query per batch)."""
-        usable = set()
-        for start in range(0, len(image_ids), ID_BATCH):
-            batch = image_ids[start:start + ID_BATCH]
-            quoted = ",".join('"%s"' % i.replace("\\", "\\\\").replace('"', '\\"')
-                              for i in batch)
-            images = self.db_api.image_get_all(
-                self.context, filters={"id": "in:" + quoted, "deleted": False,
-                                       "status": "active"})
-            usable.update(image["id"] for image in images)
-        return usable
+    def _database_states(self, image_ids):
+        """{image_id: USABLE or why not} for the ``image_ids`` the database knows (deleted
+        rows included); a query per batch, plus one per id that an ``in:`` list cannot
+        hold (Glance's quoting keeps backslashes, so ids with '"' or '\\' go alone)."""
+        plain = [i for i in image_ids if not set(i) & set(',"\\')]
+        odd = [i for i in image_ids if set(i) & set('"\\')]
+        commas = [i for i in image_ids if "," in i and i not in odd]
+        filters = ["in:" + ",".join(plain[start:start + ID_BATCH])
+                   for start in range(0, len(plain), ID_BATCH)]
+        filters += ["in:" + ",".join('"%s"' % i for i in commas[start:start + ID_BATCH])
+                    for start in range(0, len(commas), ID_BATCH)]
+        filters += ["eq:" + i for i in odd]
+        states = {}
+        for id_filter in filters:
+            # No "deleted" filter: an admin context then lists deleted images as well.
+            for image in self.db_api.image_get_all(self.context, filters={"id": id_filter}):
+                states[image["id"]] = _state(image)
+        return states
+
+    def _safe_db_url(self):
+        url = self.db_url
+        if url is None:
+            try:
+                url = self.db_api.engine.get_engine().url
+            except Exception:   # not our db.api module, or not configured
+                return "(unknown)"
+        try:
+            return sa.engine.make_url(url).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            return "(unparsable URL)"
 
     # -- passes and the loop ---------------------------------------------------------------
 

@@ -88,8 +88,7 @@ def read_flavor(path, defaults=None):
 
 
 def _read_ini(path):
-    if not os.path.isfile(path):
-        raise exception.InvalidConfiguration(reason="config file %s does not exist" % path)
+    config.check_config_path(path)
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -98,6 +97,33 @@ def _read_ini(path):
         raise exception.InvalidConfiguration(
             reason="config file %s cannot be read: %s" % (path, err)) from None
     return parser
+
+
+# The flavors of the sample's [composite:main]; a file without Paste sections has the first.
+KNOWN_FLAVORS = ("noauth", "keystone", "context")
+
+
+def check_flavor(path):
+    """The flavor ``path`` selects (see read_flavor), or InvalidConfiguration when the file
+    cannot serve it: "unknown flavor X; known: ..." for a name its [composite:main] (or, in a
+    settings-only file, the sample's) does not define."""
+    flavor = read_flavor(path)
+    if path is None:
+        return flavor
+    parser = _read_ini(path)
+    composite = "composite:" + APP_NAME
+    if parser.has_section(composite) and "flavor_factory" in parser.get(
+            composite, "use", fallback=""):
+        known = sorted(key for key in parser.options(composite)
+                       if key != "use" and key not in parser.defaults())
+    elif any(parser.has_section(s) for s in _MAIN_SECTIONS):
+        return flavor   # a pipeline of the operator's own: the flavor does not choose it
+    else:
+        known = sorted(KNOWN_FLAVORS)
+    if flavor not in known:
+        raise exception.InvalidConfiguration(
+            reason="unknown flavor %s; known: %s (in %s)" % (flavor, ", ".join(known), path))
+    return flavor
 
 
 def flavor_factory(loader, global_conf, **local_conf):
@@ -110,7 +136,7 @@ def flavor_factory(loader, global_conf, **local_conf):
     pipeline = local_conf.get(flavor)
     if not pipeline:
         raise exception.InvalidConfiguration(
-            reason="flavor=%r is not one of %s (see [composite:main] in %s)"
+            reason="unknown flavor %s; known: %s (see [composite:main] in %s)"
             % (flavor, ", ".join(sorted(local_conf)), global_conf["__file__"]))
     LOG.info("paste flavor %s: pipeline %s", flavor, pipeline)
     return loader.get_app(pipeline, global_conf=global_conf)
@@ -126,7 +152,7 @@ def load_app(path, name=APP_NAME):
     parser = _read_ini(path)
     if name == APP_NAME and not any(parser.has_section(s) for s in _MAIN_SECTIONS):
         # Only settings in this file: the embedded (noauth) pipeline with these settings.
-        flavor = read_flavor(path)
+        flavor = check_flavor(path)
         if flavor != DEFAULT_FLAVOR:
             raise exception.InvalidConfiguration(
                 reason="flavor=%r needs the Paste sections of etc/glance-cache-mw.ini, which %s "

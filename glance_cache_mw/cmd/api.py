@@ -1,21 +1,24 @@
 """glance-cache-mw-api: serve the Paste pipeline with eventlet's WSGI server.
 
 Start-up, in this order, so that every mistake is reported before a port is taken: read the
-settings (``--config FILE``, or the embedded defaults under ./data), create or check the
+settings (``--config FILE``, or the embedded defaults under ./data) and check them (unknown
+keys, the cache driver, the flavor: exit 2 before anything is written), create or check the
 database schema (SQLite is created/upgraded in place; PostgreSQL and MySQL must have been synced
 with ``glance-cache-mw-manage db sync``), build the pipeline of the configured flavor, bind
 ``bind_host:bind_port`` (port 0 = any free port) and print where it listens.
 
 With ``workers`` = 1 the server runs in this process; otherwise (0 = one per core) worker
 processes are forked after the socket is bound and share it; the parent replaces a worker that
-dies and forwards SIGTERM. SIGTERM (or Ctrl-C) stops gracefully: no new connections, in-flight
-requests get up to ``--graceful-timeout`` seconds to finish, then the process exits 0.
+dies and forwards SIGTERM. SIGTERM (or Ctrl-C) stops gracefully: the listening socket is
+closed at once in every process (new connections are refused), in-flight requests get up to
+``--graceful-timeout`` seconds to finish, then the process exits 0.
 
 The server offers ``wsgi.file_wrapper``: a cache hit is sent with sendfile (cmd/sendfile.py).
 Each response is logged on the ``glance_cache_mw.access`` logger when its body is done, with
 the ``X-Image-Cache`` status (HIT, MISS, ...) when the response has one.
 """
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -60,11 +63,25 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point of glance-cache-mw-api; returns the exit status."""
+    """Entry point of glance-cache-mw-api: serves, then ends the process with the exit status
+    (it does not return; see ``exit_now``)."""
     # Patched here, not at import, so that importing this module (tests, docs) has no effect;
     # everything that creates sockets or locks is imported after this line.
     eventlet.monkey_patch()
-    return _run(argv)
+    exit_now(_run(argv))
+
+
+def exit_now(status):
+    """End the process with ``status`` once everything is done, without the interpreter's
+    teardown: collecting every module's objects (SQLAlchemy, eventlet, Paste) took seconds
+    on a busy host after "all requests done". The atexit handlers (a cache driver's last hit
+    statistics), logging and the standard streams are flushed first."""
+    atexit._run_exitfuncs()   # pylint: disable=protected-access  (what exit() would run)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 @common.exits_cleanly
@@ -75,7 +92,7 @@ def _run(argv):
     conf = common.load_config(args)
     if not conf.debug and not args.debug:
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    flavor = wsgi.read_flavor(args.config_file)
+    flavor = wsgi.check_flavor(args.config_file)   # settings and flavor checked: now write
     prepare_database(conf.sql_connection)
     if args.config_file:
         app = AccessLog(wsgi.load_app(args.config_file))
@@ -268,13 +285,21 @@ class Supervisor:
                 status = 1
                 break
             time.sleep(STOP_POLL_S)
+        # Our copy of the listening socket goes first: once the workers close theirs (right
+        # after the signal) the kernel refuses new connections instead of queueing them for
+        # nobody until the drain ends.
+        self.sock.close()
         self.stop_children()
         return status
 
     def spawn(self):
+        # SIGTERM is held back across fork: a child must not get it while it still has the
+        # parent's handler (which would swallow it and leave the worker serving).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()
         if pid == 0:
             os._exit(self._child_main())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         LOG.info("started worker %d", pid)
         self.children[pid] = time.monotonic()
 
@@ -283,6 +308,7 @@ class Supervisor:
         # (the parent's handler, inherited, would swallow it).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})   # held in spawn()
         status = 1
         try:
             # A fresh hub: the parent's epoll instance must not be shared with the children.

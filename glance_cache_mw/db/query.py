@@ -194,31 +194,62 @@ def split_list_filter(key, text):
 
 
 def split_quoted_list(key, text):
-    """Split on commas; double-quoted items may hold commas and backslash-escaped quotes."""
-    items, current, quoted, escaped, was_quoted = [], [], False, False, False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            if not quoted and "".join(current).strip():
-                raise _bad_quotes(key, text)
-            quoted, was_quoted = not quoted, True
-        elif char == "," and not quoted:
-            items.append("".join(current) if was_quoted else "".join(current).strip())
-            current, was_quoted = [], False
-        elif quoted or not was_quoted:
-            current.append(char)
-        elif not char.isspace():
-            raise _bad_quotes(key, text)
-    if quoted or escaped:
-        raise _bad_quotes(key, text)
-    items.append("".join(current) if was_quoted else "".join(current).strip())
+    """Split an ``in:`` operand the way Glance does (api-wg quoting).
+
+    Items are separated by commas; an item in double quotes may hold commas. A backslash
+    keeps the next character inside a quoted item, and a quote right after a backslash is
+    no delimiter; the backslash itself stays in the value (Glance does not unescape:
+    ``"a\\"b"`` matches the name ``a\\"b``). An opening quote must start the operand or
+    follow a comma, a closing one must end it or precede a comma, and every quote must be
+    closed; anything else is InvalidParameterValue. ``a,,b`` has an empty middle item and a
+    trailing comma adds none.
+    """
+    _check_quotes(key, text)
+    items, pos, end = [], 0, len(text)
+    while pos < end:
+        if text[pos] == '"':
+            closing = _closing_quote(text, pos + 1)
+            if closing is not None:
+                items.append(text[pos + 1:closing])
+                pos = closing + 1
+                if pos < end and text[pos] == ",":
+                    pos += 1
+                continue
+        comma = text.find(",", pos)
+        comma = end if comma == -1 else comma
+        items.append(text[pos:comma])
+        pos = comma + 1
     return items
 
 
-def _bad_quotes(key, text):
-    return exception.InvalidParameterValue(
-        value=text, param=key, extra_msg="unbalanced or misplaced double quotes")
+def _closing_quote(text, pos):
+    """Index of the quote closing an item that starts at ``pos`` (a backslash takes the
+    character after it along), or None."""
+    while pos < len(text):
+        if text[pos] == "\\":
+            pos += 2
+        elif text[pos] == '"':
+            return pos
+        else:
+            pos += 1
+    return None
+
+
+def _check_quotes(key, text):
+    """Quotes come in pairs, opened after a comma (or first) and closed before one (or last);
+    a quote preceded by a backslash does not count."""
+    opening = True
+    for pos, char in enumerate(text):
+        if char != '"' or (pos and text[pos - 1] == "\\"):
+            continue
+        if opening and pos and text[pos - 1] != ",":
+            raise _bad_quotes(key, text, "no comma before an opening quote")
+        if not opening and pos + 1 < len(text) and text[pos + 1] != ",":
+            raise _bad_quotes(key, text, "no comma after a closing quote")
+        opening = not opening
+    if not opening:
+        raise _bad_quotes(key, text, "a quote is not closed")
+
+
+def _bad_quotes(key, text, reason):
+    return exception.InvalidParameterValue(value=text, param=key, extra_msg=reason)

@@ -17,7 +17,7 @@ import time
 from glance_cache_mw import config as cfg
 from glance_cache_mw.image_cache import drivers
 from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, stall, verify
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -130,11 +130,12 @@ class ImageCache:
         """The cached file opened for reading (caller closes it), or None on a miss.
 
         Opening is the test: a file evicted after a separate is_cached() can't break the
-        response half-way (W5). The hit is counted in memory, written in batches.
+        response half-way (W5). The hit is counted in memory, written in batches. Only a
+        regular file is served: a symlink, FIFO or directory at the image's path is evicted
+        and logged, and the request is a miss (drivers.base.Driver.open_cached_file).
         """
-        try:
-            handle = open(self.driver.get_image_filepath(image_id), "rb")
-        except FileNotFoundError:
+        handle = self.driver.open_cached_file(image_id)
+        if handle is None:
             return None
         self.driver.record_hit(image_id)
         return handle
@@ -267,8 +268,11 @@ class ImageCache:
         path = self.driver.get_image_filepath(image_id, common.INCOMPLETE)
         mark = self._register_follower(image_id)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = safe_open.open_regular(path)
+        except BaseException:
+            self._unregister_follower(image_id, mark)
+            raise
+        if fd is None:
             self._unregister_follower(image_id, mark)
             return None
         stalled = stall.is_stalled(fd, size, self.follow_idle_timeout_s)
@@ -305,7 +309,7 @@ class ImageCache:
         """Hold a shared flock on ``incomplete/.f.{id}`` while following (any process)."""
         path = self._follower_mark_path(image_id)
         while True:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = safe_open.open_housekeeping(path)
             while not common.try_lock(fd, shared=True):   # held only for an instant
                 time.sleep(LOCK_POLL_S)
             if common.same_file(fd, path):
@@ -323,10 +327,8 @@ class ImageCache:
             LOG.debug("follower mark of %s not removed: %s", image_id, err)
 
     def _has_followers(self, image_id):
-        path = self._follower_mark_path(image_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = safe_open.open_regular(self._follower_mark_path(image_id))
+        if fd is None:
             return False
         try:
             if common.try_lock(fd):
@@ -342,8 +344,7 @@ class ImageCache:
     def _maintenance_lock(self):
         """Exclusive across threads and processes; polls so an eventlet hub never blocks."""
         with self._mutex:
-            fd = os.open(self.driver.get_path(LOCK_NAME),
-                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = safe_open.open_housekeeping(self.driver.get_path(LOCK_NAME), os.O_RDWR)
             try:
                 while not common.try_lock(fd):
                     time.sleep(LOCK_POLL_S)
@@ -364,9 +365,8 @@ class ImageCache:
                 parsed = common.parse_reservation(dirent.name)
                 if parsed is None:
                     continue
-                try:
-                    fd = os.open(dirent.path, os.O_RDONLY | os.O_NOFOLLOW)
-                except FileNotFoundError:
+                fd = safe_open.open_regular(dirent.path)
+                if fd is None:
                     continue
                 try:
                     if common.is_writer_alive(fd):

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -55,9 +55,8 @@ def abandon_if_stalled(driver, image_id, size, stall_s, fd=None):
     public name, so the name cannot change hands between the check and the unlinks.
     """
     path = driver.get_image_filepath(image_id, common.INCOMPLETE)
-    try:
-        own = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    own = safe_open.open_regular(path)
+    if own is None:
         return False
     try:
         mine = os.fstat(own)

@@ -117,10 +117,36 @@ def test_filter_in_list_accepts_escaped_quotes():
     assert c["id"] in _listed({"name": 'in:"x\\"y",c'})
 
 
+def test_filter_in_list_keeps_backslashes_as_glance_does():
+    # Glance's quoting: a backslash protects a quote inside a quoted item but stays in the
+    # value, so "fake\"name" matches the name fake\"name (with the backslash).
+    escaped = _image(0, name='fake\\"name')
+    comma = _image(1, name="fake,name")
+    plain = _image(2, name="fakename")
+    unescaped = _image(3, name='fake"name')
+    found = _listed({"name": 'in:"fake\\"name",fakename,"fake,name"'})
+    assert found == {escaped["id"], comma["id"], plain["id"]}
+    assert unescaped["id"] not in found
+    # An escaped quote outside quotes is part of an unquoted item, backslash included.
+    assert _listed({"name": 'in:fake\\"name'}) == {escaped["id"]}
+
+
+def test_filter_in_list_empty_items_like_glance():
+    empty = _image(0, name="")
+    a = _image(1, name="a")
+    assert _listed({"name": "in:a,,b"}) == {a["id"], empty["id"]}
+    assert _listed({"name": "in:a,"}) == {a["id"]}   # a trailing comma adds no item
+    assert _listed({"name": 'in:"",a'}) == {a["id"], empty["id"]}
+    assert _listed({"name": "in:"}) == set()
+
+
 @pytest.mark.parametrize("value", [
     'in:"a,b',        # quote not closed
     'in:a"b",c',      # no comma before the opening quote
     'in:"a"b,c',      # no comma after the closing quote
+    # Glance's own list of malformed values:
+    'in:"name', 'in:"name"name', 'in:name"dd"', 'in:na"me', 'in:"name""name"',
+    'in:"a\\"',       # the only quote after the first is escaped: not closed
 ])
 def test_filter_in_list_with_bad_quoting(value):
     _image(0, name="a")

@@ -44,11 +44,12 @@ def api_command():
 
 
 def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 origin_bytes_per_s=None):
+                 origin_bytes_per_s=None, origin_stall_s=None):
     """Write a server INI based on the etc/ sample; return ``path``.
 
     ``testing`` inserts the test-only filter just before the app of every pipeline (it logs
-    every origin read of image data, paced to ``origin_bytes_per_s`` when given);
+    every origin read of image data, paced to ``origin_bytes_per_s`` when given, the first
+    of each image stalled ``origin_stall_s`` after its first chunk when given);
     ``stub_app`` replaces the images app by :func:`stub_app_factory`.
     """
     values = {"data_dir": str(data_dir), "bind_host": "127.0.0.1", "bind_port": "0",
@@ -60,6 +61,8 @@ def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, s
             "paste.filter_factory": "tests.functional.server:testing_filter_factory"}
         if origin_bytes_per_s:
             parser["filter:testing"]["origin_bytes_per_s"] = str(origin_bytes_per_s)
+        if origin_stall_s:
+            parser["filter:testing"]["origin_stall_s"] = str(origin_stall_s)
         for section in parser.sections():
             if section.startswith("pipeline:"):
                 names = parser.get(section, "pipeline").split()
@@ -74,14 +77,14 @@ class ServerProcess:
     """One ``glance-cache-mw-api --config FILE`` subprocess; ``url`` once started."""
 
     def __init__(self, workdir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 extra_args=(), ini_text=None, origin_bytes_per_s=None):
+                 extra_args=(), ini_text=None, origin_bytes_per_s=None, origin_stall_s=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.data_dir = os.path.join(self.workdir, "data")
         self.config_path = os.path.join(self.workdir, "glance-cache-mw.ini")
         if ini_text is None:
             write_config(self.config_path, self.data_dir, flavor, settings, testing, stub_app,
-                         origin_bytes_per_s)
+                         origin_bytes_per_s, origin_stall_s)
         else:   # verbatim, e.g. a settings-only file
             with open(self.config_path, "w", encoding="utf-8") as handle:
                 handle.write(ini_text)
@@ -144,12 +147,12 @@ def wait_for(predicate, timeout_s=15, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
-def wsgi_config(tmp_path, testing=False, settings=None):
+def wsgi_config(tmp_path, testing=False, settings=None, origin_stall_s=None):
     """An INI (by default without the test filter; ``settings`` in [DEFAULT]) with a
     migrated database for glance_cache_mw.wsgi under another server: (its path, the
     environment naming it in GLANCE_CACHE_MW_CONFIG)."""
     path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", settings=settings,
-                        testing=testing)
+                        testing=testing, origin_stall_s=origin_stall_s)
     env = subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
     serving.sync_database(path, env=env, timeout_s=60)
     return path, env
@@ -168,14 +171,15 @@ def start_wsgi_server(argv, url, env, log_path, timeout_s=60):
                              % (os.path.basename(argv[0]), url, handle.read()))
 
 
-def start_gunicorn(tmp_path, *args, testing=False, settings=None):
+def start_gunicorn(tmp_path, *args, testing=False, settings=None, origin_stall_s=None):
     """gunicorn (from the test extra) serving glance_cache_mw.wsgi:application with ``args``
     on a fresh config (``testing``: with the test-only filter; ``settings`` in [DEFAULT]):
     (url, process)."""
     gunicorn = serving.console_script("gunicorn")
     if not os.path.exists(gunicorn):
         pytest.skip("gunicorn is not installed (it comes with the test extra)")
-    _, env = wsgi_config(tmp_path, testing=testing, settings=settings)
+    _, env = wsgi_config(tmp_path, testing=testing, settings=settings,
+                         origin_stall_s=origin_stall_s)
     url = "http://127.0.0.1:%d" % free_port()
     process = start_wsgi_server([gunicorn, "-b", url[len("http://"):], *args,
                                  "glance_cache_mw.wsgi:application"],
@@ -195,7 +199,7 @@ class TestingFilter:
     Right before the images app, it is where the cache's origin reads pass: each ``GET
     .../images/{id}/file`` is logged as a line ``{id} {Range or -}`` in
     ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set. With
-    ``origin_stall_s`` (``test_origin_stall_s`` in [DEFAULT]) the first whole-body read of
+    ``origin_stall_s`` (an option of the filter's section) the first whole-body read of
     each image stalls that long after its first chunk (a hung store or peer; see StallOnce).
     """
 
@@ -321,10 +325,21 @@ def origin_reads(data_dir, image_id):
     return [line.split(" ", 1)[1] for line in lines if line.split(" ", 1)[0] == image_id]
 
 
+class _TeardownMarker:
+    """Writes a line if the interpreter's teardown collects it: a server process that ends
+    with os._exit (cmd/api.py exit_now) never does, one that returns through the interpreter's
+    shutdown does."""
+
+    def __del__(self):
+        os.write(2, b"testing filter: interpreter teardown\n")
+
+
 def testing_filter_factory(global_conf, **local_conf):
+    global _TEARDOWN_MARKER   # pylint: disable=global-statement
+    _TEARDOWN_MARKER = _TeardownMarker()
     data_dir = global_conf.get("data_dir") or "./data"
     rate = local_conf.get("origin_bytes_per_s")
-    stall_s = global_conf.get("test_origin_stall_s")
+    stall_s = local_conf.get("origin_stall_s")
     return lambda app: TestingFilter(app, data_dir, float(rate) if rate else None,
                                      float(stall_s) if stall_s else None)
 

@@ -47,22 +47,25 @@ class Served:
         return os.path.join(self.data_dir, "images", image_id)
 
 
-def _start_eventlet(tmp_path, settings=None):
-    server = helpers.ServerProcess(tmp_path, settings=settings).start()
+def _start_eventlet(tmp_path, settings=None, origin_stall_s=None):
+    server = helpers.ServerProcess(tmp_path, settings=settings,
+                                   origin_stall_s=origin_stall_s).start()
     return Served("eventlet", server.url, server.data_dir, server.stop)
 
 
-def _start_gunicorn(tmp_path, settings=None):
+def _start_gunicorn(tmp_path, settings=None, origin_stall_s=None):
     url, process = helpers.start_gunicorn(
         tmp_path, "--workers", "2", "--worker-class", "gthread", "--threads", "16",
-        "--keep-alive", "300", "--timeout", "0", testing=True, settings=settings)
+        "--keep-alive", "300", "--timeout", "0", testing=True, settings=settings,
+        origin_stall_s=origin_stall_s)
     return Served("gunicorn", url, tmp_path / "data", lambda: _terminate(process))
 
 
-def _start_uwsgi(tmp_path, settings=None):
+def _start_uwsgi(tmp_path, settings=None, origin_stall_s=None):
     if not os.path.exists(UWSGI):
         pytest.skip("uwsgi is not installed (it comes with the test extra)")
-    path, env = helpers.wsgi_config(tmp_path, testing=True, settings=settings)
+    path, env = helpers.wsgi_config(tmp_path, testing=True, settings=settings,
+                                    origin_stall_s=origin_stall_s)
     url = "http://127.0.0.1:%d" % helpers.free_port()
     log_path = tmp_path / "uwsgi.log"
     process = helpers.start_wsgi_server(
@@ -246,9 +249,9 @@ def _stalled_or_gone(served, image_id):
 
 @pytest.mark.parametrize("server_name", sorted(STARTERS))
 def test_an_origin_stall_costs_later_requests_nothing(tmp_path, server_name):
-    served = STARTERS[server_name](tmp_path, settings={
-        "image_cache_follow_idle_timeout": str(STALL_BOUND_S),
-        "test_origin_stall_s": str(ORIGIN_STALL_S)})
+    served = STARTERS[server_name](
+        tmp_path, settings={"image_cache_follow_idle_timeout": str(STALL_BOUND_S)},
+        origin_stall_s=ORIGIN_STALL_S)
     try:
         data = os.urandom(4 * MIB + 1)
         image_id = upload(served.url, data)

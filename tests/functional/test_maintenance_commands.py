@@ -286,6 +286,26 @@ def test_an_unreachable_database_fails_the_evict_but_the_prune_still_runs(tmp_pa
     assert node.cached_ids() == ["cached"]
 
 
+def test_a_pruner_on_the_wrong_database_evicts_nothing_and_exits_1(node, db):
+    for image_id in ("one", "two", "three"):
+        node.add_image(image_id, size=1000)
+    node.queue("one", "two", "three")
+    assert node.run("prefetcher").returncode == 0
+    # A cron job's config without sql_connection: the embedded SQLite default (empty).
+    # Its default database exists (a server once ran there) but holds other images or none.
+    del node.settings["sql_connection"]
+    node.write_ini(data_dir=node.dir / "data")
+    (node.dir / "data").mkdir()
+    assert node.run("manage", "db", "sync").returncode == 0
+    result = node.run("pruner")
+    assert result.returncode == 1, result.stderr
+    assert node.cached_ids() == ["one", "three", "two"]
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert any("knows 0 of the 3 images" in line and "glance-cache-mw.sqlite" in line
+               for line in errors), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_the_prefetcher_shows_progress_on_a_terminal(node):
     node.add_image("shown", size=200000)
     node.queue("shown")

@@ -190,6 +190,57 @@ def test_workers_drain_in_flight_requests_and_dead_workers_are_replaced(start_se
     assert server.stderr().count("all requests done") == 2
 
 
+def _is_refused_or_answered(port):
+    """True if a new connection is refused, or answered (or reset) within 2 s; False if
+    the kernel accepted it for nobody (the request hangs)."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except ConnectionRefusedError:
+        return True
+    try:
+        sock.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return sock.recv(100) is not None
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    finally:
+        sock.close()
+
+
+def test_with_workers_a_stop_refuses_new_connections_during_the_drain(start_server):
+    server = start_server(stub_app=True, settings={"workers": 2})
+    wait_for(lambda: len({json.loads(server.request("GET", "/test/pid")[2])["pid"]
+                          for _ in range(10)}) == 2, timeout_s=30, what="both workers serving")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", "/test/slow?seconds=40&chunks=40")
+        response = conn.getresponse()
+        response.read(1)                          # in flight: the drain lasts 40 s
+        server.signal(signal.SIGTERM)
+        # (A worker still starting when the signal comes simply ends: it served nothing.)
+        wait_for(lambda: "no longer accepting" in server.stderr(), timeout_s=15,
+                 what="the busy worker stopping")
+        wait_for(lambda: _is_refused_or_answered(server.port), timeout_s=10,
+                 what="new connections refused (not queued for nobody)")
+        assert server.process.poll() is None      # still draining the slow request
+    finally:
+        conn.close()                              # the drain ends with its client
+    assert server.wait(timeout_s=30) == 0
+
+
+def test_a_stop_skips_the_interpreter_teardown(start_server):
+    # With nothing in flight the process ends as soon as it is done: no seconds spent
+    # collecting every module's objects after "all requests done".
+    server = start_server(stub_app=True)
+    assert server.request("GET", "/healthcheck")[0] == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout_s=30) == 0
+    stderr = server.stderr()
+    assert "all requests done, exiting" in stderr
+    assert "interpreter teardown" not in stderr
+
+
 def run_api(*args, cwd, timeout_s=60):
     return subprocess.run(helpers.api_command() + list(args), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout_s, env=helpers.subprocess_env())
@@ -200,8 +251,17 @@ def run_api(*args, cwd, timeout_s=60):
     ({"workers": "-1"}, "workers='-1' must be at least 0"),
     ({"debug": "maybe"}, "debug='maybe' is not a boolean"),
     ({"image_cache_max_size": "10G"}, "image_cache_max_size='10G' is not an integer"),
-    ({"flavor": "bogus"}, "flavor='bogus' is not one of context, keystone, noauth"),
+    ({"flavor": "bogus"}, "unknown flavor bogus; known: context, keystone, noauth"),
     ({"bind_host": "256.1.1.1"}, "cannot listen on bind_host='256.1.1.1'"),
+    ({"bind_port": "70000"}, "bind_port='70000' must be at most 65535"),
+    ({"bind_port": ""}, "bind_port is empty"),
+    ({"image_cache_max_sise": "1000"},
+     "unknown key image_cache_max_sise in [DEFAULT] of"),
+    ({"auth_url": "http://keystone:5000"}, "auth_url in [DEFAULT] of"),
+    ({"image_cache_driver": "sqlight"},
+     "image_cache_driver='sqlight' is not one of centralized_db, sqlite, xattr"),
+    ({"image_cache_driver": "centralized_db"},
+     "image_cache_driver=centralized_db needs worker_self_reference_url"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, settings, expected):
     path = helpers.write_config(tmp_path / "bad.ini", tmp_path / "data", testing=False,
@@ -212,6 +272,32 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, settings, expected):
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
+    # Found before anything is written: no database, no cache directory.
+    assert not (tmp_path / "data").exists() or settings.get("bind_host")
+
+
+def test_an_unknown_key_names_the_nearest_known_one(tmp_path):
+    path = helpers.write_config(tmp_path / "bad.ini", tmp_path / "data", testing=False,
+                                settings={"image_cache_max_sise": "1000"})
+    result = run_api("--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean image_cache_max_size?" in result.stderr
+
+
+def test_keys_of_paste_sections_stay_allowed_there(start_server):
+    # keystonemiddleware's keys in [filter:authtoken], the health check's in its section,
+    # the images app's limits in [DEFAULT] (its factory reads global_conf) and interpolation
+    # variables are all fine.
+    server = start_server(testing=False, settings={
+        "api_limit_max": "500", "base": "%(here)s", "image_cache_dir": "%(base)s/c"})
+    assert server.request("GET", "/healthcheck")[0] == 200
+    assert os.path.isdir(os.path.join(server.workdir, "c"))
+
+
+def test_a_directory_as_config_says_so(tmp_path):
+    result = run_api("--config", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is a directory" in result.stderr and "Traceback" not in result.stderr
 
 
 def _without_keystonemiddleware(tmp_path):
@@ -397,6 +483,15 @@ def test_settings_only_config_with_another_flavor_is_an_error(tmp_path):
     result = run_api("--config", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert "flavor='context' needs the Paste sections" in result.stderr
+
+
+def test_settings_only_config_with_a_misspelled_flavor_says_unknown(tmp_path):
+    path = tmp_path / "s.ini"
+    path.write_text("[DEFAULT]\ndata_dir = %s\nflavor = noath\n" % (tmp_path / "data"))
+    result = run_api("--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown flavor noath; known: context, keystone, noauth" in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_unreachable_database_is_one_line_and_exit_1(tmp_path):

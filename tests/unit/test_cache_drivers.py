@@ -1,6 +1,7 @@
 """One contract suite for every cache driver: the seed interface and the directory protocol."""
 
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -175,6 +176,48 @@ def test_a_failed_write_goes_to_invalid_and_is_never_served(driver):
     assert driver.get_cached_images() == []
 
 
+def test_open_for_write_yields_a_writable_binary_file(driver):
+    # Code written against Glance's interface (a real file) flushes, tells and closes.
+    source = io.BytesIO(b"0123456789" * 1000)
+    with driver.open_for_write("img", 10000) as cache_file:
+        assert cache_file.writable() and not cache_file.readable()
+        assert not cache_file.seekable() and not cache_file.closed
+        assert cache_file.write(b"") == 0 and cache_file.tell() == 0
+        shutil.copyfileobj(source, cache_file, 3000)
+        cache_file.flush()
+        assert cache_file.tell() == 10000
+        assert os.fstat(cache_file.fileno()).st_size == 10000
+        cache_file.close()
+        cache_file.close()
+        assert cache_file.closed
+        for call in (lambda: cache_file.write(b"x"), cache_file.flush, cache_file.tell):
+            with pytest.raises(ValueError):
+                call()
+        assert not driver.is_cached("img")   # published by the block's exit, not close()
+    assert driver.is_cached("img") and driver.get_image_size("img") == 10000
+    with driver.open_for_read("img") as handle:
+        assert handle.read() == source.getvalue()
+
+
+def test_closing_a_writer_without_commit_discards_it(driver):
+    cache_file = driver.open_for_write("img", 4)
+    cache_file.write(b"data")
+    cache_file.close()
+    assert cache_file.closed and cache_file.commit() is False
+    assert not driver.is_cached("img") and driver.is_cacheable("img")
+    assert helpers.listing(os.path.join(driver.base_dir, "incomplete")) == []
+
+
+def test_an_exception_after_close_still_invalidates(driver):
+    with pytest.raises(RuntimeError):
+        with driver.open_for_write("img", 4) as cache_file:
+            cache_file.write(b"data")
+            cache_file.close()
+            raise RuntimeError("checksum mismatch")
+    assert not driver.is_cached("img")
+    assert helpers.listing(os.path.join(driver.base_dir, "invalid")) == ["img"]
+
+
 def test_one_writer_per_image(driver):
     writer = driver.open_for_write("img", 4)
     try:
@@ -217,6 +260,22 @@ def test_cache_size_counts_images_only(driver):
     with open(os.path.join(driver.base_dir, "invalid", "other"), "wb") as handle:
         handle.write(b"y" * 100)
     assert driver.get_cache_size() == 5
+
+
+def test_cache_size_is_the_size_of_the_listed_entries(driver):
+    store(driver, "img", b"12345")
+    base = driver.base_dir
+    outside = os.path.join(os.path.dirname(base), "outside")
+    with open(outside, "wb") as handle:
+        handle.write(b"o" * 1000)
+    os.symlink(outside, os.path.join(base, "link"))
+    os.mkfifo(os.path.join(base, "fifo"))
+    os.mkdir(os.path.join(base, "dir"))
+    with open(os.path.join(base, "dir", "inner"), "wb") as handle:
+        handle.write(b"i" * 1000)
+    entries = driver.get_cached_images()
+    assert [entry["image_id"] for entry in entries] == ["img"]
+    assert driver.get_cache_size() == sum(entry["size"] for entry in entries) == 5
 
 
 def test_untracked_files_are_listed_and_evictable(driver):

@@ -187,6 +187,35 @@ def test_evict_gone_removes_deleted_deactivated_and_purged_images(setup):
     assert setup.maintenance.evict_gone() == 0
 
 
+def test_evict_gone_on_a_database_that_knows_too_few_images_evicts_nothing(setup, caplog):
+    for image_id in ("a", "b", "c", "d", "e"):
+        setup.add_image(image_id, size=100)
+    assert setup.maintenance.prefetch_once().fetched == 5
+    with db_engine.writer() as conn:   # a database that knows only a and b
+        conn.exec_driver_sql("DELETE FROM images WHERE id NOT IN ('a', 'b')")
+    wrong = Maintenance(setup.cache, db_api, setup.store,
+                        db_url="postgresql://glance:s3cret@db.example/glance")
+    results = wrong.run_pass(tasks=(maintenance_mod.EVICT,))
+    assert isinstance(results["evict"], maintenance_mod.WrongImageDatabase)
+    assert setup.cached_ids() == ["a", "b", "c", "d", "e"]
+    message = str(results["evict"])
+    assert "knows 2 of the 5 images" in message and "s3cret" not in message
+    assert "postgresql://glance:***@db.example/glance" in message
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("db.example" in line and "evicting nothing" in line for line in logged)
+    # Half of them known is a sane database: the rest is purged, and is evicted.
+    with db_engine.writer() as conn:
+        conn.exec_driver_sql("DELETE FROM images WHERE id = 'b'")
+    db_api.image_create(ADMIN, {"id": "c", "status": "active", "size": 100})
+    db_api.image_create(ADMIN, {"id": "d", "status": "active", "size": 100})
+    assert setup.maintenance.evict_gone() == 2
+    assert setup.cached_ids() == ["a", "c", "d"]
+
+
+def test_evict_gone_on_an_empty_cache_needs_no_database_rows(setup):
+    assert setup.maintenance.evict_gone() == 0
+
+
 def test_evict_gone_evicts_nothing_when_the_database_fails(setup):
     setup.add_image("keep")
     setup.maintenance.prefetch_once()

@@ -17,6 +17,7 @@ on ``close()`` — never on the hit path itself (DESIGN "The hit path" step 6).
 import abc
 import atexit
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -26,7 +27,7 @@ import weakref
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -101,19 +102,23 @@ class Driver(abc.ABC):
 
     def get_image_size(self, image_id):
         """Size in bytes of the cached file; raises FileNotFoundError if not cached."""
-        return os.path.getsize(self.get_image_filepath(image_id))
+        path = self.get_image_filepath(image_id)
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a cached image file", path)
+        return st.st_size
 
     # -- state ---------------------------------------------------------------------------
 
     def is_cached(self, image_id):
-        return os.path.isfile(self.get_image_filepath(image_id))
+        """True when ``{dir}/{id}`` is a regular file (a symlink there is not a cached image)."""
+        return safe_open.is_regular_file(self.get_image_filepath(image_id))
 
     def is_being_cached(self, image_id):
         """True while a live writer fills ``incomplete/{id}`` (debris does not count)."""
         path = self.get_image_filepath(image_id, common.INCOMPLETE)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+        fd = safe_open.open_regular(path)   # a symlink or FIFO there is removed, no writer's
+        if fd is None:
             return False
         try:
             return common.is_writer_alive(fd)
@@ -194,11 +199,26 @@ class Driver(abc.ABC):
 
     # -- reading and hits ----------------------------------------------------------------
 
+    def open_cached_file(self, image_id):
+        """The cached file opened for binary reading (caller closes it), or None.
+
+        Only a regular file is ever opened: never through a symlink, never blocking on a
+        FIFO. Anything else at the image's path is evicted (logged with the path and what it
+        was), so the request becomes a miss and the next fill replaces it.
+        """
+        fd = safe_open.open_regular(self.get_image_filepath(image_id),
+                                 on_foreign=lambda _path: self.forget([image_id]))
+        return None if fd is None else os.fdopen(fd, "rb")
+
     @contextlib.contextmanager
     def open_for_read(self, image_id):
-        """Yield the cached file opened for binary reading; the access counts as a hit."""
-        path = self.get_image_filepath(image_id)
-        with open(path, "rb") as handle:
+        """Yield the cached file opened for binary reading; the access counts as a hit.
+        FileNotFoundError when it is not cached (see ``open_cached_file``)."""
+        handle = self.open_cached_file(image_id)
+        if handle is None:
+            raise FileNotFoundError(errno.ENOENT, "image %s is not cached" % image_id,
+                                    self.get_image_filepath(image_id))
+        with handle:
             self.record_hit(image_id)
             yield handle
 

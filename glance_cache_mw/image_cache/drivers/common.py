@@ -35,6 +35,7 @@ import stat
 import weakref
 
 from glance_cache_mw import exception
+from glance_cache_mw.image_cache.drivers import safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -130,12 +131,13 @@ def remove_if_abandoned(path):
     """Unlink ``path`` if no writer holds its lock; True if it was removed.
 
     The lock is held while unlinking and the inode is re-checked, so a writer that starts in
-    between never loses its file.
+    between never loses its file. Anything but a regular file there is no writer's: it is
+    removed at once (True).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return False
+    foreign = []
+    fd = safe_open.open_regular(path, on_foreign=foreign.append)
+    if fd is None:
+        return bool(foreign)
     try:
         if not try_lock(fd):
             return False
@@ -183,12 +185,15 @@ def fsync_dir(path):
 
 
 def unlink_quietly(path):
-    """Unlink, ignoring a file that is already gone (LP #1229823)."""
+    """Unlink, ignoring a file that is already gone (LP #1229823); a directory someone put
+    there is removed too (``remove_foreign``)."""
     try:
         os.unlink(path)
         return True
     except FileNotFoundError:
         return False
+    except IsADirectoryError:
+        return safe_open.remove_foreign(path)
 
 
 def _load_sync_file_range():
@@ -224,6 +229,13 @@ class CacheWriter:
     moves the bytes to ``invalid/``; ``discard()`` removes them. Exactly one of the three
     ends the writer; after that the others are no-ops. Used as a context manager it commits
     on a clean exit and invalidates on an exception (the seed's ``open_for_write``).
+
+    It is also a writable binary file for code written against Glance's interface, which
+    yields a real file: ``write``, ``flush``, ``tell``, ``writable``, ``fileno``, ``closed``,
+    ``close``. Inside a ``with`` block ``close()`` only ends writing (like closing Glance's
+    file): the block's exit still commits or invalidates. Outside one, ``close()`` without
+    ``commit()`` discards the bytes, as nothing was ever published. Writing, flushing or
+    telling once closed raises ValueError, like a file.
     """
 
     def __init__(self, driver, image_id, size, writeback_bytes=WRITEBACK_BYTES):
@@ -234,6 +246,8 @@ class CacheWriter:
         self.bytes_written = 0
         self.writeback_bytes = writeback_bytes
         self._written_back = 0    # bytes whose writeback was started
+        self._entered = False     # used as a context manager: its exit publishes
+        self._write_closed = False
         self._driver = driver
         incomplete_dir = driver.get_path(INCOMPLETE)
         self.path = os.path.join(incomplete_dir, image_id)
@@ -270,11 +284,57 @@ class CacheWriter:
         raise AlreadyBeingCached(image_id=self.image_id)
 
     @property
-    def closed(self):
+    def ended(self):
+        """True once commit(), invalidate() or discard() ended the writer."""
         return self._fd is None
 
+    @property
+    def closed(self):
+        """True once no more bytes can be written (a file's ``closed``)."""
+        return self._fd is None or self._write_closed
+
+    @property
+    def name(self):
+        return self.path
+
     def fileno(self):
+        self._check_open()
         return self._fd
+
+    def writable(self):
+        self._check_open()
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def isatty(self):
+        return False
+
+    def tell(self):
+        """Bytes written so far (writes always append)."""
+        self._check_open()
+        return self.bytes_written
+
+    def flush(self):
+        """Nothing is buffered here (every write() reaches the kernel); durability comes
+        with commit()'s fsync."""
+        self._check_open()
+
+    def close(self):
+        """End writing. In a ``with`` block the exit then commits; outside one, a writer
+        that was not committed is discarded. Closing twice is harmless."""
+        if self._entered:
+            self._write_closed = True
+        else:
+            self.discard("closed without commit")
+
+    def _check_open(self):
+        if self.closed:
+            raise ValueError("I/O operation on a closed cache file (%s)" % self.image_id)
 
     def open_reader(self):
         """A new read-only fd on the file being written (the caller closes it): e.g. for
@@ -286,8 +346,11 @@ class CacheWriter:
         return fd
 
     def write(self, data):
-        """Append ``data``; raises OSError (ENOSPC, EFBIG, EIO) for the caller to handle."""
-        view = memoryview(data)
+        """Append ``data`` and return its length; raises OSError (ENOSPC, EFBIG, EIO) for the
+        caller to handle, ValueError once closed."""
+        self._check_open()
+        view = memoryview(data).cast("B")
+        length = view.nbytes
         while view:
             done = os.write(self._fd, view)
             view = view[done:]
@@ -297,6 +360,7 @@ class CacheWriter:
             start_writeback(self._fd, self._written_back,
                             self.bytes_written - self._written_back)
             self._written_back = self.bytes_written
+        return length
 
     def is_cancelled(self):
         """True when ``incomplete/{id}`` no longer names our file (ImageCache.cancel_fill)."""
@@ -315,7 +379,7 @@ class CacheWriter:
         the writer had already ended. The rename uses our private reservation name, so it
         can only ever publish this writer's inode.
         """
-        if self.closed:
+        if self.ended:
             return False
         if self.is_cancelled():
             # Verified all the same: the requests following this fill read the file on
@@ -346,7 +410,7 @@ class CacheWriter:
 
     def invalidate(self, reason):
         """Move the bytes to invalid/ where nothing serves them; clean() removes them."""
-        if self.closed:
+        if self.ended:
             return
         if self.is_abandoned():   # given up as stalled: nothing left to keep for debugging
             self.discard(reason)
@@ -361,7 +425,7 @@ class CacheWriter:
 
     def discard(self, reason="abandoned"):
         """Remove the partial file at once (client gone, a write error, no room)."""
-        if self.closed:
+        if self.ended:
             return
         LOG.info("abandoning the fill of image %s: %s", self.image_id, reason)
         self._finish()
@@ -375,6 +439,7 @@ class CacheWriter:
         os.close(fd)   # releases the flock: followers and the cleaner see the writer gone
 
     def __enter__(self):
+        self._entered = True
         return self
 
     def __exit__(self, exc_type, exc, tb):

@@ -3,12 +3,23 @@
 Unlike Glance's (W9): WAL journal, a real busy timeout instead of a 2 s retry loop, errors
 that propagate instead of being swallowed, an index on ``last_accessed``, hits written in
 batches (one transaction per flush, not one per hit) and evictions deleted in one statement.
-A connection is opened per operation, so the driver is safe across threads and forks.
+
+A full cache disk must not stop the tools that free it (prune, clean, the management API).
+In WAL mode every connection needs the WAL index ``cache.db-shm``; SQLite deletes it when the
+last connection closes, and creating it again fails on a full disk ("disk I/O error"). So each
+process keeps one connection open for its lifetime (shared by its threads under a lock, opened
+again in a forked child): while a server runs, the index exists and every other process can
+open the database too. A process that finds no index and cannot create one (no process has
+the database open, and the disk is full) runs each operation on its own connection in
+``locking_mode=EXCLUSIVE``, where SQLite keeps the index in memory, and closes it right after
+(so the exclusive lock is held only for that operation).
 """
 
 import contextlib
 import logging
+import os
 import sqlite3
+import threading
 import time
 
 from glance_cache_mw import exception
@@ -34,6 +45,19 @@ _SCHEMA = (
 )
 
 
+# Connections a forked child inherited: never used nor closed there (closing could checkpoint
+# or unlock on the parent's behalf); kept referenced so that garbage collection does not.
+_INHERITED = []
+
+
+def _is_io_error(err):
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                               sqlite3.SQLITE_CANTOPEN)
+    return "disk I/O error" in str(err)
+
+
 class Driver(base.Driver):
     """Cache metadata in a local SQLite database next to the image files."""
 
@@ -42,37 +66,95 @@ class Driver(base.Driver):
     def __init__(self, config):
         super().__init__(config)
         self.db_path = self.get_path(DB_NAME)
+        self._conn = None          # this process's connection (WAL index shared)
+        self._conn_pid = None
+        self._conn_file = None     # (st_dev, st_ino) of the file it has open
+        self._conn_lock = threading.Lock()
+
+    def _open(self, exclusive=False):
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            if exclusive:   # before the first access: the WAL index then lives in memory
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # WAL is persistent in the file; setting it again only reads. Other processes may
+            # be configuring the same fresh file right now (workers starting together).
+            wal.enable_wal(conn, BUSY_TIMEOUT_S)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()   # maps the index
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self):
+        """This process's connection (under its lock), or an exclusive one for this
+        operation when the WAL index cannot be created (see the module docstring)."""
+        with self._conn_lock:
+            if self._conn is not None and self._conn_pid != os.getpid():
+                _INHERITED.append(self._conn)   # a forked child: open our own
+                self._conn = None
+            if self._conn is not None and self._file_id() != self._conn_file:
+                LOG.warning("%s was replaced or removed; opening it again", self.db_path)
+                self._conn.close()
+                self._conn = None
+            if self._conn is None:
+                try:
+                    self._conn, self._conn_pid = self._open(), os.getpid()
+                    self._conn_file = self._file_id()
+                except sqlite3.OperationalError as err:
+                    if not _is_io_error(err):
+                        raise
+                    LOG.warning("%s: %s (a full disk?); using an exclusive connection for "
+                                "this operation", self.db_path, err)
+                    conn = self._open(exclusive=True)
+                    try:
+                        yield conn
+                    finally:
+                        conn.close()
+                    return
+            yield self._conn
+
+    def _file_id(self):
+        try:
+            st = os.stat(self.db_path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
 
     @contextlib.contextmanager
     def _transaction(self, write=False):
-        """A connection for one transaction: committed on success, rolled back on error."""
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            conn.execute("PRAGMA synchronous=NORMAL")
+        """A transaction on this process's connection: committed on success, rolled back on
+        error."""
+        with self._connection() as conn:
             # Writers take the lock up front: a read-to-write upgrade could fail with BUSY.
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also after a failed COMMIT (a full disk): the kept connection must not stay
+                # inside a transaction.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+
+    def close(self):
+        super().close()
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._conn_pid == os.getpid():
+                conn.close()
+            elif conn is not None:
+                _INHERITED.append(conn)
 
     def configure_metadata(self):
         try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            try:
-                # WAL is persistent in the file; setting it again only reads. Other processes
-                # may be configuring the same fresh file right now (workers starting together).
-                wal.enable_wal(conn, BUSY_TIMEOUT_S)
-                conn.execute("BEGIN IMMEDIATE")   # the write lock up front, with the timeout
+            with self._transaction(write=True) as conn:
                 for statement in _SCHEMA:
                     conn.execute(statement)
-                conn.execute("COMMIT")
-            finally:
-                conn.close()
         except sqlite3.Error as err:
             raise exception.BadDriverConfiguration(
                 driver_name=self.name, reason="cannot open %s: %s" % (self.db_path, err))

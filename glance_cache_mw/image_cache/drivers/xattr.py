@@ -14,7 +14,7 @@ import secrets
 import time
 
 from glance_cache_mw import exception
-from glance_cache_mw.image_cache.drivers import base
+from glance_cache_mw.image_cache.drivers import base, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -119,10 +119,9 @@ class Driver(base.Driver):
 
     def apply_hits(self, batch):
         for image_id, (count, when) in batch.items():
-            try:
-                fd = os.open(self.get_image_filepath(image_id), os.O_RDONLY)
-            except FileNotFoundError:
-                continue   # evicted since the hit
+            fd = safe_open.open_regular(self.get_image_filepath(image_id))
+            if fd is None:
+                continue   # evicted since the hit (or not a regular file: removed)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)   # read-modify-write across processes
                 hits = (_read_int(fd, HITS) or _read_int(fd, LEGACY_HITS)) + count
