@@ -91,6 +91,10 @@ SETTINGS = (
             "Bytes that must stay free on the cache's filesystem."),
     Setting("image_cache_stall_time", "int", 86400,
             "Seconds after which an abandoned incomplete file may be cleaned."),
+    Setting("image_cache_follow_idle_timeout", "int", 300,
+            "Seconds a fill's file may go without growing (its origin stalled) before the "
+            "fill is abandoned: its clients read the rest from the origin and the next "
+            "request fills afresh. A slow client never counts.", minimum=1),
     Setting("image_cache_verify_hashes", "str", "strongest",
             "Hashes a fill checks: strongest (os_hash_value, else checksum) or all (both).",
             choices=("strongest", "all")),

@@ -16,7 +16,7 @@ import time
 
 from glance_cache_mw import config as cfg, metrics as metrics_mod
 from glance_cache_mw.image_cache import drivers
-from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, verify
+from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, stall, verify
 from glance_cache_mw.image_cache.drivers import common, safe_open
 
 LOG = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ ADMIT = object()   # fill(writer=ADMIT): the fill asks for admission itself
 
 LOCK_NAME = ".maintenance.lock"
 LOCK_POLL_S = 0.01
-FOLLOW_IDLE_TIMEOUT_S = 300
+FOLLOW_IDLE_TIMEOUT_S = 300   # image_cache_follow_idle_timeout: a bound on origin stalls
 
 
 class ImageCache:
@@ -36,6 +36,8 @@ class ImageCache:
                  verify_all_hashes=False, hold_last_chunk=False, metrics=metrics_mod.NULL):
         """``verify_all_hashes``: fills check MD5 too when there is a multihash;
         ``hold_last_chunk``: a fill's last chunk waits for the verdict (see fill.py);
+        ``follow_idle_timeout_s``: a fill whose file did not grow for that long is stalled
+        (stall.py): its clients read from the origin and the next request fills afresh;
         ``metrics``: a glance_cache_mw.metrics.Metrics (fills, evictions, followers)."""
         self.driver = driver
         self.metrics = metrics
@@ -57,6 +59,7 @@ class ImageCache:
         kwargs.setdefault("verify_all_hashes", config.image_cache_verify_hashes == "all")
         kwargs.setdefault("hold_last_chunk", config.image_cache_verify_before_last_byte)
         kwargs.setdefault("metrics", metrics_mod.shared())
+        kwargs.setdefault("follow_idle_timeout_s", config.image_cache_follow_idle_timeout)
         return cls(driver, config.image_cache_max_size, config.image_cache_min_free,
                    chunk_size=config.chunk_size, **kwargs)
 
@@ -210,7 +213,8 @@ class ImageCache:
             tee.image_id, fd, tee.size, fallback=fallback, chunk_size=self.chunk_size,
             idle_timeout_s=self.follow_idle_timeout_s, mark_fd=mark,
             on_close=lambda: self._remove_follower_mark(tee.image_id),
-            await_verdict=self.hold_last_chunk, progress=progress)
+            await_verdict=self.hold_last_chunk, progress=progress,
+            on_stall=lambda fd: self.abandon_if_stalled(tee.image_id, tee.size, fd))
         try:
             pump_mod.FillPump(tee, lambda: self.is_worth_finishing(writer),
                               progress=progress).start()
@@ -226,7 +230,7 @@ class ImageCache:
         ``complete_fill_on_disconnect``, or once more than half of it is written; else stop
         (the partial file is removed). A cancelled fill (its image evicted or deleted) can
         never be cached: it goes on only for its followers."""
-        if writer.closed:
+        if writer.closed or writer.is_abandoned():   # abandoned: given up as stalled
             return False
         if writer.is_cancelled():
             return self._has_followers(writer.image_id)
@@ -264,7 +268,9 @@ class ImageCache:
         """A FollowIterator on the live fill of ``image_id``, or None if there is none.
 
         ``fallback(offset)`` returns the origin's bytes from ``offset`` and is used if the
-        fill is abandoned; without it the iterator raises FillAbandoned then.
+        fill is abandoned; without it the iterator raises FillAbandoned then. A fill whose
+        file has not grown for ``follow_idle_timeout_s`` (its origin stalled) is not joined:
+        it is abandoned (stall.py) and None returned, so that the caller fills afresh.
         """
         path = self.driver.get_image_filepath(image_id, common.INCOMPLETE)
         mark = self._register_follower(image_id)
@@ -276,7 +282,11 @@ class ImageCache:
         if fd is None:
             self._unregister_follower(image_id, mark)
             return None
-        if not common.is_writer_alive(fd) and not common.is_verified(fd):
+        stalled = stall.is_stalled(fd, size, self.follow_idle_timeout_s)
+        if stalled or stall.is_given_up(fd) or (
+                not common.is_writer_alive(fd) and not common.is_verified(fd)):
+            if stalled:
+                self.abandon_if_stalled(image_id, size, fd)
             os.close(fd)
             self._unregister_follower(image_id, mark)
             return None
@@ -284,7 +294,21 @@ class ImageCache:
         return fill_mod.FollowIterator(
             image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
             poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
-            mark_fd=mark, on_close=lambda: self._remove_follower_mark(image_id))
+            mark_fd=mark, on_close=lambda: self._remove_follower_mark(image_id),
+            on_stall=lambda stalled_fd: self.abandon_if_stalled(image_id, size, stalled_fd))
+
+    def abandon_if_stalled(self, image_id, size, fd=None):
+        """Abandon the fill of ``image_id`` if its file has not grown for
+        ``follow_idle_timeout_s`` (and, given ``fd``, it is the file open as ``fd``); True if
+        it was. Its thread may be stuck in the origin's read: it is not interrupted (it
+        cannot be, in an OS thread), it just can never commit (stall.py)."""
+        try:
+            with self._maintenance_lock():
+                return stall.abandon_if_stalled(self.driver, image_id, size,
+                                                self.follow_idle_timeout_s, fd)
+        except OSError as err:
+            LOG.warning("could not abandon the stalled fill of image %s: %s", image_id, err)
+            return False
 
     def _follower_mark_path(self, image_id):
         return self.driver.get_path(common.INCOMPLETE, ".f.%s" % image_id)

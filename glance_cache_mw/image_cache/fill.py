@@ -15,8 +15,10 @@ after a body that merely ended, so only an exception makes it cut the connection
 ``FollowIterator`` serves a miss from the growing ``incomplete/{id}`` file of a fill running
 in any thread or process: the client that caused the fill and every client that joined it
 (coalescing). It watches the writer's flock: when the writer is gone without having verified
-the file, it falls back to the origin (``fallback``) or raises ``FillAbandoned``; it never
-waits on a dead fill, and it never ends short without raising.
+the file, or the fill was abandoned as stalled (stall.py: its file did not grow for the idle
+timeout, or lost its names), it falls back to the origin (``fallback``) from the offset it
+reached or raises ``FillAbandoned``; it never waits on a dead fill, and it never ends short
+without raising.
 
 ``PrimedIterator`` reads a body's first chunk before the response starts, so that a failure
 there can still be answered otherwise.
@@ -30,6 +32,7 @@ import threading
 import time
 
 from glance_cache_mw import exception
+from glance_cache_mw.image_cache import stall
 from glance_cache_mw.image_cache.drivers import common
 
 LOG = logging.getLogger(__name__)
@@ -257,14 +260,17 @@ class FollowIterator:
 
     def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
                  poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, mark_fd=None,
-                 on_close=None, await_verdict=True, progress=None):
+                 on_close=None, await_verdict=True, progress=None, on_stall=None):
         """``fd``: the fill's file, opened for reading; ``mark_fd``: the follower mark
         (closed with it); ``on_close()``: runs once after both are closed;
         ``await_verdict=False``: release the last bytes without waiting for the verdict
         (the client that caused the fill, unless image_cache_verify_before_last_byte);
         ``progress``: the ``pump.Progress`` of a fill in this process, which wakes us when
-        it wrote more (else, and at least every ``poll_interval_s``, the file is polled)."""
+        it wrote more (else, and at least every ``poll_interval_s``, the file is polled);
+        ``on_stall(fd)``: called when the file did not grow for ``idle_timeout_s``, before
+        falling back (ImageCache.abandon_if_stalled: later requests then do not join it)."""
         self._progress = progress
+        self._on_stall = on_stall
         self.image_id = image_id
         self._verdict_before_last_bytes = await_verdict
         self.size = size
@@ -323,7 +329,11 @@ class FollowIterator:
                 if os.fstat(self._fd).st_size > self.offset:
                     continue    # the writer wrote its last bytes, then left: read them
                 return self._abandoned("writer gone")
+            if stall.is_given_up(self._fd):
+                return self._abandoned("abandoned as stalled")
             if self._idle_for_too_long(idle_since):
+                if self._on_stall is not None:
+                    self._on_stall(self._fd)
                 return self._abandoned("no progress for %ss" % self._idle_timeout_s)
             self._pause(seen)
 

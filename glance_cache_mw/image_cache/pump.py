@@ -62,7 +62,8 @@ class FillPump:
                     if not self._keep_going():
                         self.outcome = "abandoned"
                         LOG.info("fill of image %s stopped: no client follows it and it is "
-                                 "not worth finishing", self.image_id)
+                                 "not worth finishing, or it was abandoned as stalled",
+                                 self.image_id)
                         return False
                 if self._progress is not None:
                     self._progress.advance()

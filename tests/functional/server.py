@@ -44,11 +44,12 @@ def api_command():
 
 
 def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 origin_bytes_per_s=None):
+                 origin_bytes_per_s=None, origin_stall_s=None):
     """Write a server INI based on the etc/ sample; return ``path``.
 
     ``testing`` inserts the test-only filter just before the app of every pipeline (it logs
-    every origin read of image data, paced to ``origin_bytes_per_s`` when given);
+    every origin read of image data, paced to ``origin_bytes_per_s`` when given, the first
+    of each image stalled ``origin_stall_s`` after its first chunk when given);
     ``stub_app`` replaces the images app by :func:`stub_app_factory`.
     """
     values = {"data_dir": str(data_dir), "bind_host": "127.0.0.1", "bind_port": "0",
@@ -60,6 +61,8 @@ def write_config(path, data_dir, flavor="noauth", settings=None, testing=True, s
             "paste.filter_factory": "tests.functional.server:testing_filter_factory"}
         if origin_bytes_per_s:
             parser["filter:testing"]["origin_bytes_per_s"] = str(origin_bytes_per_s)
+        if origin_stall_s:
+            parser["filter:testing"]["origin_stall_s"] = str(origin_stall_s)
         for section in parser.sections():
             if section.startswith("pipeline:"):
                 names = parser.get(section, "pipeline").split()
@@ -74,14 +77,14 @@ class ServerProcess:
     """One ``glance-cache-mw-api --config FILE`` subprocess; ``url`` once started."""
 
     def __init__(self, workdir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 extra_args=(), ini_text=None, origin_bytes_per_s=None):
+                 extra_args=(), ini_text=None, origin_bytes_per_s=None, origin_stall_s=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.data_dir = os.path.join(self.workdir, "data")
         self.config_path = os.path.join(self.workdir, "glance-cache-mw.ini")
         if ini_text is None:
             write_config(self.config_path, self.data_dir, flavor, settings, testing, stub_app,
-                         origin_bytes_per_s)
+                         origin_bytes_per_s, origin_stall_s)
         else:   # verbatim, e.g. a settings-only file
             with open(self.config_path, "w", encoding="utf-8") as handle:
                 handle.write(ini_text)
@@ -144,11 +147,12 @@ def wait_for(predicate, timeout_s=15, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
-def wsgi_config(tmp_path, testing=False):
-    """An INI (by default without the test filter) with a migrated database for
-    glance_cache_mw.wsgi under another server: (its path, the environment naming it in
-    GLANCE_CACHE_MW_CONFIG)."""
-    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", testing=testing)
+def wsgi_config(tmp_path, testing=False, settings=None, origin_stall_s=None):
+    """An INI (by default without the test filter; ``settings`` in [DEFAULT]) with a
+    migrated database for glance_cache_mw.wsgi under another server: (its path, the
+    environment naming it in GLANCE_CACHE_MW_CONFIG)."""
+    path = write_config(tmp_path / "wsgi.ini", tmp_path / "data", settings=settings,
+                        testing=testing, origin_stall_s=origin_stall_s)
     env = subprocess_env(GLANCE_CACHE_MW_CONFIG=str(path))
     serving.sync_database(path, env=env, timeout_s=60)
     return path, env
@@ -167,13 +171,15 @@ def start_wsgi_server(argv, url, env, log_path, timeout_s=60):
                              % (os.path.basename(argv[0]), url, handle.read()))
 
 
-def start_gunicorn(tmp_path, *args, testing=False):
+def start_gunicorn(tmp_path, *args, testing=False, settings=None, origin_stall_s=None):
     """gunicorn (from the test extra) serving glance_cache_mw.wsgi:application with ``args``
-    on a fresh config (``testing``: with the test-only filter): (url, process)."""
+    on a fresh config (``testing``: with the test-only filter; ``settings`` in [DEFAULT]):
+    (url, process)."""
     gunicorn = serving.console_script("gunicorn")
     if not os.path.exists(gunicorn):
         pytest.skip("gunicorn is not installed (it comes with the test extra)")
-    _, env = wsgi_config(tmp_path, testing=testing)
+    _, env = wsgi_config(tmp_path, testing=testing, settings=settings,
+                         origin_stall_s=origin_stall_s)
     url = "http://127.0.0.1:%d" % free_port()
     process = start_wsgi_server([gunicorn, "-b", url[len("http://"):], *args,
                                  "glance_cache_mw.wsgi:application"],
@@ -195,13 +201,16 @@ class TestingFilter:
     ``{data_dir}/origin-reads``, and its body paced to ``origin_bytes_per_s`` if set. While
     ``{data_dir}/origin-delay`` exists (it holds seconds), each chunk of such a body also
     waits that long: a slow origin a test can switch on and off, so that concurrent downloads
-    meet a fill in progress.
+    meet a fill in progress. With ``origin_stall_s`` (an option of the filter's section) the
+    first whole-body read of each image stalls that long after its first chunk (a hung store
+    or peer; see StallOnce).
     """
 
-    def __init__(self, app, data_dir, origin_bytes_per_s=None):
+    def __init__(self, app, data_dir, origin_bytes_per_s=None, origin_stall_s=None):
         self.app = app
         self.data_dir = data_dir
         self.origin_bytes_per_s = origin_bytes_per_s
+        self.origin_stall_s = origin_stall_s
 
     def __call__(self, environ, start_response):
         request = webob.Request(environ)
@@ -212,6 +221,9 @@ class TestingFilter:
                       encoding="utf-8") as log:
                 log.write("%s %s\n" % (match.group(1), request.headers.get("Range", "-")))
             body = self.app(environ, start_response)
+            if self.origin_stall_s and "Range" not in request.headers:
+                body = StallOnce.first_of(body, self.data_dir, match.group(1),
+                                          self.origin_stall_s)
             if self.origin_bytes_per_s:
                 body = serving.PacedBody(body, 1.0 / self.origin_bytes_per_s)
             delay_s = _origin_delay_s(self.data_dir)
@@ -292,6 +304,51 @@ class SlowBody(serving.PacedBody):
         os.replace(self.marker_path + ".tmp", self.marker_path)
 
 
+class StallOnce:
+    """The origin's body, stalled for ``seconds`` after its first chunk (sleeping: green
+    under eventlet, a blocked OS thread elsewhere). ``{data_dir}/origin-resumed-{id}`` is
+    written when the stall ends and ``{data_dir}/origin-closed-{id}`` when it is closed."""
+
+    def __init__(self, body, data_dir, image_id, seconds):
+        self._body = body
+        self._chunks = iter(body)
+        self._marker = os.path.join(data_dir, "origin-%s-" + image_id)
+        self._seconds = seconds
+        self._count = 0
+
+    @classmethod
+    def first_of(cls, body, data_dir, image_id, seconds):
+        """``body`` stalled if it is the first read of ``image_id`` (in any worker)."""
+        try:
+            os.close(os.open(os.path.join(data_dir, "origin-stalled-" + image_id),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return body
+        return cls(body, data_dir, image_id, seconds)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._count == 1:
+            time.sleep(self._seconds)
+            self._mark("resumed")
+        self._count += 1
+        return next(self._chunks)
+
+    def _mark(self, what):
+        with open(self._marker % what, "w", encoding="utf-8"):
+            pass
+
+    def close(self):
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._mark("closed")
+
+
 def origin_reads(data_dir, image_id):
     """The Range headers (``-`` for none) of the origin reads of ``image_id`` so far."""
     try:
@@ -316,7 +373,9 @@ def testing_filter_factory(global_conf, **local_conf):
     _TEARDOWN_MARKER = _TeardownMarker()
     data_dir = global_conf.get("data_dir") or "./data"
     rate = local_conf.get("origin_bytes_per_s")
-    return lambda app: TestingFilter(app, data_dir, float(rate) if rate else None)
+    stall_s = local_conf.get("origin_stall_s")
+    return lambda app: TestingFilter(app, data_dir, float(rate) if rate else None,
+                                     float(stall_s) if stall_s else None)
 
 
 def stub_app(environ, start_response):

@@ -5,9 +5,11 @@ command line) each serve the pipeline with the test-only filter in front of the 
 which logs every origin read (tests/functional/server.py). Checked on each: a client reading
 1 byte/s holds up nobody; a store file shorter than its record ends every connection after
 its last byte (never a kept-alive connection waiting for bytes that will not come) and
-nothing is cached; 16 concurrent cold downloads read the origin once. On the built-in server
-also: flipped bytes are never cached nor served as a HIT, and a cache DELETE or an image
-DELETE during a fill lets the clients following it finish (or cuts them cleanly), never 500.
+nothing is cached; 16 concurrent cold downloads read the origin once; an origin that stalls
+costs later requests nothing (the stalled fill is abandoned, the next request fills afresh).
+On the built-in server also: flipped bytes are never cached nor served as a HIT, and a cache
+DELETE or an image DELETE during a fill lets the clients following it finish (or cuts them
+cleanly), never 500.
 """
 
 import concurrent.futures
@@ -45,22 +47,25 @@ class Served:
         return os.path.join(self.data_dir, "images", image_id)
 
 
-def _start_eventlet(tmp_path):
-    server = helpers.ServerProcess(tmp_path).start()
+def _start_eventlet(tmp_path, settings=None, origin_stall_s=None):
+    server = helpers.ServerProcess(tmp_path, settings=settings,
+                                   origin_stall_s=origin_stall_s).start()
     return Served("eventlet", server.url, server.data_dir, server.stop)
 
 
-def _start_gunicorn(tmp_path):
+def _start_gunicorn(tmp_path, settings=None, origin_stall_s=None):
     url, process = helpers.start_gunicorn(
         tmp_path, "--workers", "2", "--worker-class", "gthread", "--threads", "16",
-        "--keep-alive", "300", "--timeout", "0", testing=True)
+        "--keep-alive", "300", "--timeout", "0", testing=True, settings=settings,
+        origin_stall_s=origin_stall_s)
     return Served("gunicorn", url, tmp_path / "data", lambda: _terminate(process))
 
 
-def _start_uwsgi(tmp_path):
+def _start_uwsgi(tmp_path, settings=None, origin_stall_s=None):
     if not os.path.exists(UWSGI):
         pytest.skip("uwsgi is not installed (it comes with the test extra)")
-    path, env = helpers.wsgi_config(tmp_path, testing=True)
+    path, env = helpers.wsgi_config(tmp_path, testing=True, settings=settings,
+                                    origin_stall_s=origin_stall_s)
     url = "http://127.0.0.1:%d" % helpers.free_port()
     log_path = tmp_path / "uwsgi.log"
     process = helpers.start_wsgi_server(
@@ -87,11 +92,12 @@ def _terminate(process):
         process.wait()
 
 
-@pytest.fixture(scope="module", params=["eventlet", "gunicorn", "uwsgi"])
+STARTERS = {"eventlet": _start_eventlet, "gunicorn": _start_gunicorn, "uwsgi": _start_uwsgi}
+
+
+@pytest.fixture(scope="module", params=sorted(STARTERS))
 def served(request, tmp_path_factory):
-    starter = {"eventlet": _start_eventlet, "gunicorn": _start_gunicorn,
-               "uwsgi": _start_uwsgi}[request.param]
-    server = starter(tmp_path_factory.mktemp(request.param))
+    server = STARTERS[request.param](tmp_path_factory.mktemp(request.param))
     yield server
     server.stop()
 
@@ -227,6 +233,57 @@ def test_16_concurrent_cold_downloads_read_the_origin_once(served):
     kinds = sorted(kind for _, kind, _, _ in results)
     assert kinds.count("MISS") == 1 and kinds.count("COALESCED") + kinds.count("HIT") == 15
     assert helpers.origin_reads(served.data_dir, image_id) == ["-"]
+
+
+STALL_BOUND_S = 1     # image_cache_follow_idle_timeout of the stall test
+ORIGIN_STALL_S = 10   # how long its first origin read stalls
+
+
+def _stalled_or_gone(served, image_id):
+    path = os.path.join(served.data_dir, "image-cache", "incomplete", image_id)
+    try:
+        return time.time() - os.stat(path).st_mtime > STALL_BOUND_S
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("server_name", sorted(STARTERS))
+def test_an_origin_stall_costs_later_requests_nothing(tmp_path, server_name):
+    served = STARTERS[server_name](
+        tmp_path, settings={"image_cache_follow_idle_timeout": str(STALL_BOUND_S)},
+        origin_stall_s=ORIGIN_STALL_S)
+    try:
+        data = os.urandom(4 * MIB + 1)
+        image_id = upload(served.url, data)
+        marker = os.path.join(served.data_dir, "origin-%s-" + image_id)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(fetch, served.url, file_path(image_id))
+            helpers.wait_for(lambda: helpers.origin_reads(served.data_dir, image_id),
+                             timeout_s=30, what="the fill to start")
+            helpers.wait_for(lambda: _stalled_or_gone(served, image_id), timeout_s=30,
+                             what="the fill to stall for longer than the bound")
+            # Not joined to the stalled fill: a fresh one, done while the first origin read
+            # is still stalled.
+            assert fetch(served.url, file_path(image_id)) == (200, "MISS", data, "complete")
+            assert not os.path.exists(marker % "resumed")
+            helpers.wait_for(lambda: image_id in cached_ids(served.url), timeout_s=30,
+                             what="the fresh fill to be committed")
+            assert fetch(served.url, file_path(image_id)) == (200, "HIT", data, "complete")
+            # The client of the stalled fill read the rest from the origin, at its offset.
+            assert first.result() == (200, "MISS", data, "complete")
+        reads = helpers.origin_reads(served.data_dir, image_id)
+        assert reads.count("-") == 2 and len(reads) == 3, reads
+        assert not os.path.exists(marker % "resumed")
+        # The stalled origin wakes up: its fill stops without committing nor invalidating.
+        helpers.wait_for(lambda: os.path.exists(marker % "closed"), timeout_s=2 * ORIGIN_STALL_S,
+                         what="the stalled fill to end")
+        assert fetch(served.url, file_path(image_id)) == (200, "HIT", data, "complete")
+        cache_dir = os.path.join(served.data_dir, "image-cache")
+        assert os.listdir(os.path.join(cache_dir, "invalid")) == []
+        assert [name for name in os.listdir(os.path.join(cache_dir, "incomplete"))
+                if image_id in name] == []
+    finally:
+        served.stop()
 
 
 # --- the built-in server only -----------------------------------------------------------------

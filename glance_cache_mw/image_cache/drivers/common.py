@@ -366,6 +366,11 @@ class CacheWriter:
         """True when ``incomplete/{id}`` no longer names our file (ImageCache.cancel_fill)."""
         return not same_file(self._fd, self.path)
 
+    def is_abandoned(self):
+        """True when our file has no name left: the fill was given up as stalled
+        (image_cache/stall.py) and whatever it still writes goes nowhere."""
+        return os.fstat(self._fd).st_nlink == 0
+
     def commit(self):
         """Make the file durable, mark it verified and rename it into place atomically.
 
@@ -406,6 +411,9 @@ class CacheWriter:
     def invalidate(self, reason):
         """Move the bytes to invalid/ where nothing serves them; clean() removes them."""
         if self.ended:
+            return
+        if self.is_abandoned():   # given up as stalled: nothing left to keep for debugging
+            self.discard(reason)
             return
         LOG.warning("not caching image %s: %s", self.image_id, reason)
         try:
