@@ -190,6 +190,11 @@ class CacheFilter:
             writer = self.cache.admit(image_id, size)
             if writer is None:
                 follower = self._follow(environ, image)   # another request won the race
+                if follower is None:   # ... and its fill committed since our hit lookup
+                    handle = self._open_hit(image)
+                    if handle is not None:
+                        return self._serve_hit(environ, start_response, image, handle, None,
+                                               False)
         if follower is not None:
             return self._respond(environ, start_response, image, follower, "COALESCED",
                                  started)

@@ -9,8 +9,9 @@ import pytest
 import webob
 
 from glance_cache_mw.db import api as db_api
-from glance_cache_mw.image_cache import fill, pump
-from tests.unit.filter_helpers import Setup
+from glance_cache_mw.image_cache import ImageCache, fill, pump
+from glance_cache_mw.middleware.cache import CacheFilter
+from tests.unit.filter_helpers import Setup, WithContext
 
 DATA = os.urandom(50_000)
 
@@ -314,3 +315,29 @@ def test_a_fill_failing_before_the_first_byte_is_answered_by_the_origin_not_200(
     # Never "200 COALESCED" followed by an error: the origin answers for itself.
     assert [status for status, _ in statuses] == ["404 Not Found"]
     assert statuses[0][1]["X-Image-Cache"] == "BYPASS" and data
+
+
+def test_a_fill_committed_during_the_miss_makes_it_a_hit(setup, tmp_path):
+    """Between this request's hit lookup and its admission another worker's fill commits:
+    the image is served from the cache (HIT), not read from the origin again."""
+    image = setup.add_image(DATA)
+    settings = {"image_cache_dir": str(tmp_path / "cache"), "image_cache_max_size": "10485760"}
+    other_worker = ImageCache.from_config(settings)
+
+    class CommittedMeanwhile(ImageCache):
+        def admit(self, image_id, size):
+            assert other_worker.cache_image_iter(
+                image_id, iter([DATA]), size, checksum=image["checksum"],
+                os_hash_algo="sha512", os_hash_value=image["os_hash_value"])
+            return super().admit(image_id, size)
+
+    cache = CommittedMeanwhile.from_config(settings)
+    try:
+        app = WithContext(CacheFilter(setup.origin, cache, db_api, chunk_size=4096),
+                          setup.admin)
+        resp = get(app, "/v2/images/%s/file" % image["id"])
+        assert (resp.status_int, resp.headers["X-Image-Cache"], resp.body) == (200, "HIT", DATA)
+        assert setup.origin.reads.get(image["id"], 0) == 0
+    finally:
+        cache.close()
+        other_worker.close()
