@@ -349,6 +349,21 @@ class StallOnce:
             self._mark("closed")
 
 
+def upload_image(url, data, name="image", timeout_s=120):
+    """A new active raw image holding ``data`` on the server at ``url``: its id."""
+    status, _, body = http_request(
+        url, "POST", "/v2/images", json.dumps({"name": name, "disk_format": "raw",
+                                               "container_format": "bare"}).encode(),
+        {"Content-Type": "application/json"})
+    assert status == 201, body
+    image_id = json.loads(body)["id"]
+    status, _, body = http_request(url, "PUT", "/v2/images/%s/file" % image_id, data,
+                                   {"Content-Type": "application/octet-stream"},
+                                   timeout_s=timeout_s)
+    assert status == 204, body
+    return image_id
+
+
 def origin_reads(data_dir, image_id):
     """The Range headers (``-`` for none) of the origin reads of ``image_id`` so far."""
     try:

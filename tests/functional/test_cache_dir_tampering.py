@@ -10,24 +10,14 @@ import os
 
 import pytest
 
-from tests.functional.server import wait_for
+from tests.functional.server import upload_image, wait_for
 
 DATA = os.urandom(200_000)
 TIMEOUT_S = 20   # a FIFO opened without O_NONBLOCK would block far longer than this
 
 
 def upload(server, data=DATA):
-    status, _headers, body = server.request(
-        "POST", "/v2/images", json.dumps({"name": "x", "disk_format": "raw",
-                                          "container_format": "bare"}),
-        {"Content-Type": "application/json"})
-    assert status == 201, body
-    image_id = json.loads(body)["id"]
-    status, _headers, body = server.request(
-        "PUT", "/v2/images/%s/file" % image_id, data,
-        {"Content-Type": "application/octet-stream"})
-    assert status == 204, body
-    return image_id
+    return upload_image(server.url, data)
 
 
 def download(server, image_id):

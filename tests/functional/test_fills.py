@@ -104,17 +104,7 @@ def served(request, tmp_path_factory):
 
 def upload(url, data):
     """A new active image with ``data``: its id."""
-    status, _, body = helpers.http_request(
-        url, "POST", "/v2/images", json.dumps({"name": "fill", "disk_format": "raw",
-                                               "container_format": "bare"}).encode(),
-        {"Content-Type": "application/json"})
-    assert status == 201, body
-    image_id = json.loads(body)["id"]
-    status, _, body = helpers.http_request(url, "PUT", "/v2/images/%s/file" % image_id, data,
-                                           {"Content-Type": "application/octet-stream"},
-                                           timeout_s=120)
-    assert status == 204, body
-    return image_id
+    return helpers.upload_image(url, data, "fill")
 
 
 def file_path(image_id):

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from tests.functional.maintenance_env import COMMAND_TIMEOUT_S, command, command_env
-from tests.functional.server import wait_for
+from tests.functional.server import upload_image, wait_for
 
 pytestmark = pytest.mark.realservice
 
@@ -67,15 +67,7 @@ def free_bytes(directory):
 
 
 def upload(server):
-    status, _headers, body = server.request(
-        "POST", "/v2/images", json.dumps({"name": "x", "disk_format": "raw",
-                                          "container_format": "bare"}),
-        {"Content-Type": "application/json"})
-    assert status == 201, body
-    image_id = json.loads(body)["id"]
-    assert server.request("PUT", "/v2/images/%s/file" % image_id, DATA,
-                          {"Content-Type": "application/octet-stream"})[0] == 204
-    return image_id
+    return upload_image(server.url, DATA)
 
 
 def cached_ids(server):

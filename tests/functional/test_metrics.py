@@ -39,16 +39,8 @@ def value(samples, name, **labels):
     return samples.get(("glance_cache_mw_" + name, tuple(sorted(labels.items()))), 0.0)
 
 
-def upload(server, data, name):
-    status, _, body = server.request(
-        "POST", "/v2/images", body=json.dumps(
-            {"name": name, "disk_format": "raw", "container_format": "bare"}),
-        headers={"Content-Type": "application/json"})
-    assert status == 201, body
-    path = "/v2/images/%s/file" % json.loads(body)["id"]
-    assert server.request("PUT", path, body=data,
-                          headers={"Content-Type": "application/octet-stream"})[0] == 204
-    return path
+def upload(url, data, name):
+    return "/v2/images/%s/file" % helpers.upload_image(url, data, name)
 
 
 def worker_pid(server):
@@ -70,7 +62,7 @@ def test_counters_of_real_downloads_under_two_workers(start_server):
     server = start_server(settings={"workers": 2, "chunk_size": 65536,
                                     "image_cache_max_size": 3 * MIB})
     data_a, data_b = os.urandom(SIZE), os.urandom(SIZE)
-    path_a, path_b = upload(server, data_a, "a"), upload(server, data_b, "b")
+    path_a, path_b = upload(server.url, data_a, "a"), upload(server.url, data_b, "b")
     with open(os.path.join(server.data_dir, "origin-delay"), "w") as handle:
         handle.write("0.05")   # 32 chunks: the fill takes 1.6 s
 
@@ -172,7 +164,7 @@ def test_gunicorn_workers_share_their_counts(tmp_path):
                 return helpers.http_request(url, method, path, body, headers, timeout_s)
         server = Server()
         data = os.urandom(100000)
-        path = upload(server, data, "g")
+        path = upload(url, data, "g")
         assert server.request("GET", path)[1]["x-image-cache"] == "MISS"
         helpers.wait_for(lambda: value(scrape(server), "fills_committed_total") == 1,
                          what="the fill's commit")

@@ -7,21 +7,13 @@ import time
 
 import pytest
 
+from tests.functional.server import upload_image
+
 DATA = os.urandom(300_000)
 
 
 def upload(server, data=DATA):
-    status, _headers, body = server.request(
-        "POST", "/v2/images", json.dumps({"name": "x", "disk_format": "raw",
-                                          "container_format": "bare"}),
-        {"Content-Type": "application/json"})
-    assert status == 201, body
-    image_id = json.loads(body)["id"]
-    status, _headers, body = server.request(
-        "PUT", "/v2/images/%s/file" % image_id, data,
-        {"Content-Type": "application/octet-stream"})
-    assert status == 204, body
-    return image_id
+    return upload_image(server.url, data)
 
 
 def cached_ids(server):

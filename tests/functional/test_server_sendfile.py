@@ -4,7 +4,6 @@ than one sendfile call: loopback's send buffer is at most 4 MiB)."""
 
 import hashlib
 import http.client
-import json
 import os
 import signal
 import socket
@@ -25,15 +24,7 @@ wait_for = helpers.wait_for
 
 def upload(url, data):
     """Create an image, upload ``data``; return the path of its data."""
-    status, _, body = helpers.http_request(url, "POST", "/v2/images", body=json.dumps(
-        {"name": "sendfile", "disk_format": "raw", "container_format": "bare"}),
-        headers={"Content-Type": "application/json"})
-    assert status == 201, body
-    path = "/v2/images/%s/file" % json.loads(body)["id"]
-    status = helpers.http_request(url, "PUT", path, body=data,
-                                  headers={"Content-Type": "application/octet-stream"})[0]
-    assert status == 204
-    return path
+    return "/v2/images/%s/file" % helpers.upload_image(url, data, "sendfile")
 
 
 def cache_it(url, path):

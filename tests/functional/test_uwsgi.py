@@ -60,16 +60,7 @@ def _workers_loaded(log_path, workers):
 
 
 def _upload(url, data):
-    status, _, body = helpers.http_request(
-        url, "POST", "/v2/images", json.dumps({"name": "u", "disk_format": "raw",
-                                               "container_format": "bare"}).encode(),
-        {"Content-Type": "application/json"})
-    assert status == 201, body
-    image_id = json.loads(body)["id"]
-    status, _, body = helpers.http_request(url, "PUT", "/v2/images/%s/file" % image_id, data,
-                                           {"Content-Type": "application/octet-stream"})
-    assert status == 204, body
-    return "/v2/images/%s/file" % image_id
+    return "/v2/images/%s/file" % helpers.upload_image(url, data, "u")
 
 
 def _wait_cached(url, path):
