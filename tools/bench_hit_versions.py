@@ -4,12 +4,13 @@
     .venv/bin/python tools/bench_hit_versions.py /tmp/old [--seconds 5] [--rounds 12]
     git worktree remove /tmp/old
 
-Both run under this checkout's venv (``PYTHONPATH`` selects the code): glance-cache-mw-api
+Both run under this interpreter's venv (``PYTHONPATH`` selects the code): glance-cache-mw-api
 (eventlet, 2 workers), each with its own data dir and its own checkout's sample INI, 16 images
 of 64 KiB uploaded through the API, filled and checked, then ``--rounds`` rounds of
 ``--seconds`` of hits per server, the order alternating each round. Prints every round and
-the paired ratios (this checkout / the other) of req/s and server CPU per request. Uses
-tools/bench_download_run.py's helpers; never imported by the package.
+the paired ratios (this checkout / the other) of req/s and server CPU per request. Uses the
+download benchmark's servers and measurements (tools/bench_download_servers.py,
+tools/bench_download_measure.py); never imported by the package.
 """
 import argparse
 import os
@@ -20,8 +21,10 @@ import sys
 import tempfile
 
 NEW = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(NEW, "tools"))
-import bench_download_run as b  # noqa: E402
+sys.path[:0] = [NEW, os.path.join(NEW, "tools")]
+import bench_download_measure as b  # noqa: E402
+import bench_download_servers as servers_mod  # noqa: E402
+
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("old", help="the other checkout (e.g. a git worktree of main)")
@@ -40,16 +43,16 @@ try:
                     "image_cache_max_size": 8 * b.GIB, "bind_host": "127.0.0.1",
                     "bind_port": 0, "workers": 2}
         ini = os.path.join(workdir, label + ".ini")
-        print(label, b.write_ini(os.path.join(root, "etc", "glance-cache-mw.ini"), ini,
+        print(label, servers_mod.write_ini(os.path.join(root, "etc", "glance-cache-mw.ini"), ini,
                                  settings, add_cache=True), flush=True)
         env = {"PYTHONPATH": root}
-        subprocess.run([os.path.join(b.VENV_BIN, "python"), "-m", "glance_cache_mw.cmd.manage",
+        subprocess.run([sys.executable, "-m", "glance_cache_mw.cmd.manage",
                         "--config", ini, "db", "sync"], check=True, cwd=workdir,
                        env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-        server = b.Server(label, [os.path.join(b.VENV_BIN, "python"), "-m",
+        server = servers_mod.Server(label, [sys.executable, "-m",
                                   "glance_cache_mw.cmd.api", "--config", ini,
-                                  "--graceful-timeout", "5"], None, workdir, env=env,
-                          port_from_stdout=True)
+                                  "--graceful-timeout", "5"], None, workdir,
+                                    env={**os.environ, **env})
         servers.append(server)
         server.wait_ready()
         smalls = []
