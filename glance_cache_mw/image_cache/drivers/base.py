@@ -208,7 +208,7 @@ class Driver(abc.ABC):
         """
         fd = safe_open.open_regular(self.get_image_filepath(image_id),
                                  on_foreign=lambda _path: self.forget([image_id]))
-        return None if fd is None else os.fdopen(fd, "rb")
+        return None if fd is None else open(fd, "rb")   # builtin: eventlet patches os.fdopen
 
     @contextlib.contextmanager
     def open_for_read(self, image_id):
