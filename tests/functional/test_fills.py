@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import urllib.parse
@@ -30,7 +29,6 @@ from tests.functional import server as helpers
 pytestmark = pytest.mark.realservice
 
 MIB = 1024 * 1024
-UWSGI = os.path.join(os.path.dirname(sys.executable), "uwsgi")
 # Larger than what the socket buffers of a stalled client absorb (a few MiB on loopback).
 SLOW_CLIENT_IMAGE = 24 * MIB
 FOLLOWERS = 8
@@ -62,24 +60,8 @@ def _start_gunicorn(tmp_path, settings=None, origin_stall_s=None):
 
 
 def _start_uwsgi(tmp_path, settings=None, origin_stall_s=None):
-    if not os.path.exists(UWSGI):
-        pytest.skip("uwsgi is not installed (it comes with the test extra)")
-    path, env = helpers.wsgi_config(tmp_path, testing=True, settings=settings,
-                                    origin_stall_s=origin_stall_s)
-    url = "http://127.0.0.1:%d" % helpers.free_port()
-    log_path = tmp_path / "uwsgi.log"
-    process = helpers.start_wsgi_server(
-        [UWSGI, "--http-socket", url[len("http://"):], "--master", "--processes", "2",
-         "--threads", "8", "--lazy-apps", "--die-on-term", "--harakiri", "0", "--need-app",
-         "--virtualenv", sys.prefix, "--env", "GLANCE_CACHE_MW_CONFIG=%s" % path,
-         "--module", "glance_cache_mw.wsgi:application"], url, env, str(log_path))
-    try:
-        helpers.wait_for(lambda: log_path.read_text(errors="replace").count(
-            "WSGI app 0 (mountpoint='') ready") == 2, timeout_s=60,
-            what="both uWSGI workers to load the app")
-    except AssertionError:
-        _terminate(process)
-        raise
+    url, process, _log = helpers.start_uwsgi(tmp_path, testing=True, settings=settings,
+                                             origin_stall_s=origin_stall_s)
     return Served("uwsgi", url, tmp_path / "data", lambda: _terminate(process))
 
 

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import time
 
 import pytest
@@ -18,45 +17,15 @@ from tests.functional import server as helpers
 
 pytestmark = pytest.mark.realservice
 
-UWSGI = os.path.join(os.path.dirname(sys.executable), "uwsgi")
 DATA = os.urandom(3 * 1024 * 1024 + 17)
-APP_READY = "WSGI app 0 (mountpoint='') ready"
-APP_FAILED = "unable to load app"
 
 
 @pytest.fixture(scope="module")
 def uwsgi(tmp_path_factory):
-    if not os.path.exists(UWSGI):
-        pytest.skip("uwsgi is not installed (it comes with the test extra)")
-    tmp_path = tmp_path_factory.mktemp("uwsgi")
-    path, env = helpers.wsgi_config(tmp_path)
-    url = "http://127.0.0.1:%d" % helpers.free_port()
-    log_path = tmp_path / "uwsgi.log"
-    process = helpers.start_wsgi_server(
-        [UWSGI, "--http-socket", url[len("http://"):], "--master", "--processes", "2",
-         "--threads", "8", "--lazy-apps", "--die-on-term", "--harakiri", "0", "--need-app",
-         "--virtualenv", sys.prefix, "--env", "GLANCE_CACHE_MW_CONFIG=%s" % path,
-         "--module", "glance_cache_mw.wsgi:application"], url, env, str(log_path))
-    # One worker answering is not both loaded (--lazy-apps: each builds the app itself, at the
-    # same moment: in CI one of them once failed on the fresh cache.db, see
-    # tests/unit/test_sqlite_wal.py). Both must load it, and no SIGTERM may land mid-import.
-    try:
-        helpers.wait_for(lambda: _workers_loaded(log_path, 2), timeout_s=60,
-                         what="both uWSGI workers to load the app")
-    except AssertionError as err:
-        process.kill()
-        process.wait()
-        raise AssertionError("%s:\n%s" % (err, log_path.read_text(errors="replace"))) from None
+    url, process, log_path = helpers.start_uwsgi(tmp_path_factory.mktemp("uwsgi"))
     yield url, process, log_path
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
-
-
-def _workers_loaded(log_path, workers):
-    log = log_path.read_text(errors="replace")
-    if APP_FAILED in log:
-        raise AssertionError("a uWSGI worker could not load the app")
-    return log.count(APP_READY) == workers
 
 
 def _upload(url, data):
