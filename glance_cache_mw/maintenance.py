@@ -40,7 +40,7 @@ from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import api as db_api_mod
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache.drivers import common, safe_open
+from glance_cache_mw.image_cache.drivers import ondisk, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class _LockFile:
 
     def __init__(self, path):
         self.fd = safe_open.open_housekeeping(path, os.O_RDWR)
-        common.hold_across_fork(self)
+        ondisk.hold_across_fork(self)
 
     def forget_fds_after_fork(self):
         fd, self.fd = self.fd, None
@@ -90,7 +90,7 @@ def task_lock(directory, task):
     """Yield True while holding the task's lock file, False if another run holds it."""
     lock = _LockFile(os.path.join(directory, LOCK_TEMPLATE % task))
     try:
-        yield common.try_lock(lock.fd)
+        yield ondisk.try_lock(lock.fd)
     finally:
         lock.close()
 

@@ -25,7 +25,7 @@ from glance_cache_mw import exception
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import glance_compat
 
 LOG = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class CacheManageFilter:
         handler = routes.get(req.method)
         if handler is None:
             return webob.exc.HTTPMethodNotAllowed(headers=[("Allow", ", ".join(sorted(routes)))])
-        if target is not None and not common.is_image_id(target):
+        if target is not None and not ondisk.is_image_id(target):
             return webob.exc.HTTPNotFound(explanation="No image found with ID %s" % target)
         try:
             return handler(req, context, target) if target is not None else handler(req, context)

@@ -29,7 +29,7 @@ from glance_cache_mw import exception
 from glance_cache_mw.cmd import common
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import engine as db_engine, migration
-from glance_cache_mw.image_cache.drivers import common as cache_common
+from glance_cache_mw.image_cache.drivers import ondisk
 
 CLEAR_TARGETS = ("cache", "queue")
 
@@ -117,8 +117,8 @@ def _cache(args, conf):
 
     if args.command in ("queue", "delete", "nodes"):
         try:
-            cache_common.validate_image_id(args.image_id)
-        except cache_common.InvalidImageId as err:
+            ondisk.validate_image_id(args.image_id)
+        except ondisk.InvalidImageId as err:
             sys.stderr.write("error: %s\n" % err)
             return 2
     try:

@@ -17,7 +17,7 @@ import time
 from glance_cache_mw import config as cfg, metrics as metrics_mod
 from glance_cache_mw.image_cache import drivers
 from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, stall, verify
-from glance_cache_mw.image_cache.drivers import common, safe_open
+from glance_cache_mw.image_cache.drivers import ondisk, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ class ImageCache:
     def cancel_fill(self, image_id):
         """Make a live fill of ``image_id`` end uncommitted (its client still gets the body);
         True if there was one. The writer notices at commit time that its name is gone."""
-        return common.unlink_quietly(
-            self.driver.get_image_filepath(image_id, common.INCOMPLETE))
+        return ondisk.unlink_quietly(
+            self.driver.get_image_filepath(image_id, ondisk.INCOMPLETE))
 
     def delete_all_cached_images(self):
         count = self.driver.delete_all_cached_images()
@@ -272,7 +272,7 @@ class ImageCache:
         file has not grown for ``follow_idle_timeout_s`` (its origin stalled) is not joined:
         it is abandoned (stall.py) and None returned, so that the caller fills afresh.
         """
-        path = self.driver.get_image_filepath(image_id, common.INCOMPLETE)
+        path = self.driver.get_image_filepath(image_id, ondisk.INCOMPLETE)
         mark = self._register_follower(image_id)
         try:
             fd = safe_open.open_regular(path)
@@ -284,7 +284,7 @@ class ImageCache:
             return None
         stalled = stall.is_stalled(fd, size, self.follow_idle_timeout_s)
         if stalled or stall.is_given_up(fd) or (
-                not common.is_writer_alive(fd) and not common.is_verified(fd)):
+                not ondisk.is_writer_alive(fd) and not ondisk.is_verified(fd)):
             if stalled:
                 self.abandon_if_stalled(image_id, size, fd)
             os.close(fd)
@@ -311,16 +311,16 @@ class ImageCache:
             return False
 
     def _follower_mark_path(self, image_id):
-        return self.driver.get_path(common.INCOMPLETE, ".f.%s" % image_id)
+        return self.driver.get_path(ondisk.INCOMPLETE, ".f.%s" % image_id)
 
     def _register_follower(self, image_id):
         """Hold a shared flock on ``incomplete/.f.{id}`` while following (any process)."""
         path = self._follower_mark_path(image_id)
         while True:
             fd = safe_open.open_housekeeping(path)
-            while not common.try_lock(fd, shared=True):   # held only for an instant
+            while not ondisk.try_lock(fd, shared=True):   # held only for an instant
                 time.sleep(LOCK_POLL_S)
-            if common.same_file(fd, path):
+            if ondisk.same_file(fd, path):
                 return fd
             os.close(fd)   # removed by a leaving follower meanwhile: take the new one
 
@@ -330,7 +330,7 @@ class ImageCache:
 
     def _remove_follower_mark(self, image_id):
         try:
-            common.remove_if_abandoned(self._follower_mark_path(image_id))
+            ondisk.remove_if_abandoned(self._follower_mark_path(image_id))
         except OSError as err:
             LOG.debug("follower mark of %s not removed: %s", image_id, err)
 
@@ -339,7 +339,7 @@ class ImageCache:
         if fd is None:
             return False
         try:
-            if common.try_lock(fd):
+            if ondisk.try_lock(fd):
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 return False
             return True
@@ -354,7 +354,7 @@ class ImageCache:
         with self._mutex:
             fd = safe_open.open_housekeeping(self.driver.get_path(LOCK_NAME), os.O_RDWR)
             try:
-                while not common.try_lock(fd):
+                while not ondisk.try_lock(fd):
                     time.sleep(LOCK_POLL_S)
                 yield
             finally:
@@ -367,17 +367,17 @@ class ImageCache:
     def _reservations(self):
         """(bytes reserved by live fills, bytes they still have to write)."""
         reserved = pending = 0
-        incomplete = self.driver.get_path(common.INCOMPLETE)
+        incomplete = self.driver.get_path(ondisk.INCOMPLETE)
         with os.scandir(incomplete) as it:
             for dirent in it:
-                parsed = common.parse_reservation(dirent.name)
+                parsed = ondisk.parse_reservation(dirent.name)
                 if parsed is None:
                     continue
                 fd = safe_open.open_regular(dirent.path)
                 if fd is None:
                     continue
                 try:
-                    if common.is_writer_alive(fd):
+                    if ondisk.is_writer_alive(fd):
                         reserved += parsed[1]
                         pending += max(parsed[1] - os.fstat(fd).st_size, 0)
                 finally:
@@ -425,7 +425,7 @@ class ImageCache:
         with self._maintenance_lock():
             try:
                 writer = self.driver.open_for_write(image_id, size)
-            except common.AlreadyBeingCached:
+            except ondisk.AlreadyBeingCached:
                 return None
             try:
                 if self.driver.is_cached(image_id):   # committed by a writer that just left

@@ -33,7 +33,7 @@ import time
 
 from glance_cache_mw import exception
 from glance_cache_mw.image_cache import stall
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import ondisk
 
 LOG = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class FollowIterator:
         self._mark_fd = mark_fd
         self._on_close = on_close
         self.fell_back = False
-        common.hold_across_fork(self)
+        ondisk.hold_across_fork(self)
 
     def forget_fds_after_fork(self):
         """In a forked child: close our copies; the parent keeps following."""
@@ -323,9 +323,9 @@ class FollowIterator:
                     self._await_verdict(idle_since)
                 self.offset += len(data)
                 return data
-            if common.is_verified(self._fd):
+            if ondisk.is_verified(self._fd):
                 return self._abandoned("verified file shorter than expected")
-            if not common.is_writer_alive(self._fd):
+            if not ondisk.is_writer_alive(self._fd):
                 if os.fstat(self._fd).st_size > self.offset:
                     continue    # the writer wrote its last bytes, then left: read them
                 return self._abandoned("writer gone")
@@ -355,10 +355,10 @@ class FollowIterator:
     def _await_verdict(self, idle_since):
         """Hold the final bytes until the writer verified the file; if it gave up (or
         stalled) without verifying, fail rather than pass on unverified bytes."""
-        while not common.is_verified(self._fd):
+        while not ondisk.is_verified(self._fd):
             seen = self._progress_seen()
-            if not common.is_writer_alive(self._fd) or self._idle_for_too_long(idle_since):
-                if common.is_verified(self._fd):
+            if not ondisk.is_writer_alive(self._fd) or self._idle_for_too_long(idle_since):
+                if ondisk.is_verified(self._fd):
                     return
                 self.close()
                 raise ImageDataMismatch(image_id=self.image_id,
@@ -372,7 +372,7 @@ class FollowIterator:
         idle_since = time.monotonic()
         while True:
             seen = self._progress_seen()
-            if (self._fd is None or not common.is_writer_alive(self._fd)
+            if (self._fd is None or not ondisk.is_writer_alive(self._fd)
                     or self._idle_for_too_long(idle_since)):
                 return
             self._pause(seen)

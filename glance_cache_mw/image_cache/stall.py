@@ -13,7 +13,7 @@ whichever thread or process notices the stall first. Its file loses its names
 - tells the fill itself, should its origin wake up, that it can never commit
   (``CacheWriter.is_abandoned``, ``is_cancelled``): it stops at its next chunk, and if those
   were its last bytes, ``commit()`` finds its public name gone and discards them. It never
-  touches the names of the fill that replaced it (they are not its own; see drivers/common.py).
+  touches the names of the fill that replaced it (they are not its own; see drivers/ondisk.py).
 
 A fill is *stalled* when its file has not grown for ``stall_s`` seconds (the file's mtime,
 which only writes change) while its writer is alive, the file is short of the image's size
@@ -25,7 +25,7 @@ import logging
 import os
 import time
 
-from glance_cache_mw.image_cache.drivers import common, safe_open
+from glance_cache_mw.image_cache.drivers import ondisk, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -36,15 +36,15 @@ def is_stalled(fd, size, stall_s):
     if stall_s is None:
         return False
     st = os.fstat(fd)
-    if st.st_size >= size or st.st_nlink == 0 or common.is_verified(fd):
+    if st.st_size >= size or st.st_nlink == 0 or ondisk.is_verified(fd):
         return False
-    return time.time() - st.st_mtime > stall_s and common.is_writer_alive(fd)
+    return time.time() - st.st_mtime > stall_s and ondisk.is_writer_alive(fd)
 
 
 def is_given_up(fd):
     """True when the file open as ``fd`` was abandoned (no name left) before being verified:
     nothing will ever complete it."""
-    return os.fstat(fd).st_nlink == 0 and not common.is_verified(fd)
+    return os.fstat(fd).st_nlink == 0 and not ondisk.is_verified(fd)
 
 
 def abandon_if_stalled(driver, image_id, size, stall_s, fd=None):
@@ -54,7 +54,7 @@ def abandon_if_stalled(driver, image_id, size, stall_s, fd=None):
     Call it under the cache's maintenance lock: every new writer takes it before it links the
     public name, so the name cannot change hands between the check and the unlinks.
     """
-    path = driver.get_image_filepath(image_id, common.INCOMPLETE)
+    path = driver.get_image_filepath(image_id, ondisk.INCOMPLETE)
     own = safe_open.open_regular(path)
     if own is None:
         return False
@@ -66,15 +66,15 @@ def abandon_if_stalled(driver, image_id, size, stall_s, fd=None):
             return False
         # The public name first: from then on the writer sees itself cancelled and can
         # never publish; then its reservation, so nothing counts it as a live fill.
-        common.unlink_quietly(path)
-        with os.scandir(driver.get_path(common.INCOMPLETE)) as entries:
+        ondisk.unlink_quietly(path)
+        with os.scandir(driver.get_path(ondisk.INCOMPLETE)) as entries:
             for entry in entries:
-                parsed = common.parse_reservation(entry.name)
+                parsed = ondisk.parse_reservation(entry.name)
                 if parsed is None or parsed[0] != image_id:
                     continue
                 try:
                     if os.path.samestat(entry.stat(follow_symlinks=False), mine):
-                        common.unlink_quietly(entry.path)
+                        ondisk.unlink_quietly(entry.path)
                 except FileNotFoundError:
                     continue
         LOG.warning("fill of image %s abandoned at %d of %d bytes: its file did not grow for "

@@ -23,7 +23,7 @@ from glance_cache_mw import exception, metrics as metrics_mod, store
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache, fill
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import download, glance_compat
 
 LOG = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class CacheFilter:
     # -- downloads -----------------------------------------------------------------------
 
     def _download(self, environ, start_response, image_id, head):
-        if not common.is_image_id(image_id):
+        if not ondisk.is_image_id(image_id):
             LOG.info("refused download of malformed image id %r", image_id)
             return _error(webob.exc.HTTPNotFound, "No image found with ID %s" % image_id,
                           environ, start_response)
@@ -291,7 +291,7 @@ class CacheFilter:
     def _evict_after(self, environ, start_response, image_id):
         """Pass the DELETE/deactivate on; after a 2xx drop the local copy and queue entry."""
         def evicting(status, headers, exc_info=None):
-            if status.startswith("2") and common.is_image_id(image_id):
+            if status.startswith("2") and ondisk.is_image_id(image_id):
                 try:
                     self.cache.delete_cached_image(image_id, reason="gone")
                     self.cache.delete_queued_image(image_id)

@@ -16,7 +16,7 @@ import types
 import pytest
 
 from glance_cache_mw.db import api as db_api
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.maintenance import task_lock
 from tests.functional.maintenance_env import (ADMIN, COMMAND_TIMEOUT_S, Node, command,
                                               command_env)
@@ -140,7 +140,7 @@ def test_two_pruners_at_once_leave_a_consistent_cache(node):
     cache = node.cache()
     try:
         assert cache.get_cache_size() == 20000
-        assert sorted(os.listdir(cache.driver.get_path(common.INCOMPLETE))) == []
+        assert sorted(os.listdir(cache.driver.get_path(ondisk.INCOMPLETE))) == []
     finally:
         cache.close()
 
@@ -169,14 +169,14 @@ def test_the_cleaner_never_removes_a_live_fill(node):
     child.start()
     try:
         assert started.wait(WAIT_S)
-        incomplete = os.path.join(node.settings["image_cache_dir"], common.INCOMPLETE)
+        incomplete = os.path.join(node.settings["image_cache_dir"], ondisk.INCOMPLETE)
         old = time.time() - 10 * 86400
         os.utime(os.path.join(incomplete, "live"), (old, old))
         abandoned = os.path.join(incomplete, "abandoned")
         with open(abandoned, "wb") as handle:
             handle.write(b"left by a killed writer")
         os.utime(abandoned, (old, old))
-        invalid = os.path.join(node.settings["image_cache_dir"], common.INVALID, "bad")
+        invalid = os.path.join(node.settings["image_cache_dir"], ondisk.INVALID, "bad")
         with open(invalid, "wb") as handle:
             handle.write(b"did not match")
 
@@ -204,7 +204,7 @@ def test_sigterm_during_a_prefetch_leaves_a_consistent_cache(node):
     log = node.dir / "daemon.log"
     daemon = node.popen("prefetcher", "--daemon", "--interval", "3600", stderr_path=log)
     try:
-        partial = os.path.join(node.settings["image_cache_dir"], common.INCOMPLETE, "big")
+        partial = os.path.join(node.settings["image_cache_dir"], ondisk.INCOMPLETE, "big")
         wait_for(lambda: os.path.exists(partial) and os.path.getsize(partial) > 0,
                  "the fill of 'big' to start")
         daemon.send_signal(signal.SIGSTOP)   # freeze it mid-image: the signal lands there

@@ -14,7 +14,7 @@ import pytest
 
 from glance_cache_mw import exception
 from glance_cache_mw.image_cache import drivers
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import ondisk
 from tests.unit import cache_helpers as helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -116,7 +116,7 @@ def test_ids_are_validated_before_touching_the_filesystem(driver, bad_id):
     for call in (driver.is_cached, driver.is_queued, driver.queue_image,
                  driver.open_for_write, driver.delete_cached_image, driver.get_image_filepath,
                  driver.is_being_cached, driver.delete_queued_image):
-        with pytest.raises(common.InvalidImageId):
+        with pytest.raises(ondisk.InvalidImageId):
             call(bad_id)
 
 
@@ -222,7 +222,7 @@ def test_one_writer_per_image(driver):
     writer = driver.open_for_write("img", 4)
     try:
         assert driver.is_being_cached("img") and not driver.is_cacheable("img")
-        with pytest.raises(common.AlreadyBeingCached):
+        with pytest.raises(ondisk.AlreadyBeingCached):
             driver.open_for_write("img", 4)
     finally:
         writer.discard()

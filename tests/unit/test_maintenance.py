@@ -16,7 +16,7 @@ from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import api as db_api
 from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.db import migration
-from glance_cache_mw.image_cache.drivers import common
+from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.maintenance import Maintenance
 from tests.unit import cache_helpers as helpers
 
@@ -76,7 +76,7 @@ def test_prefetch_caches_good_images_and_reports_the_broken_ones(setup, caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("corrupt" in line and "does not match" in line for line in errors)
     assert any("no-data" in line and "no data in the store" in line for line in errors)
-    assert not os.listdir(setup.cache.driver.get_path(common.INCOMPLETE))
+    assert not os.listdir(setup.cache.driver.get_path(ondisk.INCOMPLETE))
 
 
 def test_prefetch_drops_images_that_are_gone_deleted_or_not_active(setup, caplog):
@@ -108,7 +108,7 @@ def test_prefetch_of_an_already_cached_image_just_removes_the_entry(setup):
     data = setup.add_image("warm", queue=False)
     assert setup.cache.cache_image_iter("warm", [data], len(data),
                                         **helpers.hashes(data))
-    open(setup.cache.driver.get_image_filepath("warm", common.QUEUE), "wb").close()
+    open(setup.cache.driver.get_image_filepath("warm", ondisk.QUEUE), "wb").close()
     assert setup.maintenance.prefetch_once().fetched == 1
     assert setup.cache.get_queued_images() == []
 
@@ -253,7 +253,7 @@ def test_clean_keeps_live_fills_and_removes_abandoned_ones(tmp_path):
     try:
         live = setup.cache.driver.open_for_write("live", 10)
         live.write(b"12345")
-        dead = os.path.join(setup.cache.driver.get_path(common.INCOMPLETE), "dead")
+        dead = os.path.join(setup.cache.driver.get_path(ondisk.INCOMPLETE), "dead")
         with open(dead, "wb") as handle:
             handle.write(b"partial")
         assert setup.maintenance.clean_once() == 1

@@ -1,7 +1,7 @@
 """The cache driver contract: files on local disk (shared here), metadata in a subclass.
 
 The base class implements the whole seed interface on top of the directory protocol in
-``common.py``. A subclass only keeps metadata (hits, last access, commit time) by implementing
+``ondisk.py``. A subclass only keeps metadata (hits, last access, commit time) by implementing
 the abstract hooks ``configure_metadata``, ``load_metadata``, ``record_commit``, ``forget``,
 ``forget_all`` and ``apply_hits`` (and, where useful, ``before_publish``, ``get_metadata``,
 ``get_cached_nodes``).
@@ -27,7 +27,7 @@ import weakref
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
-from glance_cache_mw.image_cache.drivers import common, safe_open
+from glance_cache_mw.image_cache.drivers import ondisk, safe_open
 
 LOG = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Driver(abc.ABC):
     def configure(self):
         """Create the directories and the metadata store; raise BadDriverConfiguration."""
         try:
-            for sub in ("", common.INCOMPLETE, common.INVALID, common.QUEUE):
+            for sub in ("", ondisk.INCOMPLETE, ondisk.INVALID, ondisk.QUEUE):
                 os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
         except OSError as err:
             raise exception.BadDriverConfiguration(
@@ -93,10 +93,10 @@ class Driver(abc.ABC):
 
     def get_image_filepath(self, image_id, cache_status="active"):
         """``{dir}/{id}`` for 'active', else ``{dir}/{cache_status}/{id}``; id validated."""
-        common.validate_image_id(image_id)
+        ondisk.validate_image_id(image_id)
         if cache_status == "active":
             return self.get_path(image_id)
-        if cache_status not in (common.INCOMPLETE, common.INVALID, common.QUEUE):
+        if cache_status not in (ondisk.INCOMPLETE, ondisk.INVALID, ondisk.QUEUE):
             raise exception.Invalid("unknown cache status %r" % (cache_status,))
         return self.get_path(cache_status, image_id)
 
@@ -116,12 +116,12 @@ class Driver(abc.ABC):
 
     def is_being_cached(self, image_id):
         """True while a live writer fills ``incomplete/{id}`` (debris does not count)."""
-        path = self.get_image_filepath(image_id, common.INCOMPLETE)
+        path = self.get_image_filepath(image_id, ondisk.INCOMPLETE)
         fd = safe_open.open_regular(path)   # a symlink or FIFO there is removed, no writer's
         if fd is None:
             return False
         try:
-            return common.is_writer_alive(fd)
+            return ondisk.is_writer_alive(fd)
         finally:
             os.close(fd)
 
@@ -129,7 +129,7 @@ class Driver(abc.ABC):
         return not self.is_cached(image_id) and not self.is_being_cached(image_id)
 
     def is_queued(self, image_id):
-        return os.path.exists(self.get_image_filepath(image_id, common.QUEUE))
+        return os.path.exists(self.get_image_filepath(image_id, ondisk.QUEUE))
 
     # -- entries -------------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ class Driver(abc.ABC):
         """(image_id, stat) of every regular file in the cache directory named like an id."""
         with os.scandir(self.base_dir) as it:
             for dirent in it:
-                if not common.is_image_id(dirent.name):
+                if not ondisk.is_image_id(dirent.name):
                     continue
                 try:
                     st = dirent.stat(follow_symlinks=False)
@@ -155,7 +155,7 @@ class Driver(abc.ABC):
         entries = []
         for image_id, st in self._scan_image_files():
             meta = metadata.get(image_id) or {}
-            entries.append(common.CacheEntry(
+            entries.append(ondisk.CacheEntry(
                 image_id, st.st_size,
                 _or_default(meta.get("last_accessed"), st.st_mtime),
                 _or_default(meta.get("last_modified"), st.st_mtime),
@@ -265,8 +265,8 @@ class Driver(abc.ABC):
 
         Raises AlreadyBeingCached when a live writer holds the image (any thread or process).
         """
-        common.validate_image_id(image_id)
-        return common.CacheWriter(self, image_id, size)
+        ondisk.validate_image_id(image_id)
+        return ondisk.CacheWriter(self, image_id, size)
 
     def before_publish(self, fd, image_id, size):
         """Hook: runs on the verified, fsynced file just before it is renamed into place."""
@@ -275,19 +275,19 @@ class Driver(abc.ABC):
 
     def delete_cached_image(self, image_id):
         """Remove one cached file and its metadata."""
-        common.unlink_quietly(self.get_image_filepath(image_id))
+        ondisk.unlink_quietly(self.get_image_filepath(image_id))
         self.forget([image_id])
 
     def delete_cached_images(self, image_ids):
         """Remove several cached files, then their metadata in one call."""
-        removed = [i for i in image_ids if common.unlink_quietly(self.get_image_filepath(i))]
+        removed = [i for i in image_ids if ondisk.unlink_quietly(self.get_image_filepath(i))]
         self.forget(list(image_ids))
         return removed
 
     def delete_all_cached_images(self):
         """Remove every cached image (never housekeeping files); return how many."""
         ids = [entry.image_id for entry in self.list_entries()]
-        count = sum(common.unlink_quietly(self.get_path(i)) for i in ids)
+        count = sum(ondisk.unlink_quietly(self.get_path(i)) for i in ids)
         self.forget_all()
         return count
 
@@ -298,7 +298,7 @@ class Driver(abc.ABC):
         if self.is_cached(image_id) or self.is_being_cached(image_id):
             LOG.debug("not queueing %s: cached or being cached", image_id)
             return False
-        path = self.get_image_filepath(image_id, common.QUEUE)
+        path = self.get_image_filepath(image_id, ondisk.QUEUE)
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
@@ -314,9 +314,9 @@ class Driver(abc.ABC):
     def get_queued_images(self):
         """Queued image ids, oldest first (ties by id)."""
         queued = []
-        with os.scandir(self.get_path(common.QUEUE)) as it:
+        with os.scandir(self.get_path(ondisk.QUEUE)) as it:
             for dirent in it:
-                if not common.is_image_id(dirent.name):
+                if not ondisk.is_image_id(dirent.name):
                     continue
                 try:
                     queued.append((dirent.stat().st_mtime_ns, dirent.name))
@@ -325,11 +325,11 @@ class Driver(abc.ABC):
         return [image_id for _, image_id in sorted(queued)]
 
     def delete_queued_image(self, image_id):
-        common.unlink_quietly(self.get_image_filepath(image_id, common.QUEUE))
+        ondisk.unlink_quietly(self.get_image_filepath(image_id, ondisk.QUEUE))
 
     def delete_all_queued_images(self):
         """Remove every queue entry; return how many."""
-        return sum(common.unlink_quietly(self.get_path(common.QUEUE, i))
+        return sum(ondisk.unlink_quietly(self.get_path(ondisk.QUEUE, i))
                    for i in self.get_queued_images())
 
     # -- maintenance ---------------------------------------------------------------------
@@ -339,11 +339,11 @@ class Driver(abc.ABC):
         whose writer is gone (lock test: a live fill is never touched). Return the count."""
         stall_time = self.stall_time_s if stall_time is None else stall_time
         removed = 0
-        with os.scandir(self.get_path(common.INVALID)) as it:
+        with os.scandir(self.get_path(ondisk.INVALID)) as it:
             for dirent in list(it):
-                removed += common.unlink_quietly(dirent.path)
+                removed += ondisk.unlink_quietly(dirent.path)
         cutoff = time.time() - stall_time
-        with os.scandir(self.get_path(common.INCOMPLETE)) as it:
+        with os.scandir(self.get_path(ondisk.INCOMPLETE)) as it:
             for dirent in list(it):
                 try:
                     if dirent.stat(follow_symlinks=False).st_mtime > cutoff:
@@ -351,7 +351,7 @@ class Driver(abc.ABC):
                 except FileNotFoundError:
                     continue
                 try:
-                    removed += common.remove_if_abandoned(dirent.path)
+                    removed += ondisk.remove_if_abandoned(dirent.path)
                 except OSError as err:
                     LOG.warning("could not clean %s: %s", dirent.path, err)
         self._forget_missing()

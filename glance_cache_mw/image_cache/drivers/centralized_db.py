@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from glance_cache_mw import exception
 from glance_cache_mw.db import cache_api
 from glance_cache_mw.db import engine as db_engine
-from glance_cache_mw.image_cache.drivers import base, common
+from glance_cache_mw.image_cache.drivers import base, ondisk
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class CentralizedDbDriver(base.Driver):
                             "main image database")
         self.engine, self._owns_engine = self._engine_for(url)
         if self._owns_engine:
-            common.hold_across_fork(self)
+            ondisk.hold_across_fork(self)
         try:
             node = cache_api.node_reference_create(self.node_url, engine=self.engine)
         except sa.exc.SQLAlchemyError as err:
@@ -93,7 +93,7 @@ class CentralizedDbDriver(base.Driver):
             return 0
         entries = []
         for image_id, hits, last_accessed, last_modified in rows:
-            if not common.is_image_id(image_id):
+            if not ondisk.is_image_id(image_id):
                 continue
             try:
                 size = os.stat(self.get_image_filepath(image_id)).st_size
