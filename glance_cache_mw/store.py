@@ -6,27 +6,24 @@ SHA-512 ``os_hash_value``; only a complete, fsynced file is renamed into place, 
 aborted upload leaves nothing behind. ``open_for_read`` returns a chunked reader that owns the
 file (``close()``) and offers its ``path`` for sendfile.
 
-Image ids become file names, so every id is checked before the filesystem is touched.
+Image ids become file names, so every id is checked (image_ids.is_store_id, the strict rule)
+before the filesystem is touched.
 """
 
 import errno
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import time
 import typing
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, image_ids
 
 LOG = logging.getLogger(__name__)
 
 HASH_ALGO = "sha512"
 DEFAULT_CHUNK_SIZE = 65536
-# A file name we can trust: no "/", no NUL, never "." or "..", at most 36 characters (the width
-# of the images.id column). Leading dots are refused too, which keeps temp files apart.
-_IMAGE_ID = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9_.-]{0,35}\Z")
 _TEMP_PREFIX = ".upload-"
 
 
@@ -58,14 +55,10 @@ class StoredData(typing.NamedTuple):
     path: str
 
 
-def is_valid_image_id(image_id):
-    """True when ``image_id`` can safely be used as a file name."""
-    return isinstance(image_id, str) and _IMAGE_ID.match(image_id) is not None
-
-
 def check_image_id(image_id):
-    """Raise ImageNotFound for an id that can never name a stored file."""
-    if not is_valid_image_id(image_id):
+    """Raise ImageNotFound for an id that can never name a stored file (the strict rule,
+    image_ids.is_store_id)."""
+    if not image_ids.is_store_id(image_id):
         raise exception.ImageNotFound("No image found with ID %r" % (image_id,))
 
 

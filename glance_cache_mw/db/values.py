@@ -8,11 +8,10 @@ import datetime
 
 import sqlalchemy as sa
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, image_ids
 from glance_cache_mw.db import models
 
 MAX_INT32 = 2 ** 31 - 1
-MAX_ID_LENGTH = 36
 # Keys a caller may not set on update (and that image_member/property writers drop).
 PROTECTED_ATTRS = ("created_at", "updated_at", "deleted_at", "deleted")
 DELETED_LOCATION_STATUSES = ("deleted", "pending_delete")
@@ -134,8 +133,9 @@ def image_columns(values):
 
 
 def check_image_id(image_id):
-    """Raise ImageNotFound for ids that cannot exist (None, not text, over 36 characters)."""
-    if not isinstance(image_id, str) or not image_id or len(image_id) > MAX_ID_LENGTH:
+    """Raise ImageNotFound for ids that cannot exist (image_ids.is_glance_id: None, not text,
+    over 36 characters); the DB takes any id Glance's database could hold."""
+    if not image_ids.is_glance_id(image_id):
         raise exception.ImageNotFound("No image found with ID %s" % (image_id,))
 
 

@@ -33,7 +33,6 @@ from glance_cache_mw.image_cache.drivers import base, ondisk
 
 LOG = logging.getLogger(__name__)
 
-SQLITE_DB_NAME = "cache.db"   # the sqlite driver's metadata file (imported once, see below)
 
 
 class CentralizedDbDriver(base.Driver):
@@ -77,7 +76,7 @@ class CentralizedDbDriver(base.Driver):
         """Switching from the sqlite driver (Glance's sqlite_migration, §3.8): when this node
         has no rows yet, carry the hits and times of ``cache.db`` over for the files that are
         still here, so the LRU order survives. The sqlite file is only read, never changed."""
-        path = self.get_path(SQLITE_DB_NAME)
+        path = self.get_path(ondisk.SQLITE_DB_NAME)
         if not os.path.isfile(path) or cache_api.get_least_recently_accessed(
                 self.node_url, engine=self.engine) is not None:
             return 0
