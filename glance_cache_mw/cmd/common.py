@@ -31,18 +31,28 @@ def setup_logging(debug=False):
                         stream=sys.stderr)
 
 
+# Exit status of every command (an argparse usage error is 2 too).
+EXIT_BAD_CONFIGURATION = 2   # a bad value, an unusable cache driver
+EXIT_FAILED = 1              # any other error (the message names the image or the cause)
+EXIT_INTERRUPTED = 130       # Ctrl-C outside a daemon's stop handlers (128 + SIGINT)
+
+
+def exit_status(err):
+    """The exit status of a command that ``err`` (a GlanceException) ended."""
+    if isinstance(err, (exception.InvalidConfiguration, exception.BadDriverConfiguration)):
+        return EXIT_BAD_CONFIGURATION
+    return EXIT_FAILED
+
+
 def exits_cleanly(main):
-    """Turn configuration and Glance errors into one line on stderr and exit status 2 or 1."""
+    """Turn Glance errors into one line on stderr and their exit status (``exit_status``)."""
     @functools.wraps(main)
-    def wrapper(argv=None):
+    def wrapper(*args, **kwargs):
         try:
-            return main(argv)
-        except exception.InvalidConfiguration as err:
-            sys.stderr.write("error: %s\n" % err)
-            return 2
+            return main(*args, **kwargs)
         except exception.GlanceException as err:
             sys.stderr.write("error: %s\n" % err)
-            return 1
+            return exit_status(err)
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
     return wrapper
