@@ -8,7 +8,7 @@ import datetime
 
 import sqlalchemy as sa
 
-from glance_cache_mw import exception, image_ids
+from glance_cache_mw import config, exception, image_ids
 from glance_cache_mw.db import models
 
 MAX_INT32 = 2 ** 31 - 1
@@ -115,15 +115,13 @@ def check_image_values(values, creating):
 
 
 def to_bool(key, value):
-    if isinstance(value, bool):
-        return value
+    """A boolean column's value: text must be one of config.bool_from_text's words; anything
+    else (a JSON boolean, a number) counts by its truth."""
     if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise exception.Invalid("%s=%r is not a boolean" % (key, value))
+        try:
+            return config.bool_from_text(value)
+        except ValueError:
+            raise exception.Invalid("%s=%r is not a boolean" % (key, value)) from None
     return bool(value)
 
 

@@ -42,7 +42,7 @@ class CentralizedDbDriver(base.Driver):
 
     def __init__(self, config):
         super().__init__(config)
-        self.node_url = getattr(self.config, "worker_self_reference_url", None)
+        self.node_url = self.config.worker_self_reference_url
         self.engine = None
         self._owns_engine = False
 
@@ -55,7 +55,7 @@ class CentralizedDbDriver(base.Driver):
         if not self.node_url:
             raise self._bad("worker_self_reference_url is not set: this driver keys the "
                             "node's cache rows by it (set it to this node's API URL)")
-        url = getattr(self.config, "sql_connection", None)
+        url = self.config.sql_connection
         if not url:
             raise self._bad("sql_connection is not set: this driver keeps its rows in the "
                             "main image database")
