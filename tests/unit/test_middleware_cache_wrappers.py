@@ -7,16 +7,9 @@ import pytest
 import webob
 
 from glance_cache_mw.cmd import sendfile
-from tests.unit.filter_helpers import Setup
+from tests.unit.test_middleware_cache import setup  # noqa: F401  (fixture)
 
 DATA = os.urandom(200_000)
-
-
-@pytest.fixture
-def setup(tmp_path):
-    s = Setup(tmp_path)
-    yield s
-    s.close()
 
 
 def cached_image(setup):
