@@ -1,6 +1,6 @@
 """Coalescing across processes: followers (ImageCache.follow) in other processes and in green
 threads tail a live fill and never hang on a fill that died; N concurrent cold misses read the
-origin once. Followers in threads of one process are in tests/unit/test_image_cache_followers.py."""
+origin once. Followers in threads of one process are in tests/unit/test_image_cache_follow.py."""
 
 import os
 import subprocess

@@ -1,6 +1,6 @@
 """Followers (ImageCache.follow, fill.FollowIterator) in threads of one process: they tail a live
 fill, never hang on a fill that died, and outlive a cancelled one. Followers in other processes
-and green threads are in tests/functional/test_image_cache_followers.py."""
+and green threads are in tests/functional/test_image_cache_follow.py."""
 
 import threading
 import time
