@@ -121,11 +121,7 @@ def _cache(args, conf):
         except ondisk.InvalidImageId as err:
             sys.stderr.write("error: %s\n" % err)
             return 2
-    try:
-        cache = ImageCache.from_config(conf)
-    except exception.BadDriverConfiguration as err:
-        sys.stderr.write("error: %s\n" % err)
-        return 2
+    cache = ImageCache.from_config(conf)   # an unusable driver: exit 2 (common.exit_status)
     try:
         return CACHE_COMMANDS[args.command](args, conf, cache)
     finally:
