@@ -10,12 +10,11 @@ Two ways in, on purpose with different strictness:
 
 * ``Config.from_file(path)`` reads our own INI file (the commands, gunicorn/uWSGI through
   glance_cache_mw.wsgi). Its [DEFAULT] may hold only ``SETTINGS``, ``flavor`` and variables
-  other values interpolate (``%(name)s``): anything
-  else is an error naming the key and the nearest known one, and a key that belongs in a
-  Paste section (keystonemiddleware's, the health check's) says which section. The cache
-  driver's name and what it needs are checked too, so nothing is written on a typo. Glance's
-  glance-api.conf (a file with [database] or [glance_store]) is read for our keys only: its
-  other [DEFAULT] keys are Glance's.
+  other values interpolate (``%(name)s``): anything else is an error naming the key and the
+  nearest known one, and a key that belongs in a Paste section (keystonemiddleware's, the
+  health check's) says which section. The cache driver's name and what it needs are checked
+  too, so nothing is written on a typo. Glance's glance-api.conf (a file with [database] or
+  [glance_store]) is read for our keys only: its other [DEFAULT] keys are Glance's.
 * ``Config.from_mapping(mapping)`` types the keys it knows and ignores the rest: the Paste
   factories use it on ``{**global_conf, **local_conf}``, which in Glance's own paste pipeline
   carries Glance's keys.
