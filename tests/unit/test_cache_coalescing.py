@@ -11,7 +11,7 @@ import time
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, follow
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import GatedOrigin, Origin, cached_bytes, incomplete
 
@@ -37,7 +37,7 @@ def _follow(conn, settings, image_id, size, with_fallback_data=None):
                 conn.send(("first-chunk",))
             received += chunk
         conn.send(("done", bytes(received), follower.fell_back))
-    except (fill.FillAbandoned, fill.ImageDataMismatch) as err:
+    except (follow.FillAbandoned, fill.ImageDataMismatch) as err:
         conn.send(("failed", type(err).__name__, len(received)))
     finally:
         follower.close()
@@ -203,7 +203,7 @@ def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
     assert len(next(follower)) == 4096
     with pytest.raises(IOError):
         helpers.drain(tee)
-    with pytest.raises(fill.FillAbandoned):
+    with pytest.raises(follow.FillAbandoned):
         helpers.drain(follower)
 
 
@@ -252,11 +252,36 @@ def test_a_follower_whose_origin_fallback_ends_short_raises(cache):
     with pytest.raises(IOError):
         helpers.drain(tee)
     received = bytearray()
-    with pytest.raises(fill.FillAbandoned, match="origin ended at %d of %d" % (SIZE - 10, SIZE)):
+    with pytest.raises(follow.FillAbandoned, match="origin ended at %d of %d" % (SIZE - 10, SIZE)):
         for chunk in follower:
             received += chunk
     assert bytes(received) == DATA[4096:-10] and follower.fell_back
     follower.close()
+
+
+def test_a_follower_that_fell_back_closes_the_origin_body_when_its_client_leaves(cache):
+    # PEP 3333: close() must reach the fallback body itself, not only what iter() gave
+    # (Origin's __iter__ is a generator, not the body).
+    parts = helpers.chunks(DATA)
+    origin = GatedOrigin(parts)
+    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
+    origin.release(5)
+    next(tee)
+    fallbacks = []
+
+    def fallback(offset):
+        fallbacks.append(Origin([DATA[offset:offset + 4096], DATA[offset + 4096:]]))
+        return fallbacks[-1]
+
+    follower = cache.follow("img", SIZE, fallback=fallback)
+    with pytest.raises(IOError):
+        helpers.drain(tee)
+    received = bytearray()
+    while not follower.fell_back:
+        received += next(follower)
+    assert bytes(received) == DATA[:len(received)] and not fallbacks[0].closed
+    follower.close()                    # the client leaves before the end
+    assert fallbacks[0].closed
 
 
 def test_a_cancelled_fill_lets_its_followers_finish_from_the_file(cache):
