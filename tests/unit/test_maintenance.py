@@ -12,6 +12,7 @@ import pytest
 from glance_cache_mw import maintenance as maintenance_mod
 from glance_cache_mw import prefetcher as prefetcher_mod
 from glance_cache_mw import store as store_mod
+from glance_cache_mw.cmd import progress as progress_mod
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import api as db_api
 from glance_cache_mw.db import engine as db_engine
@@ -160,7 +161,7 @@ def test_a_stop_abandons_the_current_image_and_keeps_it_queued(setup):
     setup.add_image("second")
     stop = threading.Event()
 
-    class StoppingProgress(prefetcher_mod.Progress):
+    class StoppingProgress(progress_mod.Progress):
         def advance(self, image_id, nbytes):
             stop.set()   # as if SIGTERM arrived while the first chunk was copied
 
@@ -306,29 +307,6 @@ def wait_until(predicate):
     while not predicate():
         assert time.monotonic() < deadline
         time.sleep(0.01)
-
-
-class FakeTty(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_progress_shows_images_bytes_and_rate_on_a_terminal():
-    clock = iter(range(100)).__next__
-    progress = prefetcher_mod.Progress(FakeTty(), interval_s=0, clock=clock)
-    progress.begin(2)
-    progress.start("abc", 2048)
-    progress.advance("abc", 1024)
-    line = progress.line()
-    assert "0/2 images" in line and "abc 1.0 KiB 50%" in line and "/s" in line
-    progress.stop("abc")
-    assert progress.clear_line() is True
-    assert progress.stream.getvalue().endswith("\r\033[K")
-    quiet = prefetcher_mod.Progress(io.StringIO())
-    quiet.begin(1)
-    quiet.start("abc", 10)
-    quiet.advance("abc", 10)
-    assert not quiet.enabled and quiet.stream.getvalue() == ""
 
 
 def test_images_without_hashes_are_cached_when_the_size_matches(setup):
