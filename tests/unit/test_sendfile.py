@@ -1,15 +1,14 @@
-"""The built-in server's wsgi.file_wrapper: FileWrapper, the sendfile loop, AccessLog passing
-it through, and CacheFilter handing range hits to wrappers that send from the file position."""
+"""The built-in server's wsgi.file_wrapper: FileWrapper, the sendfile loop, and CacheFilter
+handing range hits to wrappers that send from the file position."""
 
 import fcntl
 import io
-import logging
 import os
 
 import pytest
 import webob
 
-from glance_cache_mw.cmd import api, sendfile
+from glance_cache_mw.cmd import sendfile
 from tests.unit.filter_helpers import Setup
 
 DATA = os.urandom(200_000)
@@ -91,62 +90,6 @@ def test_send_file_stops_where_the_file_ends(data_file, tmp_path):
         chunks = list(sendfile.send_file(target.fileno(), handle.fileno(), len(DATA) - 10,
                                          100, lambda: None))
     assert sum(chunks) == 10 and out.read_bytes() == DATA[-10:]
-
-
-# --- AccessLog -------------------------------------------------------------------------------
-
-class ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def access_log():
-    log = logging.getLogger("tests.access")
-    handler = ListHandler()
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    yield log, handler.lines
-    log.removeHandler(handler)
-
-
-def test_access_log_passes_the_servers_file_wrapper_through(access_log, data_file):
-    log, lines = access_log
-
-    def app(environ, start_response):
-        start_response("206 Partial Content", [("Content-Length", "100"),
-                                               ("X-Image-Cache", "HIT")])
-        return environ["wsgi.file_wrapper"](open(data_file, "rb"), 4096)
-
-    environ = webob.Request.blank("/v2/images/x/file").environ
-    environ["wsgi.file_wrapper"] = sendfile.FileWrapper
-    body = api.AccessLog(app, log)(environ, lambda status, headers, exc_info=None: None)
-    assert type(body) is sendfile.FileWrapper     # what the server must see to sendfile
-    assert lines == []
-    body.sent = 100                               # as the server does after sendfile
-    body.close()
-    assert body.filelike.closed
-    assert len(lines) == 1 and '"GET /v2/images/x/file" 206 100 ' in lines[0]
-    assert lines[0].endswith("cache=HIT")
-
-
-def test_access_log_still_counts_other_bodies(access_log):
-    log, lines = access_log
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", "6")])
-        return [b"abc", b"def"]
-
-    environ = webob.Request.blank("/x").environ
-    body = api.AccessLog(app, log)(environ, lambda status, headers, exc_info=None: None)
-    assert not isinstance(body, sendfile.FileWrapper)
-    assert b"".join(body) == b"abcdef"
-    body.close()
-    assert '"GET /x" 200 6 ' in lines[0] and lines[0].endswith("cache=-")
 
 
 # --- CacheFilter._serve_hit with a wrapper -------------------------------------------------------
