@@ -10,16 +10,6 @@ import webob
 from glance_cache_mw.cmd import sendfile
 from glance_cache_mw.middleware import access_log as access_log_mod
 
-DATA = os.urandom(1000)
-
-
-@pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "image"
-    path.write_bytes(DATA)
-    return path
-
-
 class ListHandler(logging.Handler):
     def __init__(self):
         super().__init__()
@@ -39,8 +29,10 @@ def access_log():
     log.removeHandler(handler)
 
 
-def test_access_log_passes_the_servers_file_wrapper_through(access_log, data_file):
+def test_access_log_passes_the_servers_file_wrapper_through(access_log, tmp_path):
     log, lines = access_log
+    data_file = tmp_path / "image"
+    data_file.write_bytes(os.urandom(1000))
 
     def app(environ, start_response):
         start_response("206 Partial Content", [("Content-Length", "100"),

@@ -193,12 +193,17 @@ def _failing_after(origin, count):
         yield part
 
 
-def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
+def _fill_failing_after_4_chunks(cache):
+    """A fill of "img" whose origin fails after 4 chunks; its client has read the first."""
+    origin = GatedOrigin(helpers.chunks(DATA))
     tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
     origin.release(5)
     next(tee)
+    return tee
+
+
+def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
+    tee = _fill_failing_after_4_chunks(cache)
     follower = cache.follow("img", SIZE)
     assert len(next(follower)) == 4096
     with pytest.raises(IOError):
@@ -242,11 +247,7 @@ def test_a_disconnect_with_followers_completes_for_them(settings, cache):
 
 def test_a_follower_whose_origin_fallback_ends_short_raises(cache):
     # A short body must never look complete: the server cuts the connection on the raise.
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(5)
-    next(tee)
+    tee = _fill_failing_after_4_chunks(cache)
     follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:-10]]))
     assert len(next(follower)) == 4096
     with pytest.raises(IOError):
@@ -262,11 +263,7 @@ def test_a_follower_whose_origin_fallback_ends_short_raises(cache):
 def test_a_follower_that_fell_back_closes_the_origin_body_when_its_client_leaves(cache):
     # PEP 3333: close() must reach the fallback body itself, not only what iter() gave
     # (Origin's __iter__ is a generator, not the body).
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(5)
-    next(tee)
+    tee = _fill_failing_after_4_chunks(cache)
     fallbacks = []
 
     def fallback(offset):
