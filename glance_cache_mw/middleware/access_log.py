@@ -22,9 +22,9 @@ ACCESS_LOG = logging.getLogger("glance_cache_mw.access")
 class AccessLog:
     """WSGI wrapper: one line per request on ``glance_cache_mw.access``, when its body is done.
 
-    A body is wrapped to count its bytes, except the built-in server's ``wsgi.file_wrapper``,
-    which must reach the server as it is (else no sendfile): it counts them itself and calls
-    back at close().
+    A body is wrapped to count its bytes, except one that counts them itself and calls back
+    at close() (``add_close_callback(callback)``, then ``sent``): the built-in server's
+    ``wsgi.file_wrapper``, which must reach the server as it is (else no sendfile).
 
     It is also where an error nothing else handled ends: logged with its traceback (eventlet's
     own error log is off, it would go nowhere) and, while nothing was sent yet, answered with a
@@ -53,18 +53,13 @@ class AccessLog:
             record.status = record.status or "500"
             record.emit()
             raise
-        if _is_server_file(environ, body):
-            body.add_close_callback(record.emit_file)
+        # The built-in server's file wrapper (cmd/sendfile.py) counts what it sends and calls
+        # back at close(): it must reach the server as it is, else no sendfile.
+        add_close_callback = getattr(body, "add_close_callback", None)
+        if add_close_callback is not None:
+            add_close_callback(record.emit_file)
             return body
         return _LoggedBody(body, record)
-
-
-def _is_server_file(environ, body):
-    """True for the server's own ``wsgi.file_wrapper``, which counts what it sends
-    (cmd/sendfile.py): it must reach the server as it is, else no sendfile."""
-    wrapper = environ.get("wsgi.file_wrapper")
-    return (isinstance(wrapper, type) and isinstance(body, wrapper)
-            and hasattr(body, "add_close_callback"))
 
 
 def _internal_error(environ, start_response, record):
