@@ -23,7 +23,6 @@ from glance_cache_mw import bodies, exception
 LOG = logging.getLogger(__name__)
 
 HASH_ALGO = "sha512"
-DEFAULT_CHUNK_SIZE = bodies.DEFAULT_CHUNK_SIZE
 # A file name we can trust: no "/", no NUL, never "." or "..", at most 36 characters (the width
 # of the images.id column). Leading dots are refused too, which keeps temp files apart.
 _IMAGE_ID = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9_.-]{0,35}\Z")
@@ -68,7 +67,7 @@ def check_image_id(image_id):
 class FileStore:
     """Keeps image data as ``{datadir}/{image_id}``."""
 
-    def __init__(self, datadir, chunk_size=DEFAULT_CHUNK_SIZE):
+    def __init__(self, datadir, chunk_size=bodies.DEFAULT_CHUNK_SIZE):
         self.datadir = os.path.abspath(datadir)
         self.chunk_size = chunk_size
 
