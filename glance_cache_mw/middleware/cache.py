@@ -22,7 +22,7 @@ from glance_cache_mw import config as cfg
 from glance_cache_mw import bodies, exception, metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
-from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.image_cache import ImageCache, fill
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import download, glance_compat
 
@@ -240,6 +240,14 @@ class CacheFilter:
         as a ``cache_status`` download, its first byte ``started`` + the time until now."""
         try:
             body = bodies.PrimedIterator(body)
+        except fill.ImageDataMismatch as err:
+            # Verified before the first byte and found wrong: the origin would send the same
+            # bytes again, unverified. Say so instead (image_cache_verify_before_last_byte).
+            LOG.error("image %s: %s; not serving it", image["id"], err)
+            self.metrics.download(cache_status, "5xx", 0)
+            return _error(webob.exc.HTTPBadGateway,
+                          "The data of image %s does not match its checksum; it was not "
+                          "served." % image["id"], environ, start_response, cache_status)
         except Exception as err:
             LOG.warning("image %s: %s before the first byte; passing the request to the "
                         "origin", image["id"], err)

@@ -1,5 +1,5 @@
-"""AccessLog (glance_cache_mw/middleware/access_log.py): the built-in server's file wrapper
-passes through it untouched (sendfile) and is logged at close(); other bodies are counted."""
+"""AccessLog (middleware/access_log.py): the built-in server's file wrapper passes through it
+untouched (sendfile) and is logged at close(); other bodies are counted."""
 
 import logging
 import os
