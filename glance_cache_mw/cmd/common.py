@@ -1,11 +1,11 @@
-"""What every command shares: the --config option, logging set-up, and clean error exits."""
+"""What every command shares: the --config option, settings and logging, clean error exits."""
 
 import argparse
 import functools
 import logging
 import sys
 
-from glance_cache_mw import config, exception
+from glance_cache_mw import config, exception, log
 
 LOG = logging.getLogger(__name__)
 
@@ -21,14 +21,8 @@ def build_parser(doc, prog=None):
 
 def load_config(args):
     conf = config.Config.from_file(args.config_file)
-    setup_logging(args.debug or conf.debug)
+    log.setup(args.debug or conf.debug)
     return conf
-
-
-def setup_logging(debug=False):
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
 
 
 # Exit status of every command (an argparse usage error is 2 too).

@@ -20,7 +20,7 @@ import threading
 
 from glance_cache_mw import maintenance as maintenance_mod
 from glance_cache_mw import prefetcher as prefetcher_mod
-from glance_cache_mw.cmd import common
+from glance_cache_mw.cmd import common, progress as progress_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _run(args, tasks, default_interval):
     logging.getLogger("alembic").setLevel(logging.WARNING)
     progress = None
     if maintenance_mod.PREFETCH in tasks and not args.daemon:
-        progress = prefetcher_mod.Progress(sys.stderr)
+        progress = progress_mod.Progress(sys.stderr)
         if progress.enabled:
             for handler in logging.getLogger().handlers:
                 handler.addFilter(progress)
