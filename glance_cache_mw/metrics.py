@@ -28,6 +28,7 @@ PREFIX = "glance_cache_mw_"
 CACHE_STATUSES = ("HIT", "MISS", "COALESCED", "BYPASS")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 ORIGIN_REASONS = ("miss", "bypass", "fallback", "prefetch")
+PEER_READ_OUTCOMES = ("ok", "failed", "corrupt")
 FILL_FAILURES = ("verification", "size", "io", "abandoned", "origin", "cancelled",
                  "admission")
 EVICTION_REASONS = ("prune", "admission", "gone", "size_mismatch", "manual")
@@ -59,6 +60,11 @@ class Metrics:
                                     "reason (miss, bypass, fallback, prefetch).", ("reason",))
         self.origin_bytes = counter("origin_bytes", "Bytes of image data the origin was asked "
                                     "for (Content-Length of its answers), by reason.", ("reason",))
+        # Cluster mode (cluster/source.py): a fill's reads from other nodes, by outcome.
+        self.peer_reads = counter("peer_reads", "Reads of image data from peer nodes, by "
+                                  "outcome (ok, failed, corrupt).", ("outcome",))
+        self.peer_bytes_read = counter("peer_bytes_read", "Bytes of image data read from "
+                                       "peer nodes.")
         self.fills_started = counter("fills_started", "Fills admitted into the cache.")
         self.fills_committed = counter("fills_committed", "Fills verified and committed.")
         self.fills_failed = counter("fills_failed", "Fills that ended uncommitted (or were "
@@ -81,6 +87,7 @@ class Metrics:
         self._downloads = {(s, c): (self.downloads.labels(s, c), self.download_bytes.labels(s))
                            for s in CACHE_STATUSES for c in STATUS_CLASSES}
         for labelled, values in ((self.origin_reads, ORIGIN_REASONS),
+                                 (self.peer_reads, PEER_READ_OUTCOMES),
                                  (self.origin_bytes, ORIGIN_REASONS),
                                  (self.fills_failed, FILL_FAILURES),
                                  (self.evictions, EVICTION_REASONS),
@@ -105,6 +112,13 @@ class Metrics:
         self.origin_reads.labels(reason).inc()
         if nbytes:
             self.origin_bytes.labels(reason).inc(nbytes)
+
+    def peer_read(self, outcome):
+        """A fill's read from a peer ended: "ok", "failed" (mid-way) or "corrupt"."""
+        self.peer_reads.labels(outcome).inc()
+
+    def peer_bytes(self, nbytes):
+        self.peer_bytes_read.inc(nbytes)
 
     def fill_started(self):
         self.fills_started.inc()
