@@ -34,6 +34,7 @@ FILL_FAILURES = ("verification", "size", "io", "abandoned", "origin", "cancelled
 EVICTION_REASONS = ("prune", "admission", "gone", "size_mismatch", "manual")
 PREFETCH_OUTCOMES = ("fetched", "failed", "dropped", "skipped", "interrupted")
 MAINTENANCE_OUTCOMES = ("ok", "failed", "skipped")
+PEER_SERVED = ("hit", "fill", "refused", "missing")
 FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FILL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -76,6 +77,11 @@ class Metrics:
                                         "and outcome (ok, failed, skipped).", ("task", "outcome"))
         self.prefetches = counter("prefetch_images", "Queued images handled by the "
                                   "prefetcher, by outcome.", ("outcome",))
+        self.peer_requests = counter("peer_requests", "Requests of other nodes to this node's "
+                                     "peer endpoint, by outcome (hit, fill, refused, missing).",
+                                     ("outcome",))
+        self.peer_bytes_served = counter("peer_bytes_served", "Bytes of image data this node "
+                                         "served to other nodes (Content-Length).")
         self.first_byte = prometheus_client.Histogram(
             PREFIX + "first_byte_seconds", "Seconds from the start of a MISS or COALESCED "
             "download to its first byte of image data.", ("cache",), registry=self.registry,
@@ -91,7 +97,8 @@ class Metrics:
                                  (self.origin_bytes, ORIGIN_REASONS),
                                  (self.fills_failed, FILL_FAILURES),
                                  (self.evictions, EVICTION_REASONS),
-                                 (self.prefetches, PREFETCH_OUTCOMES)):
+                                 (self.prefetches, PREFETCH_OUTCOMES),
+                                 (self.peer_requests, PEER_SERVED)):
             for value in values:
                 labelled.labels(value)   # exported as 0 from the start, so rate() works
         for cache in ("MISS", "COALESCED"):
@@ -142,6 +149,12 @@ class Metrics:
 
     def prefetched(self, outcome):
         self.prefetches.labels(outcome).inc()
+
+    def peer_served(self, outcome, nbytes=0):
+        """A peer request answered: ``outcome`` one of PEER_SERVED, ``nbytes`` of image data."""
+        self.peer_requests.labels(outcome).inc()
+        if nbytes:
+            self.peer_bytes_served.inc(nbytes)
 
     def time_to_first_byte(self, cache, seconds):
         """A ``cache`` download had its first byte of image data ``seconds`` after it began."""

@@ -20,7 +20,7 @@ import webob
 import webob.exc
 
 from glance_cache_mw import config as cfg
-from glance_cache_mw import exception, metrics as metrics_mod, store
+from glance_cache_mw import exception, metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.cluster import source as cluster_source
 from glance_cache_mw.db import api as db_api_module
@@ -167,18 +167,7 @@ class CacheFilter:
         if head:
             handle.close()
             return [b""]
-        # sendfile where the server offers it. A wrapper sends the file from where it is, but
-        # only some stop at Content-Length: ours (sends_from_position) and gunicorn >= 21
-        # (sendfile from lseek(fd, 0, SEEK_CUR), response_length bytes; without sendfile it
-        # reads on to EOF and writes Content-Length). uWSGI sends the whole file from offset 0.
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is None or not (length == size
-                                   or getattr(wrapper, "sends_from_position", False)
-                                   or getattr(wrapper, "__module__", "") == "gunicorn.http.wsgi"):
-            return store.FileReader(handle, start, length, self.chunk_size)
-        if start:
-            handle.seek(start)                # a regular file: cannot fail for start < size
-        return wrapper(handle, self.chunk_size)
+        return download.file_body(environ, handle, start, length, size, self.chunk_size)
 
     def _miss(self, environ, start_response, image):
         """Follow a fill in progress, else start one: the origin's body goes into the cache
