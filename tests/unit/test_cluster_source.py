@@ -179,3 +179,27 @@ def test_a_fill_that_committed_between_our_looks_is_read_not_the_origin(engine, 
     assert fill_claims.filler(IMAGE_ID, engine=engine) is None   # claimed, then released
     assert first + drain(source) == DATA
     assert origin.calls == [] and len(holder.requests) == 1
+
+
+class ClosableBody:
+    """An origin body whose __iter__ returns another object (PEP 3333: close() is ours)."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+        self.closed = False
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_origin_body_is_closed_itself(engine, metrics):
+    bodies = []
+
+    def origin(offset, reason):
+        bodies.append(ClosableBody([DATA[offset:]]))
+        return bodies[-1]
+    assert drain(node_for(engine, metrics).source(IMAGE, origin)) == DATA
+    assert [body.closed for body in bodies] == [True]
