@@ -15,6 +15,7 @@ from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.cluster import source as source_mod
 from glance_cache_mw.db import fill_claims
 from tests import dbfixtures
+from tests.unit.cache_helpers import ClosableBody
 from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S, Peer
 
 SELF = "http://this-node:9292"
@@ -179,20 +180,6 @@ def test_a_fill_that_committed_between_our_looks_is_read_not_the_origin(engine, 
     assert fill_claims.filler(IMAGE_ID, engine=engine) is None   # claimed, then released
     assert first + drain(source) == DATA
     assert origin.calls == [] and len(holder.requests) == 1
-
-
-class ClosableBody:
-    """An origin body whose __iter__ returns another object (PEP 3333: close() is ours)."""
-
-    def __init__(self, chunks):
-        self.chunks = chunks
-        self.closed = False
-
-    def __iter__(self):
-        return iter(self.chunks)
-
-    def close(self):
-        self.closed = True
 
 
 def test_the_origin_body_is_closed_itself(engine, metrics):
