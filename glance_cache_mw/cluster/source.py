@@ -263,7 +263,8 @@ class ClusterSource:
             if peer_url in self._failed and mismatch is None:
                 continue   # counted as failed already
             if mismatch is None:
-                self.node.metrics.peer_read("ok")
+                if self.offset >= self.size:   # not for a fill that stopped half-way
+                    self.node.metrics.peer_read("ok")
                 continue
             LOG.error("image %s: bytes from peer %s failed verification (%s); not asking "
                       "it for this image for %d s", self.image_id, peer_url, mismatch,

@@ -7,6 +7,7 @@ the offsets it was asked for.
 """
 
 import logging
+import time
 import types
 
 import pytest
@@ -190,3 +191,19 @@ def test_the_origin_body_is_closed_itself(engine, metrics):
         return bodies[-1]
     assert drain(node_for(engine, metrics).source(IMAGE, origin)) == DATA
     assert [body.closed for body in bodies] == [True]
+
+
+def test_the_claim_is_renewed_while_the_origin_is_read(engine, metrics):
+    lease_s = 1.5
+    node = source_mod.ClusterNode(SELF, SECRET, Holders(), lease_s=lease_s, engine=engine,
+                                  metrics=metrics)
+    seen = []
+
+    def slow_origin(offset, reason):
+        for i in range(offset, len(DATA), 65536):
+            time.sleep(lease_s / 3)   # 5 chunks: the read outlasts two leases
+            seen.append(fill_claims.filler(IMAGE_ID, engine=engine))
+            yield DATA[i:i + 65536]
+    assert drain(node.source(IMAGE, slow_origin)) == DATA
+    assert set(seen) == {SELF}
+    assert fill_claims.filler(IMAGE_ID, engine=engine) is None
