@@ -3,10 +3,14 @@
 One node in cluster mode (centralized_db driver, cluster_secret): signed GETs of a cached image
 (sendfile, Range) and of an image whose fill is in progress (its origin stalls after the first
 chunk: tests/functional/server.py StallOnce) get the image's bytes; unsigned, expired and
-forged requests, tenants' credentials and a node with cluster mode off get 403 with a reason.
+forged requests, tenants' credentials (noauth and context flavor headers, a keystone flavor
+token) and a node with cluster mode off get 403 with a reason, while the same tenant gets 404
+from the images API for another project's private image.
 """
 
 import concurrent.futures
+import configparser
+import io
 import json
 import os
 import time
@@ -191,6 +195,33 @@ def test_a_tenant_gets_403_at_the_peer_endpoint_and_404_at_the_images_api(start_
     status, _, body = server.request("GET", "/v2/images/%s/file" % image_id,
                                      headers=_context_headers("project-b"))
     assert status == 404, body
+
+
+def test_a_keystone_token_opens_nothing(start_server, tmp_path):
+    """The keystone flavor (Keystone itself is not needed: the peer filter comes before
+    auth_token): a token, with or without forged identity headers, is refused at the peer
+    endpoint as unsigned, while the images API sends it to auth_token (401)."""
+    path = helpers.write_config(tmp_path / "keystone.ini", tmp_path / "data", flavor="keystone",
+                                settings=_cluster_settings(), testing=False)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    nowhere = "http://127.0.0.1:%d" % helpers.free_port()
+    for key, value in {"www_authenticate_uri": nowhere, "auth_url": nowhere,
+                       "auth_type": "password", "username": "glance", "password": "secret",
+                       "project_name": "service", "user_domain_name": "Default",
+                       "project_domain_name": "Default", "http_connect_timeout": "2",
+                       "http_request_max_retries": "0"}.items():
+        parser.set("filter:authtoken", key, value)
+    text = io.StringIO()
+    parser.write(text)
+    server = start_server(ini_text=text.getvalue())
+    image_id = "0b6f3b57-9b0f-4f27-8d7d-3b2a1f4e9c10"
+    token = {"X-Auth-Token": "a-tenants-token"}
+    forged = {**token, **_context_headers("project-b", "admin")}
+    for headers in (token, forged):
+        assert "unsigned request" in _refusal(peer_get(server, image_id, headers=headers))
+        status, _, _ = server.request("GET", "/v2/images/%s/file" % image_id, headers=headers)
+        assert status in (401, 503)   # auth_token: invalid token, or Keystone unreachable
 
 
 def test_with_cluster_mode_off_every_peer_request_is_403(start_server):
