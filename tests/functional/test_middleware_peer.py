@@ -128,6 +128,31 @@ def test_a_signed_get_during_a_fill_streams_the_growing_file(node):
     assert helpers.origin_reads(node.data_dir, image_id) == ["-"]   # the peers read no origin
 
 
+def test_a_fill_that_fails_verification_cuts_the_peers_connection(node):
+    """The fill's bytes do not match the image's hash (a flipped byte in the store): the peer
+    following it never gets the last bytes, so it can never take the body for complete."""
+    data = os.urandom(2 * MIB + 3)
+    image_id = helpers.upload_image(node.url, data, "corrupt")
+    with open(os.path.join(node.data_dir, "images", image_id), "r+b") as handle:
+        handle.seek(MIB)
+        handle.write(bytes([data[MIB] ^ 0xFF]))
+    incomplete = os.path.join(node.data_dir, "image-cache", "incomplete", image_id)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        client = pool.submit(node.request, "GET", "/v2/images/%s/file" % image_id,
+                             timeout_s=60)
+        helpers.wait_for(lambda: os.path.exists(incomplete) and os.path.getsize(incomplete),
+                         timeout_s=30, what="the fill's first chunk")
+        path = cluster.peer_path(image_id)
+        signed = signing.signed_headers(SECRET, "GET", path, image_id, ASKING_NODE, TTL_S)
+        status, kind, body, end = pool.submit(helpers.fetch, node.url, path,
+                                              headers=signed).result()
+        client.result()
+    assert (status, kind, end) == (200, "PEER-FILL", "cut")
+    corrupt = data[:MIB] + bytes([data[MIB] ^ 0xFF]) + data[MIB + 1:]
+    assert len(body) < len(data) and body == corrupt[:len(body)]
+    assert not os.path.exists(os.path.join(node.data_dir, "image-cache", image_id))
+
+
 def test_an_image_neither_cached_nor_filling_is_404(node):
     image_id = helpers.upload_image(node.url, b"never downloaded", "cold")
     status, _, body = peer_get(node, image_id)
