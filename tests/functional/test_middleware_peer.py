@@ -76,11 +76,22 @@ def _refusal(response):
     return body.decode()
 
 
+def _peer_metrics(server):
+    """(peer_requests_total{outcome="hit"}, peer_bytes_served_total) from GET /metrics."""
+    text = server.request("GET", "/metrics")[2].decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line.startswith("glance_cache_mw_peer_"))
+    return (float(values['glance_cache_mw_peer_requests_total{outcome="hit"}']),
+            float(values["glance_cache_mw_peer_bytes_served_total"]))
+
+
 def test_a_signed_get_of_a_cached_image_gets_its_bytes(node):
     image_id, data = _cached_image(node)
+    hits, served = _peer_metrics(node)
     status, headers, body = peer_get(node, image_id)
     assert (status, headers["x-image-cache"], body) == (200, "PEER-HIT", data)
     assert int(headers["content-length"]) == len(data)
+    assert _peer_metrics(node) == (hits + 1, served + len(data))
     status, headers, body = peer_get(node, image_id, method="HEAD")
     assert (status, headers["x-image-cache"], body) == (200, "PEER-HIT", b"")
     assert int(headers["content-length"]) == len(data)
