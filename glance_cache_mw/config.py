@@ -75,15 +75,17 @@ def _parse_str(key, raw):
 
 
 # The Python type of each kind of setting (a "str" setting may be unset: None).
-_TYPES = {"int": int, "bool": bool, "str": typing.Optional[str], "path": str}
+_TYPES = {"int": int, "bool": bool, "str": typing.Optional[str], "path": str,
+          "secret": typing.Optional[str]}
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One key of [DEFAULT]: its kind ("int", "bool", "str" or "path"), default and help."""
+    """One key of [DEFAULT]: its kind ("int", "bool", "str", "path" or "secret"), default and
+    help."""
 
     name: str
-    kind: str
+    kind: str            # "int", "bool", "str", "path", "secret" (minimum: its length)
     default: object      # may be a callable taking the partially built values
     help: str
     minimum: int = 0     # an "int" setting's lower bound (None: none)
@@ -123,6 +125,19 @@ SETTINGS = (
             "Seconds between in-process prune/clean/prefetch passes (0 = off)."),
     Setting("worker_self_reference_url", "str", None,
             "This node's URL; keys its rows with the centralized_db driver."),
+    Setting("cluster_secret", "secret", None,
+            "Shared secret of the nodes' signed peer requests (16+ characters); with the "
+            "centralized_db driver it turns cluster mode on. Never logged.", minimum=16),
+    Setting("cluster_fill_lease", "int", 10,
+            "Seconds a node's cluster-wide fill claim lasts unless renewed (every third of it).",
+            minimum=1),
+    Setting("cluster_peer_timeout", "int", 30,
+            "Seconds a peer may send nothing (or take to connect) before it is abandoned.",
+            minimum=1),
+    Setting("cluster_signature_ttl", "int", 30,
+            "Seconds a signed peer request stays valid.", minimum=1),
+    Setting("cluster_ca_file", "path", None,
+            "CA bundle that verifies https:// peer URLs (default: the system's)."),
     Setting("cache_prefetcher_interval", "int", 300, "Seconds between prefetcher passes.",
             minimum=1),
     Setting("cache_prefetcher_workers", "int", 4, "Images fetched at once by the prefetcher.",
@@ -265,6 +280,10 @@ def _convert(setting, raw):
     if setting.kind == "bool":
         return _parse_bool(setting.name, raw)
     value = _parse_str(setting.name, raw)
+    if setting.kind == "secret" and value is not None and len(value) < setting.minimum:
+        # The value is a secret: the error names the key only.
+        raise exception.InvalidConfiguration(
+            reason="%s is shorter than %d characters" % (setting.name, setting.minimum))
     if setting.choices and value not in setting.choices:
         raise exception.InvalidConfiguration(
             reason="%s=%r must be one of %s" % (setting.name, raw, ", ".join(setting.choices)))

@@ -144,3 +144,17 @@ def test_prepare_database_refuses_an_unsynced_server_database():
         with admin.connect() as conn:
             conn.exec_driver_sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
         admin.dispose()
+
+
+def test_revision_0003_adds_the_fill_claims_table_to_an_older_database(tmp_path):
+    """A database synced before 0003 existed (0001 then created no fills table) gets it."""
+    engine = db_engine.create_engine("sqlite:///%s" % (tmp_path / "old.sqlite"))
+    try:
+        migration.sync(engine, "0002_listing_indexes")
+        with engine.begin() as conn:
+            models.fills.drop(conn)   # as 0001 left it before this table was in models.py
+        migration.sync(engine)
+        assert models.fills.name in sa.inspect(engine).get_table_names()
+        assert migration.version(engine) == migration.head()
+    finally:
+        engine.dispose()

@@ -1,0 +1,110 @@
+"""cluster/client.py's PeerReader against a real HTTP server on 127.0.0.1 in a thread.
+
+The server (tests/unit/peer_stub.py) checks each request's signature with cluster/signing.py
+(as a peer endpoint does) and misbehaves on demand: it stops sending (timeout), resets the
+connection, ends short of its Content-Length, answers an error status, or ignores the Range.
+Every failure must be a PeerError naming the peer and the offset reached; a good peer's bytes
+arrive whole.
+"""
+
+import pytest
+
+from glance_cache_mw.cluster import client, signing
+from tests.functional.serving import free_port
+from tests.unit.peer_stub import DATA, IMAGE_ID, NODE, SECRET, TTL_S, Peer
+
+
+@pytest.fixture
+def peer():
+    server = Peer()
+    yield server
+    server.close()
+
+
+def reader(url, offset=0, secret=SECRET, timeout_s=5, size=len(DATA)):
+    return client.PeerReader(url, IMAGE_ID, offset, secret, NODE, timeout_s, chunk_size=65536,
+                             size=size, ttl_s=TTL_S)
+
+
+def read_all(peer_reader):
+    try:
+        return b"".join(peer_reader)
+    finally:
+        peer_reader.close()
+
+
+def failure(peer_reader):
+    """The PeerError reading ``peer_reader`` raises, and the bytes that came before it."""
+    got = []
+    with pytest.raises(client.PeerError) as caught:
+        try:
+            for chunk in peer_reader:
+                got.append(chunk)
+        finally:
+            peer_reader.close()
+    return caught.value, b"".join(got)
+
+
+def test_a_signed_read_of_the_whole_image(peer):
+    assert read_all(reader(peer.url)) == DATA
+    assert peer.requests[0][signing.NODE_HEADER] == NODE
+    assert peer.requests[0]["Range"] == "bytes=0-"
+
+
+@pytest.mark.parametrize("offset", [1, 65536, len(DATA) - 1])
+def test_a_read_from_an_offset_asks_for_a_range(peer, offset):
+    peer_reader = reader(peer.url, offset)
+    assert read_all(peer_reader) == DATA[offset:]
+    assert peer_reader.offset == len(DATA)
+    assert peer.requests[0]["Range"] == "bytes=%d-" % offset
+
+
+def test_a_peer_that_stops_sending_times_out(peer):
+    peer.mode = "silent"
+    err, got = failure(reader(peer.url, timeout_s=0.5))
+    assert got == DATA[:len(got)] and 0 < len(got) < len(DATA)
+    assert err.peer_url == peer.url and err.offset == len(got)
+    assert "timed out" in str(err) or "Timeout" in str(err)
+
+
+def test_a_reset_connection_fails_at_the_offset_reached(peer):
+    peer.mode = "reset"
+    err, got = failure(reader(peer.url))
+    assert got == DATA[:len(got)] and len(got) < len(DATA)
+    assert err.offset == len(got) and peer.url in str(err)
+
+
+def test_a_body_shorter_than_its_content_length_fails(peer):
+    peer.mode = "short"
+    err, got = failure(reader(peer.url, offset=10))
+    assert got == DATA[10:10 + len(got)]
+    assert err.offset == 10 + len(got) < len(DATA)
+    assert "ended at byte %d" % err.offset in str(err)
+
+
+def test_an_error_status_fails_with_that_status(peer):
+    peer.mode = "status"
+    err, got = failure(reader(peer.url))
+    assert got == b"" and err.status == 404 and err.offset == 0
+
+
+def test_a_wrong_secret_is_refused_by_the_peer(peer):
+    err, _ = failure(reader(peer.url, secret="t" * 32))
+    assert err.status == 403
+
+
+def test_a_peer_that_ignores_the_range_is_not_trusted(peer):
+    peer.mode = "ignore-range"
+    err, got = failure(reader(peer.url, offset=100))
+    assert got == b"" and "from byte 0, not 100" in str(err)
+
+
+def test_a_peer_with_another_size_is_not_trusted(peer):
+    err, got = failure(reader(peer.url, size=len(DATA) + 1))
+    assert got == b"" and str(len(DATA) + 1) in str(err)
+
+
+def test_a_peer_nobody_listens_on_fails_at_connect():
+    url = "http://127.0.0.1:%d" % free_port()
+    err, got = failure(reader(url))
+    assert got == b"" and err.peer_url == url and err.status is None
