@@ -7,7 +7,8 @@
 The nodes are glance-cache-mw-api servers (eventlet, ``--workers`` each) on 127.0.0.1 with the
 centralized_db driver on one database the benchmark creates on ``--db-url``'s server (and drops
 at the end), each with its own cache directory and ``worker_self_reference_url``, all with one
-file store as the origin, paced to ``--origin-rate`` MiB/s per read like a remote store by
+file store as the origin, paced to ``--origin-rate`` MiB/s per read (``--origin-shared``: for all
+reads together, a store whose bandwidth is the bottleneck) like a remote store by
 tools/bench_origin_rate.py, which also counts the bytes the store really sends.
 
 The same run is done twice in one invocation, on fresh nodes each time: with cluster mode off
@@ -62,6 +63,9 @@ def build_parser():
     parser.add_argument("--size-mib", type=int, default=256, help="image size (MiB)")
     parser.add_argument("--origin-rate", type=float, default=100.0, metavar="MIB_S",
                         help="pace of every origin read (default 100 MiB/s)")
+    parser.add_argument("--origin-shared", action="store_true",
+                        help="--origin-rate is the store's total, shared by all concurrent "
+                             "reads (a store whose bandwidth is the bottleneck), not per read")
     parser.add_argument("--workers", type=int, default=1, help="eventlet workers per node")
     parser.add_argument("--repeat", type=int, default=3, help="reps per measurement (median)")
     parser.add_argument("--db-url", default=os.environ.get(
@@ -129,7 +133,9 @@ def run(args, fleet, db_url):
     """Every mode on fresh nodes: {"image": ..., "modes": {mode: summary}}."""
     shared = {"db_url": db_url, "store": os.path.join(fleet.workdir, "store"),
               "counter": storm_nodes.OriginCounter(os.path.join(fleet.workdir, "origin-reads")),
-              "origin_rate": args.origin_rate, "workers": args.workers, "max_size": 4 * GIB}
+              "origin_rate": args.origin_rate, "workers": args.workers, "max_size": 4 * GIB,
+              "origin_clock": (os.path.join(fleet.workdir, "origin-clock")
+                               if args.origin_shared else None)}
     results = {"modes": {}}
     image = None
     for mode in args.modes:
@@ -239,7 +245,8 @@ def meta(args, command):
     return {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "commit": commit, "cores": os.cpu_count(), "loadavg_1m_end": load_1m,
             "nodes": args.nodes, "clients_per_node": args.clients, "size_mib": args.size_mib,
-            "origin_mib_s": args.origin_rate, "workers": args.workers, "repeat": args.repeat}
+            "origin_mib_s": args.origin_rate, "origin_shared": args.origin_shared,
+            "workers": args.workers, "repeat": args.repeat}
 
 
 def _ratio(value):
@@ -253,9 +260,10 @@ def _seconds(value):
 def report(results):
     """The Markdown report: one row per mode, every rep, and the targets."""
     m = results["meta"]
-    lines = ["## Boot storm: %d nodes x %d clients, %d MiB image, origin %g MiB/s per read "
+    lines = ["## Boot storm: %d nodes x %d clients, %d MiB image, origin %g MiB/s %s "
              "(median of %d)" % (m["nodes"], m["clients_per_node"], m["size_mib"],
-                                 m["origin_mib_s"], m["repeat"]), "",
+                                 m["origin_mib_s"], "shared by all reads" if m["origin_shared"]
+                                 else "per read", m["repeat"]), "",
              "`%s` at %s, code %s, %d cores, load %.1f at the end." % (
                  m["command"].strip(), m["date"], m["commit"], m["cores"], m["loadavg_1m_end"]),
              "",

@@ -85,7 +85,7 @@ class Nodes:
 
     def __init__(self, fleet, mode, count, shared):
         """``shared``: db_url, store (file store dir), counter (OriginCounter), origin_rate,
-        workers, max_size."""
+        origin_clock (the shared pace file, or None: a pace per read), workers, max_size."""
         self.fleet = fleet
         self.mode = mode
         self.name = "cluster-%s" % mode
@@ -109,9 +109,11 @@ class Nodes:
         if secret:
             settings["cluster_secret"] = secret
         ini = os.path.join(data, "node.ini")
+        origin = {"count_file": shared["counter"].path}
+        if shared["origin_clock"]:
+            origin["shared_pace_file"] = shared["origin_clock"]
         servers.write_ini(serving.SAMPLE_CONFIG, ini, settings, add_cache=True,
-                          origin_rate=shared["origin_rate"],
-                          origin_count_file=shared["counter"].path)
+                          origin_rate=shared["origin_rate"], origin_options=origin)
         return ini
 
     def start(self):

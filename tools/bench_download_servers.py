@@ -149,10 +149,10 @@ class Fleet:
             server.stop()
 
 
-def write_ini(template, path, settings, add_cache, origin_rate=None, origin_count_file=None):
+def write_ini(template, path, settings, add_cache, origin_rate=None, origin_options=None):
     """Copy ``template`` with ``settings`` in [DEFAULT]; ``origin_rate`` (MiB/s) puts
-    tools/bench_origin_rate.py right before the images app (counting the bytes it sends in
-    ``origin_count_file`` when given)."""
+    tools/bench_origin_rate.py right before the images app (with ``origin_options``, e.g.
+    its count_file, in its section)."""
     parser = serving.read_config(settings, template)
     parser["DEFAULT"]["flavor"] = "noauth"
     if parser.has_section("paste_deploy"):
@@ -173,8 +173,7 @@ def write_ini(template, path, settings, add_cache, origin_rate=None, origin_coun
         parser["filter:origin_rate"] = {
             "paste.filter_factory": "bench_origin_rate:filter_factory",
             "rate_mib_s": str(origin_rate)}
-        if origin_count_file:
-            parser["filter:origin_rate"]["count_file"] = origin_count_file
+        parser["filter:origin_rate"].update(origin_options or {})
     parser[section]["pipeline"] = " ".join(stages)
     serving.write_parser(parser, path)
     return " ".join(stages)

@@ -39,7 +39,8 @@ def test_quick_run_reports_both_modes_and_drops_its_database(tmp_path):
     before = scratch_databases(server_url)
     json_path = tmp_path / "storm.json"
     done = subprocess.run(
-        [sys.executable, SCRIPT, "--quick", "--nodes", str(NODES), "--json-out", str(json_path),
+        [sys.executable, SCRIPT, "--quick", "--nodes", str(NODES), "--origin-shared",
+         "--json-out", str(json_path),
          "--db-url", server_url.render_as_string(hide_password=False)],
         env=serving.subprocess_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,6 +48,7 @@ def test_quick_run_reports_both_modes_and_drops_its_database(tmp_path):
 
     results = json.loads(json_path.read_text())
     assert results["meta"]["nodes"] == NODES and results["meta"]["size_mib"] == 8
+    assert results["meta"]["origin_shared"] is True
     assert results["image"]["size"] == 8 * 1024 * 1024
     cluster_built = "cluster_secret" in config.known_default_keys()
     assert list(results["modes"]) == ["off", "on"]
@@ -66,7 +68,8 @@ def test_quick_run_reports_both_modes_and_drops_its_database(tmp_path):
         assert "skipped" in results["modes"]["on"]
 
     report = done.stdout
-    assert report.startswith("## Boot storm: %d nodes x 2 clients, 8 MiB image" % NODES)
+    assert report.startswith("## Boot storm: %d nodes x 2 clients, 8 MiB image, origin 100 "
+                             "MiB/s shared by all reads" % NODES)
     rows = [line for line in report.splitlines() if line.startswith("| o")]
     assert [row.split("|")[1].strip() for row in rows[:2]] == ["off", "on"]
     assert "| origin bytes / image = 1.00 |" in report
