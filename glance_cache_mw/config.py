@@ -65,7 +65,7 @@ def _parse_str(key, raw):
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
-    kind: str            # "int", "bool", "str", "path"
+    kind: str            # "int", "bool", "str", "path", "secret" (minimum: its length)
     default: object      # may be a callable taking the partially built values
     help: str
     minimum: int = 0
@@ -105,6 +105,19 @@ SETTINGS = (
             "Seconds between in-process prune/clean/prefetch passes (0 = off)."),
     Setting("worker_self_reference_url", "str", None,
             "This node's URL; keys its rows with the centralized_db driver."),
+    Setting("cluster_secret", "secret", None,
+            "Shared secret of the nodes' signed peer requests (16+ characters); with the "
+            "centralized_db driver it turns cluster mode on. Never logged.", minimum=16),
+    Setting("cluster_fill_lease", "int", 10,
+            "Seconds a node's cluster-wide fill claim lasts unless renewed (every third of it).",
+            minimum=1),
+    Setting("cluster_peer_timeout", "int", 30,
+            "Seconds a peer may send nothing (or take to connect) before it is abandoned.",
+            minimum=1),
+    Setting("cluster_signature_ttl", "int", 30,
+            "Seconds a signed peer request stays valid.", minimum=1),
+    Setting("cluster_ca_file", "path", None,
+            "CA bundle that verifies https:// peer URLs (default: the system's)."),
     Setting("cache_prefetcher_interval", "int", 300, "Seconds between prefetcher passes.",
             minimum=1),
     Setting("cache_prefetcher_workers", "int", 4, "Images fetched at once by the prefetcher.",
@@ -240,6 +253,10 @@ def _convert(setting, raw):
     if setting.kind == "bool":
         return _parse_bool(setting.name, raw)
     value = _parse_str(setting.name, raw)
+    if setting.kind == "secret" and value is not None and len(value) < setting.minimum:
+        # The value is a secret: the error names the key only.
+        raise exception.InvalidConfiguration(
+            reason="%s is shorter than %d characters" % (setting.name, setting.minimum))
     if setting.choices and value not in setting.choices:
         raise exception.InvalidConfiguration(
             reason="%s=%r must be one of %s" % (setting.name, raw, ", ".join(setting.choices)))

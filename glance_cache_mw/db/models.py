@@ -2,7 +2,8 @@
 
 Names, types, defaults and indexes follow Glance's models (see reference/glance-db-api.md §1), so
 this package can read a database Glance created. One addition: an index on
-cached_images.last_accessed, because the pruner orders by it.
+cached_images.last_accessed, because the pruner orders by it. One table of ours:
+glance_cache_mw_fills (which node fills which image now, for the cluster).
 """
 
 import datetime
@@ -150,5 +151,17 @@ cached_images = sa.Table(
     sa.UniqueConstraint("image_id", "node_reference_id",
                         name="ix_cached_images_image_id_node_reference_id"),
     sa.Index("ix_cached_images_node_last_accessed", "node_reference_id", "last_accessed"),
+    mysql_engine="InnoDB", mysql_charset="utf8mb3",
+)
+
+# Ours (revision 0003): which node is filling an image from the origin right now, cluster-wide.
+# One row per image; the lease (naive UTC, the claimant's clock) makes a dead claimant's row
+# worthless within seconds (db/fill_claims.py).
+fills = sa.Table(
+    "glance_cache_mw_fills", metadata,
+    sa.Column("image_id", sa.String(36), primary_key=True),
+    sa.Column("node_url", sa.String(255), nullable=False),
+    sa.Column("started_at", DateTime, nullable=False),
+    sa.Column("lease_expires_at", DateTime, nullable=False),
     mysql_engine="InnoDB", mysql_charset="utf8mb3",
 )

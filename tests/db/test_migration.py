@@ -95,3 +95,17 @@ def test_a_forked_child_never_uses_the_parents_connections(db):
         assert conn.exec_driver_sql(query).scalar() == parent_session
     if db.backend != "sqlite":
         assert child_session and child_session != str(parent_session)
+
+
+def test_revision_0003_adds_the_fill_claims_table_to_an_older_database(tmp_path):
+    """A database synced before 0003 existed (0001 then created no fills table) gets it."""
+    engine = db_engine.create_engine("sqlite:///%s" % (tmp_path / "old.sqlite"))
+    try:
+        migration.sync(engine, "0002_listing_indexes")
+        with engine.begin() as conn:
+            models.fills.drop(conn)   # as 0001 left it before this table was in models.py
+        migration.sync(engine)
+        assert models.fills.name in sa.inspect(engine).get_table_names()
+        assert migration.version(engine) == migration.head()
+    finally:
+        engine.dispose()

@@ -1,0 +1,161 @@
+"""Reading an image from a peer node: a signed ``GET /cluster/v1/images/{id}/file``.
+
+``PeerReader`` is an iterator of the image's bytes from ``offset`` on (``Range: bytes=N-``),
+as another node's peer endpoint (middleware/peer.py) serves them from its cached file or its
+growing fill. Anything short of every byte up to the image's end raises ``PeerError`` naming
+the peer: a refused or timed-out connection, a status other than 200/206, a Content-Range or
+Content-Length that does not start at ``offset`` or end at the image's size, a connection that
+ends early, resets, or sends nothing for ``timeout_s``. The caller (cluster/source.py) then
+goes on from the offset reached with another source. The bytes themselves are verified by the
+fill that consumes them, not here.
+
+http.client does the HTTP (eventlet's green version when the server monkey-patched it); https
+peer URLs are verified against ``ca_file`` (else the system's CAs).
+"""
+
+import http.client
+import logging
+import re
+import ssl
+import urllib.parse
+
+from glance_cache_mw import cluster
+from glance_cache_mw.cluster import signing
+
+LOG = logging.getLogger(__name__)
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class PeerError(Exception):
+    """A peer could not supply the bytes asked for; ``peer_url``, ``offset`` (of the
+    failure) and ``status`` (the HTTP status, when there was one) say where and what."""
+
+    def __init__(self, peer_url, image_id, reason, offset=0, status=None):
+        super().__init__("peer %s, image %s at byte %d: %s" % (peer_url, image_id, offset,
+                                                              reason))
+        self.peer_url = peer_url
+        self.image_id = image_id
+        self.reason = reason
+        self.offset = offset
+        self.status = status
+
+
+class PeerReader:
+    """The bytes of ``image_id`` from ``peer_url``, from ``offset`` to ``size``, in chunks of
+    at most ``chunk_size``; ``offset`` advances with each chunk. Connects on the first
+    ``next()``; ``close()`` closes the connection (PEP 3333 style: callers always close)."""
+
+    def __init__(self, peer_url, image_id, offset, secret, node_url, timeout_s,
+                 chunk_size=65536, ca_file=None, *, size=None, ttl_s=30):
+        """``node_url``: this (asking) node's worker_self_reference_url, signed with
+        ``secret`` for ``ttl_s`` seconds; ``size``: the image's size, when known (the
+        response must then end there); ``timeout_s``: for connecting and for each read."""
+        self.peer_url = peer_url.rstrip("/")
+        self.image_id = image_id
+        self.offset = offset
+        self.size = size
+        self._secret = secret
+        self._node_url = node_url
+        self._timeout_s = timeout_s
+        self._chunk_size = chunk_size
+        self._ca_file = ca_file
+        self._ttl_s = ttl_s
+        self._conn = None
+        self._response = None
+        self._end = None
+        self._closed = False
+        self.status = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._closed:
+            if self._end is not None and self.offset >= self._end:
+                raise StopIteration
+            raise PeerError(self.peer_url, self.image_id, "read after close", self.offset)
+        if self._response is None:
+            self._open()
+        if self.offset >= self._end:
+            self.close()
+            raise StopIteration
+        try:
+            chunk = self._response.read1(min(self._chunk_size, self._end - self.offset))
+        except (OSError, http.client.HTTPException) as err:   # timeout, reset, ...
+            self._fail("reading: %s" % (_describe(err),))
+        if not chunk:
+            self._fail("the connection ended at byte %d of %d" % (self.offset, self._end))
+        self.offset += len(chunk)
+        return chunk
+
+    def _fail(self, reason, status=None):
+        self.close()
+        raise PeerError(self.peer_url, self.image_id, reason, self.offset, status)
+
+    def _open(self):
+        path = cluster.peer_path(self.image_id)
+        headers = signing.signed_headers(self._secret, "GET", path, self.image_id,
+                                         self._node_url, self._ttl_s)
+        headers["Range"] = "bytes=%d-" % self.offset
+        try:
+            self._conn = self._connection()
+            self._conn.request("GET", path, headers=headers)
+            self._response = self._conn.getresponse()
+        except (OSError, http.client.HTTPException) as err:
+            self._fail("requesting: %s" % (_describe(err),))
+        self.status = self._response.status
+        if self.status not in (200, 206):
+            self._fail("answered %d %s" % (self.status, self._response.reason), self.status)
+        self._end = self._check_extent()
+
+    def _check_extent(self):
+        """The offset the response ends at, after checking that it starts at ours."""
+        response = self._response
+        start, total = 0, self.size
+        if self.status == 206:
+            match = _CONTENT_RANGE.match(response.getheader("Content-Range") or "")
+            if not match:
+                self._fail("206 without a valid Content-Range")
+            start = int(match.group(1))
+            if match.group(3) != "*":
+                total = int(match.group(3))
+        if start != self.offset:
+            self._fail("answered from byte %d, not %d" % (start, self.offset))
+        if self.size is not None and total != self.size:
+            self._fail("has %s bytes of the image, not %d" % (total, self.size))
+        length = response.length   # Content-Length (http.client: None when absent)
+        if length is None:
+            if total is None:
+                self._fail("answered without Content-Length")
+            return total
+        if total is not None and start + length != total:
+            self._fail("sends %d bytes from %d, not up to %d" % (length, start, total))
+        return start + length
+
+    def _connection(self):
+        parts = urllib.parse.urlsplit(self.peer_url)
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=self._ca_file or None)
+            return http.client.HTTPSConnection(parts.hostname, parts.port,
+                                               timeout=self._timeout_s, context=context)
+        if parts.scheme != "http":
+            raise PeerError(self.peer_url, self.image_id, "not an http(s) URL")
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=self._timeout_s)
+
+    def close(self):
+        self._closed = True
+        response, self._response = self._response, None
+        conn, self._conn = self._conn, None
+        try:
+            if response is not None:
+                response.close()
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _describe(err):
+    """A short text for a connection error (a timeout's str() is often empty)."""
+    text = str(err)
+    return "%s: %s" % (type(err).__name__, text) if text else type(err).__name__
