@@ -106,13 +106,9 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     workdir = tempfile.mkdtemp(prefix="bench-boot-storm-")
-    fleet = servers.Fleet(workdir, args)
     try:
         with storm_nodes.scratch_database(args.db_url) as db_url:
-            try:
-                results = run(args, fleet, db_url)
-            finally:
-                fleet.stop_all()
+            results = run(args, workdir, db_url)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130
@@ -129,12 +125,12 @@ def main(argv=None):
     return 0
 
 
-def run(args, fleet, db_url):
+def run(args, workdir, db_url):
     """Every mode on fresh nodes: {"image": ..., "modes": {mode: summary}}."""
-    shared = {"db_url": db_url, "store": os.path.join(fleet.workdir, "store"),
-              "counter": storm_nodes.OriginCounter(os.path.join(fleet.workdir, "origin-reads")),
+    shared = {"db_url": db_url, "store": os.path.join(workdir, "store"),
+              "counter": storm_nodes.OriginCounter(os.path.join(workdir, "origin-reads")),
               "origin_rate": args.origin_rate, "workers": args.workers, "max_size": 4 * GIB,
-              "origin_clock": (os.path.join(fleet.workdir, "origin-clock")
+              "origin_clock": (os.path.join(workdir, "origin-clock")
                                if args.origin_shared else None)}
     results = {"modes": {}}
     image = None
@@ -143,17 +139,17 @@ def run(args, fleet, db_url):
             log("cluster mode on: skipped, this build has no cluster_secret setting")
             results["modes"][mode] = {"skipped": "this build has no cluster mode"}
             continue
-        nodes = storm_nodes.Nodes(fleet, mode, args.nodes, shared)
-        if image is None:
-            servers.sync_database(nodes.inis[0], fleet.workdir)
-        nodes.start()
-        if image is None:
-            image = upload_image(nodes.ports[0], fleet.workdir, args.size_mib * MIB)
-            results["image"] = image
-        log("cluster mode %s: %d nodes x %d clients", mode, args.nodes, args.clients)
-        results["modes"][mode] = measure_mode(nodes, image, shared["counter"], args)
-        nodes.evict(image["id"])
-        nodes.stop()
+        nodes = storm_nodes.Nodes(workdir, mode, args.nodes, shared)
+        try:
+            nodes.start()
+            if image is None:
+                image = upload_image(nodes.ports[0], workdir, args.size_mib * MIB)
+                results["image"] = image
+            log("cluster mode %s: %d nodes x %d clients", mode, args.nodes, args.clients)
+            results["modes"][mode] = measure_mode(nodes, image, shared["counter"], args)
+            nodes.evict(image["id"])   # no rows left for the next mode's nodes to try
+        finally:
+            nodes.stop()
     return results
 
 

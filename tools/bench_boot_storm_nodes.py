@@ -1,32 +1,29 @@
 """The nodes of tools/bench_boot_storm.py: a scratch database, M API nodes on it, their counters.
 
 ``scratch_database`` creates a uniquely named database on a PostgreSQL (or MariaDB) server and
-drops it at the end. ``Nodes`` writes one INI per node (etc/glance-cache-mw.ini with the
-centralized_db driver on that database, the shared file store as origin, a cache directory
-and data directory of its own, ``worker_self_reference_url`` = its own port, the paced origin
-of tools/bench_origin_rate.py counting the bytes it sends, and ``cluster_secret`` when
-cluster mode is on) and starts them with tools/bench_download_servers.py's ``Fleet``; it
-evicts, waits for and counts an image across all of them. The package never imports this
-module.
+drops it at the end. ``Nodes`` is tests/functional/cluster.py's ``Cluster`` (the harness of
+the cluster tests: M glance-cache-mw-api nodes with the centralized_db driver on that
+database, one file store as their origin, each its own data and cache directory and
+``worker_self_reference_url``, ``cluster_secret`` when cluster mode is on) with the paced
+origin of tools/bench_origin_rate.py, which counts the bytes the store sends, put into each
+node's INI; it evicts, waits for and counts an image across all of them. The package never
+imports this module.
 """
 
 import contextlib
 import json
 import os
-import secrets
 import time
 import uuid
 
 import sqlalchemy as sa
-from prometheus_client import parser as metrics_parser
 
 import bench_download_measure as measure
 import bench_download_servers as servers
-from bench_download_servers import log, serving
+from bench_download_servers import log
 from glance_cache_mw import config
-from glance_cache_mw.db import engine as db_engine
-
-METRIC_PREFIX = "glance_cache_mw_"
+from glance_cache_mw.db import engine as db_engine, migration
+from tests.functional.cluster import Cluster
 
 
 def has_cluster_mode():
@@ -36,8 +33,8 @@ def has_cluster_mode():
 
 @contextlib.contextmanager
 def scratch_database(server_url):
-    """A new empty database ``gcm_bench_storm_<hex>`` on the server of ``server_url`` (any
-    database there): its URL; dropped when the block ends."""
+    """A new database ``gcm_bench_storm_<hex>`` on the server of ``server_url`` (any
+    database there), migrated: its URL; dropped when the block ends."""
     admin_url = db_engine.normalize_url(server_url)
     name = "gcm_bench_storm_%s" % uuid.uuid4().hex[:12]
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -46,7 +43,13 @@ def scratch_database(server_url):
             conn.exec_driver_sql("CREATE DATABASE %s" % name)
         log("created database %s on %s", name, admin_url.render_as_string(hide_password=True))
         try:
-            yield admin_url.set(database=name).render_as_string(hide_password=False)
+            url = admin_url.set(database=name).render_as_string(hide_password=False)
+            engine = db_engine.create_engine(url)
+            try:
+                migration.sync(engine)
+            finally:
+                engine.dispose()
+            yield url
         finally:
             drop = "DROP DATABASE IF EXISTS %s" % name
             if admin_url.get_backend_name() == "postgresql":
@@ -80,60 +83,46 @@ class OriginCounter:
 
 
 class Nodes:
-    """M glance-cache-mw-api nodes on one database; ``cpu()`` and ``name`` as a ``Server``
-    has them, so that bench_download_measure.load() can run against all of them at once."""
+    """M nodes of tests/functional/cluster.py's ``Cluster`` (cluster mode ``mode``) with
+    the paced, counting origin in front of their images app; ``cpu()`` and ``name`` as a
+    ``Server`` has them, so that bench_download_measure.load() can run against all of them."""
 
-    def __init__(self, fleet, mode, count, shared):
-        """``shared``: db_url, store (file store dir), counter (OriginCounter), origin_rate,
-        origin_clock (the shared pace file, or None: a pace per read), workers, max_size."""
-        self.fleet = fleet
+    def __init__(self, workdir, mode, count, shared):
+        """``shared``: db_url, store (file store dir), counter (OriginCounter), origin_rate
+        (MiB/s), origin_clock (the shared pace file, or None: a pace per read), workers,
+        max_size."""
         self.mode = mode
         self.name = "cluster-%s" % mode
-        self.inis = []
-        self.servers = []
-        secret = secrets.token_hex(16) if mode == "on" else None
-        for index in range(count):
-            self.inis.append(self._write_ini(index, shared, secret))
-
-    def _write_ini(self, index, shared, secret):
-        data = os.path.join(self.fleet.workdir, self.mode, "node%d" % index)
-        os.makedirs(data)
-        port = serving.free_port()
-        settings = {"data_dir": data, "sql_connection": shared["db_url"],
-                    "filesystem_store_datadir": shared["store"],
-                    "image_cache_dir": os.path.join(data, "cache"),
-                    "image_cache_driver": "centralized_db",
-                    "worker_self_reference_url": "http://127.0.0.1:%d" % port,
-                    "image_cache_max_size": shared["max_size"], "bind_host": "127.0.0.1",
-                    "bind_port": port, "workers": shared["workers"]}
-        if secret:
-            settings["cluster_secret"] = secret
-        ini = os.path.join(data, "node.ini")
+        self.cluster = Cluster(os.path.join(workdir, mode), shared["db_url"], count,
+                               cluster=(mode == "on"), workers=shared["workers"],
+                               image_cache_max_size=shared["max_size"],
+                               filesystem_store_datadir=shared["store"])
         origin = {"count_file": shared["counter"].path}
         if shared["origin_clock"]:
             origin["shared_pace_file"] = shared["origin_clock"]
-        servers.write_ini(serving.SAMPLE_CONFIG, ini, settings, add_cache=True,
-                          origin_rate=shared["origin_rate"], origin_options=origin)
-        return ini
+        for node in self.cluster.nodes:
+            # The harness's INI, with tools/bench_origin_rate.py right before the images app.
+            servers.write_ini(node.config_path, node.config_path, {}, add_cache=True,
+                              origin_rate=shared["origin_rate"], origin_options=origin)
 
     def start(self):
-        """Start every node, then wait for them all (they come up in parallel)."""
-        self.servers = [self.fleet.start("eventlet", ini, "%s-node%d" % (self.name, index),
-                                         wait=False) for index, ini in enumerate(self.inis)]
-        for server in self.servers:
-            server.wait_ready()
+        """Start every node (in parallel); the origin filter is imported from tools/."""
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [servers.TOOLS, os.environ.get("PYTHONPATH")]))
+        self.cluster.start()
+        log("%s: %d nodes up on ports %s", self.name, len(self.ports), self.ports)
         return self
 
     def stop(self):
-        for server in self.servers:
-            server.stop()
+        self.cluster.stop()
 
     @property
     def ports(self):
-        return [server.port for server in self.servers]
+        return [node.port for node in self.cluster.nodes]
 
     def cpu(self):
-        return sum(server.cpu() for server in self.servers)
+        return sum(servers.cpu_seconds(servers.process_tree(node.process.pid))
+                   for node in self.cluster.nodes)
 
     def evict(self, image_id):
         """The image out of every node's cache (and its cached_images rows)."""
@@ -155,17 +144,8 @@ class Nodes:
         return listed
 
     def metric(self, name):
-        """The sum over nodes of every sample of counter ``name`` (without prefix and
-        ``_total``); None when no node exports it (a build without that metric)."""
-        total, seen = 0.0, False
-        for port in self.ports:
-            _, body = measure.api(port, "GET", "/metrics")
-            for family in metrics_parser.text_string_to_metric_families(body.decode()):
-                for sample in family.samples:
-                    if sample.name == METRIC_PREFIX + name + "_total":
-                        total += sample.value
-                        seen = True
-        return total if seen else None
+        """The sum over nodes of counter ``name`` (without prefix and ``_total``)."""
+        return self.cluster.metric(name + "_total")
 
 
 def settle(counter, mark, nodes, reads_before, timeout_s=30):
@@ -174,7 +154,7 @@ def settle(counter, mark, nodes, reads_before, timeout_s=30):
     deadline = time.monotonic() + timeout_s
     while True:
         reads = counter.reads_since(mark)
-        expected = (nodes.metric("origin_reads") or 0) - reads_before
+        expected = nodes.metric("origin_reads") - reads_before
         if len(reads) >= expected or time.monotonic() > deadline:
             if len(reads) < expected:
                 log("  note: %d origin reads counted by the nodes, %d closed at the store",
