@@ -19,7 +19,9 @@ set: one origin read per cluster, the other nodes fill from a peer). Each mode m
     process each, N per node) start together; the time until the last one finishes, the
     bytes the origin sent divided by the image size (target 1.00 with cluster mode on), the
     bytes nodes served to peers (their /metrics peer_bytes_served), and the X-Image-Cache
-    values; afterwards every node must list the image in GET /v2/cache (one copy per node).
+    values; afterwards every node must list the image in GET /v2/cache (one copy per node);
+  * the same storm again, now all hits: how long sending M x N copies takes on this machine
+    whatever the origin does (the floor of the storm's time).
 One unmeasured storm per mode first checks the MD5 of every body. Each measurement runs
 ``--repeat`` times; the report gives the medians and every rep. Progress goes to stderr, the
 report (Markdown) to stdout; every process, the temp dir and the database are removed at the
@@ -164,7 +166,8 @@ def upload_image(port, workdir, size):
 
 
 def measure_mode(nodes, image, counter, args):
-    """The verification storm, then ``--repeat`` x (one cold, the storm)."""
+    """The verification storm, then ``--repeat`` x (one cold, the storm, the same storm
+    again as hits: what sending alone costs on this machine)."""
     targets = [target for port in nodes.ports for target in targets_for(
         port, "/v2/images/%s/file", [image])]
     clients = len(targets) * args.clients
@@ -184,19 +187,23 @@ def measure_mode(nodes, image, counter, args):
         nodes.evict(image["id"])
         storm = counted(nodes, counter, image,
                         lambda: load(nodes, targets, clients, requests=clients))
+        hits = load(nodes, targets, clients, requests=clients)
         entry = {"single_s": single["wall_s"], "single_origin_ratio": single["origin_ratio"],
                  "storm_last_s": storm["wall_s"], "origin_ratio": storm["origin_ratio"],
                  "origin_reads": storm["origin_reads"], "peer_ratio": storm["peer_ratio"],
                  "copies": storm["copies"], "x_image_cache": storm["x_image_cache"],
-                 "errors": single["errors"] + storm["errors"], "server_cpu_s": storm["cpu_s"]}
+                 "hit_storm_s": hits["wall_s"], "hit_storm_cache": hits["x_image_cache"],
+                 "errors": single["errors"] + storm["errors"] + hits["errors"],
+                 "server_cpu_s": storm["cpu_s"]}
         entry["last_vs_single"] = entry["storm_last_s"] / entry["single_s"]
         reps.append(entry)
         log("  rep %d: one cold %.2f s; storm of %d: last done %.2f s = %.2fx one cold, origin "
             "bytes %.2fx the image in %d reads, peer bytes served %s, copies %d/%d, "
-            "X-Image-Cache %s, errors %d", rep + 1, entry["single_s"], clients,
-            entry["storm_last_s"], entry["last_vs_single"], entry["origin_ratio"],
+            "X-Image-Cache %s; as hits %.2f s (%s); errors %d", rep + 1, entry["single_s"],
+            clients, entry["storm_last_s"], entry["last_vs_single"], entry["origin_ratio"],
             entry["origin_reads"], _ratio(entry["peer_ratio"]), entry["copies"],
-            len(nodes.ports), entry["x_image_cache"], entry["errors"])
+            len(nodes.ports), entry["x_image_cache"], entry["hit_storm_s"],
+            _statuses(entry["hit_storm_cache"]), entry["errors"])
     return summarize(reps, clients)
 
 
@@ -204,7 +211,7 @@ def counted(nodes, counter, image, run_load, ports=None):
     """``run_load()`` with what it cost: origin bytes (store side) and peer bytes served,
     both as multiples of the image size, once the nodes of ``ports`` (all) hold the image."""
     mark = counter.mark()
-    reads_before = nodes.metric("origin_reads") or 0
+    reads_before = nodes.metric("origin_reads")
     served_before = nodes.metric("peer_bytes_served")
     summary = run_load()
     for port in ports or nodes.ports:
@@ -214,8 +221,7 @@ def counted(nodes, counter, image, run_load, ports=None):
     summary["origin_reads"] = len(reads)
     summary["origin_ratio"] = sum(n for image_id, n in reads if image_id == image["id"]) \
         / image["size"]
-    summary["peer_ratio"] = (None if served_after is None
-                             else (served_after - (served_before or 0)) / image["size"])
+    summary["peer_ratio"] = (served_after - served_before) / image["size"]
     summary["copies"] = nodes.copies(image["id"])
     summary["cpu_s"] = summary.pop("server_cpu_s")
     summary.pop("records", None)
@@ -228,7 +234,8 @@ def summarize(reps, clients):
         return statistics.median(values) if values else None
     return {"clients": clients, "reps": reps,
             **{key: median(key) for key in ("single_s", "storm_last_s", "last_vs_single",
-                                            "origin_ratio", "peer_ratio", "server_cpu_s")},
+                                            "origin_ratio", "peer_ratio", "hit_storm_s",
+                                            "server_cpu_s")},
             "origin_reads_max": max(rep["origin_reads"] for rep in reps),
             "copies_min": min(rep["copies"] for rep in reps),
             "errors": sum(rep["errors"] for rep in reps)}
@@ -265,17 +272,18 @@ def report(results):
              "",
              "| cluster mode | one cold s | storm: last done s | / one cold | origin bytes "
              "/ image | origin reads (max) | peer bytes served / image | copies after (min) "
-             "| errors | X-Image-Cache (last rep) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| errors | X-Image-Cache (last rep) | storm as hits s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for mode, entry in results["modes"].items():
         if "skipped" in entry:
-            lines.append("| %s | skipped: %s | | | | | | | | |" % (mode, entry["skipped"]))
+            lines.append("| %s | skipped: %s | | | | | | | | | |" % (mode, entry["skipped"]))
             continue
-        lines.append("| %s | %s | %s | %s | %s | %d | %s | %d/%d | %d | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %d | %s | %d/%d | %d | %s | %s |" % (
             mode, _seconds(entry["single_s"]), _seconds(entry["storm_last_s"]),
             _ratio(entry["last_vs_single"]), _ratio(entry["origin_ratio"]),
             entry["origin_reads_max"], _ratio(entry["peer_ratio"]), entry["copies_min"],
-            m["nodes"], entry["errors"], _statuses(entry["reps"][-1]["x_image_cache"])))
+            m["nodes"], entry["errors"], _statuses(entry["reps"][-1]["x_image_cache"]),
+            _seconds(entry["hit_storm_s"])))
     lines += ["", "Every rep (one cold s / storm last done s / origin bytes per image):", ""]
     for mode, entry in results["modes"].items():
         lines.append("* %s: %s" % (mode, entry.get("skipped") or "; ".join(

@@ -18,7 +18,8 @@ from tests.functional import serving
 
 SCRIPT = os.path.join(serving.REPO_ROOT, "tools", "bench_boot_storm.py")
 MODE_KEYS = {"clients", "reps", "single_s", "storm_last_s", "last_vs_single", "origin_ratio",
-             "peer_ratio", "server_cpu_s", "origin_reads_max", "copies_min", "errors"}
+             "peer_ratio", "hit_storm_s", "server_cpu_s", "origin_reads_max", "copies_min",
+             "errors"}
 NODES = 3
 
 
@@ -61,6 +62,7 @@ def test_quick_run_reports_both_modes_and_drops_its_database(tmp_path):
         assert entry["copies_min"] == NODES, entry   # one local copy per node after the storm
         assert entry["origin_ratio"] >= 1.0 and entry["origin_reads_max"] >= 1, entry
         assert sum(entry["reps"][0]["x_image_cache"].values()) == NODES * 2
+        assert entry["reps"][0]["hit_storm_cache"] == {"HIT": NODES * 2}
     # Cluster mode off: each node reads the store itself, nobody serves peers.
     assert results["modes"]["off"]["origin_reads_max"] >= NODES
     assert not results["modes"]["off"]["peer_ratio"]
