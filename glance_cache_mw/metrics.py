@@ -28,11 +28,13 @@ PREFIX = "glance_cache_mw_"
 CACHE_STATUSES = ("HIT", "MISS", "COALESCED", "BYPASS")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 ORIGIN_REASONS = ("miss", "bypass", "fallback", "prefetch")
+PEER_READ_OUTCOMES = ("ok", "failed", "corrupt")
 FILL_FAILURES = ("verification", "size", "io", "abandoned", "origin", "cancelled",
                  "admission")
 EVICTION_REASONS = ("prune", "admission", "gone", "size_mismatch", "manual")
 PREFETCH_OUTCOMES = ("fetched", "failed", "dropped", "skipped", "interrupted")
 MAINTENANCE_OUTCOMES = ("ok", "failed", "skipped")
+PEER_SERVED = ("hit", "fill", "refused", "missing")
 FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FILL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -59,6 +61,11 @@ class Metrics:
                                     "reason (miss, bypass, fallback, prefetch).", ("reason",))
         self.origin_bytes = counter("origin_bytes", "Bytes of image data the origin was asked "
                                     "for (Content-Length of its answers), by reason.", ("reason",))
+        # Cluster mode (cluster/source.py): a fill's reads from other nodes, by outcome.
+        self.peer_reads = counter("peer_reads", "Reads of image data from peer nodes, by "
+                                  "outcome (ok, failed, corrupt).", ("outcome",))
+        self.peer_bytes_read = counter("peer_bytes_read", "Bytes of image data read from "
+                                       "peer nodes.")
         self.fills_started = counter("fills_started", "Fills admitted into the cache.")
         self.fills_committed = counter("fills_committed", "Fills verified and committed.")
         self.fills_failed = counter("fills_failed", "Fills that ended uncommitted (or were "
@@ -70,6 +77,11 @@ class Metrics:
                                         "and outcome (ok, failed, skipped).", ("task", "outcome"))
         self.prefetches = counter("prefetch_images", "Queued images handled by the "
                                   "prefetcher, by outcome.", ("outcome",))
+        self.peer_requests = counter("peer_requests", "Requests of other nodes to this node's "
+                                     "peer endpoint, by outcome (hit, fill, refused, missing).",
+                                     ("outcome",))
+        self.peer_bytes_served = counter("peer_bytes_served", "Bytes of image data this node "
+                                         "served to other nodes (Content-Length).")
         self.first_byte = prometheus_client.Histogram(
             PREFIX + "first_byte_seconds", "Seconds from the start of a MISS or COALESCED "
             "download to its first byte of image data.", ("cache",), registry=self.registry,
@@ -81,10 +93,12 @@ class Metrics:
         self._downloads = {(s, c): (self.downloads.labels(s, c), self.download_bytes.labels(s))
                            for s in CACHE_STATUSES for c in STATUS_CLASSES}
         for labelled, values in ((self.origin_reads, ORIGIN_REASONS),
+                                 (self.peer_reads, PEER_READ_OUTCOMES),
                                  (self.origin_bytes, ORIGIN_REASONS),
                                  (self.fills_failed, FILL_FAILURES),
                                  (self.evictions, EVICTION_REASONS),
-                                 (self.prefetches, PREFETCH_OUTCOMES)):
+                                 (self.prefetches, PREFETCH_OUTCOMES),
+                                 (self.peer_requests, PEER_SERVED)):
             for value in values:
                 labelled.labels(value)   # exported as 0 from the start, so rate() works
         for cache in ("MISS", "COALESCED"):
@@ -105,6 +119,13 @@ class Metrics:
         self.origin_reads.labels(reason).inc()
         if nbytes:
             self.origin_bytes.labels(reason).inc(nbytes)
+
+    def peer_read(self, outcome):
+        """A fill's read from a peer ended: "ok", "failed" (mid-way) or "corrupt"."""
+        self.peer_reads.labels(outcome).inc()
+
+    def peer_bytes(self, nbytes):
+        self.peer_bytes_read.inc(nbytes)
 
     def fill_started(self):
         self.fills_started.inc()
@@ -128,6 +149,12 @@ class Metrics:
 
     def prefetched(self, outcome):
         self.prefetches.labels(outcome).inc()
+
+    def peer_served(self, outcome, nbytes=0):
+        """A peer request answered: ``outcome`` one of PEER_SERVED, ``nbytes`` of image data."""
+        self.peer_requests.labels(outcome).inc()
+        if nbytes:
+            self.peer_bytes_served.inc(nbytes)
 
     def time_to_first_byte(self, cache, seconds):
         """A ``cache`` download had its first byte of image data ``seconds`` after it began."""

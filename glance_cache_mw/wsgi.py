@@ -38,7 +38,8 @@ _SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 # The sample's noauth pipeline (entry point names), for installs that do not ship etc/ and for
 # INI files that hold only [DEFAULT] settings.
-EMBEDDED_PIPELINE = ("healthcheck", "metrics", "noauth", "cachemanage", "cache", "images")
+EMBEDDED_PIPELINE = ("healthcheck", "metrics", "peer", "noauth", "cachemanage", "cache",
+                     "images")
 _MAIN_SECTIONS = ("composite:main", "pipeline:main", "app:main", "filter-app:main")
 
 

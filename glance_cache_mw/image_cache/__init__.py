@@ -264,13 +264,15 @@ class ImageCache:
         finally:
             tee.close()
 
-    def follow(self, image_id, size, fallback=None, poll_interval_s=fill_mod.POLL_INTERVAL_S):
+    def follow(self, image_id, size, fallback=None, poll_interval_s=fill_mod.POLL_INTERVAL_S,
+               offset=0):
         """A FollowIterator on the live fill of ``image_id``, or None if there is none.
 
         ``fallback(offset)`` returns the origin's bytes from ``offset`` and is used if the
         fill is abandoned; without it the iterator raises FillAbandoned then. A fill whose
         file has not grown for ``follow_idle_timeout_s`` (its origin stalled) is not joined:
         it is abandoned (stall.py) and None returned, so that the caller fills afresh.
+        ``offset``: where the iterator starts (FollowIterator).
         """
         path = self.driver.get_image_filepath(image_id, ondisk.INCOMPLETE)
         mark = self._register_follower(image_id)
@@ -295,7 +297,8 @@ class ImageCache:
             image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
             poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
             mark_fd=mark, on_close=lambda: self._remove_follower_mark(image_id),
-            on_stall=lambda stalled_fd: self.abandon_if_stalled(image_id, size, stalled_fd))
+            on_stall=lambda stalled_fd: self.abandon_if_stalled(image_id, size, stalled_fd),
+            offset=offset)
 
     def abandon_if_stalled(self, image_id, size, fd=None):
         """Abandon the fill of ``image_id`` if its file has not grown for

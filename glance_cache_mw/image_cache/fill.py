@@ -260,7 +260,7 @@ class FollowIterator:
 
     def __init__(self, image_id, fd, size, fallback=None, chunk_size=65536,
                  poll_interval_s=POLL_INTERVAL_S, idle_timeout_s=None, mark_fd=None,
-                 on_close=None, await_verdict=True, progress=None, on_stall=None):
+                 on_close=None, await_verdict=True, progress=None, on_stall=None, offset=0):
         """``fd``: the fill's file, opened for reading; ``mark_fd``: the follower mark
         (closed with it); ``on_close()``: runs once after both are closed;
         ``await_verdict=False``: release the last bytes without waiting for the verdict
@@ -268,13 +268,15 @@ class FollowIterator:
         ``progress``: the ``pump.Progress`` of a fill in this process, which wakes us when
         it wrote more (else, and at least every ``poll_interval_s``, the file is polled);
         ``on_stall(fd)``: called when the file did not grow for ``idle_timeout_s``, before
-        falling back (ImageCache.abandon_if_stalled: later requests then do not join it)."""
+        falling back (ImageCache.abandon_if_stalled: later requests then do not join it);
+        ``offset``: the first byte to serve (the peer endpoint's Range; beyond what the fill
+        wrote so far, the first read waits for the file to grow)."""
         self._progress = progress
         self._on_stall = on_stall
         self.image_id = image_id
         self._verdict_before_last_bytes = await_verdict
         self.size = size
-        self.offset = 0
+        self.offset = offset
         self._fd = fd
         self._fallback = fallback
         self._fallback_iter = None

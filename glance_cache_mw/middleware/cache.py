@@ -5,7 +5,8 @@ Paste: ``[filter:cache] use = egg:glance_cache_mw#cache``. For every ``GET|HEAD
 image through the DB API with the caller's context (missing or invisible → 404, deactivated →
 403 for non-admins), then answers from the cache (HIT, Range too), by following a fill in
 progress (COALESCED), or by starting a fill and following it too (MISS): the fill reads the
-origin at the origin's pace, whoever reads the file (image_cache/pump.py). Headers go out
+origin at the origin's pace, whoever reads the file (image_cache/pump.py); in cluster mode it
+reads a peer node instead, or the origin once per cluster (cluster/source.py). Headers go out
 with the first byte; a failure after them cuts the connection. Anything else goes to the app
 untouched, except that a successful image DELETE or deactivate evicts the local copy.
 """
@@ -19,8 +20,9 @@ import webob
 import webob.exc
 
 from glance_cache_mw import config as cfg
-from glance_cache_mw import exception, metrics as metrics_mod, store
+from glance_cache_mw import exception, metrics as metrics_mod
 from glance_cache_mw.api import faults
+from glance_cache_mw.cluster import source as cluster_source
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import ImageCache, fill
 from glance_cache_mw.image_cache.drivers import ondisk
@@ -47,7 +49,8 @@ def filter_factory(global_conf, **local_conf):
             cache = ImageCache.from_config(config, metrics=metrics)
         return CacheFilter(app, cache, db_api,
                            chunk_size=config.chunk_size, metrics=metrics,
-                           authorize=glance_compat.DownloadPolicy.if_in_glance())
+                           authorize=glance_compat.DownloadPolicy.if_in_glance(),
+                           cluster=cluster_source.ClusterNode.from_config(config, cache, metrics))
     return make_filter
 
 
@@ -55,15 +58,17 @@ class CacheFilter:
     """The cache in front of an images app; everything it does not handle goes to ``app``."""
 
     def __init__(self, app, cache, db_api, *, chunk_size=65536, authorize=None,
-                 metrics=metrics_mod.NULL):
+                 metrics=metrics_mod.NULL, cluster=None):
         """``authorize(environ, image)``: None to allow cached bytes, else the response to
-        send (inside Glance: Glance's download_image policy, see glance_compat)."""
+        send (inside Glance: Glance's download_image policy, see glance_compat);
+        ``cluster``: a cluster_source.ClusterNode in cluster mode (fills read peers)."""
         self.app = app
         self.cache = cache
         self.db_api = db_api
         self.chunk_size = chunk_size
         self.authorize = authorize
         self.metrics = metrics
+        self.cluster = cluster
 
     def __call__(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -162,18 +167,7 @@ class CacheFilter:
         if head:
             handle.close()
             return [b""]
-        # sendfile where the server offers it. A wrapper sends the file from where it is, but
-        # only some stop at Content-Length: ours (sends_from_position) and gunicorn >= 21
-        # (sendfile from lseek(fd, 0, SEEK_CUR), response_length bytes; without sendfile it
-        # reads on to EOF and writes Content-Length). uWSGI sends the whole file from offset 0.
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is None or not (length == size
-                                   or getattr(wrapper, "sends_from_position", False)
-                                   or getattr(wrapper, "__module__", "") == "gunicorn.http.wsgi"):
-            return store.FileReader(handle, start, length, self.chunk_size)
-        if start:
-            handle.seek(start)                # a regular file: cannot fail for start < size
-        return wrapper(handle, self.chunk_size)
+        return download.file_body(environ, handle, start, length, size, self.chunk_size)
 
     def _miss(self, environ, start_response, image):
         """Follow a fill in progress, else start one: the origin's body goes into the cache
@@ -198,6 +192,11 @@ class CacheFilter:
         if follower is not None:
             return self._respond(environ, start_response, image, follower, "COALESCED",
                                  started)
+        if self.cluster is not None and writer is not None:   # a peer, or the origin once
+            source = self.cluster.source(
+                image, lambda offset, reason: self._origin_from(environ, offset, reason))
+            return self._fill(environ, start_response, image, source, writer, started,
+                              watch=source.watch)
         captured = {}
 
         def capture(status, headers, exc_info=None):
@@ -218,10 +217,18 @@ class CacheFilter:
             if writer is not None:
                 writer.discard("origin answered %s" % captured.get("status"))
             return body
-        tee = self.cache.fill(image_id, body, size, checksum=image.get("checksum"),
+        return self._fill(environ, start_response, image, body, writer, started)
+
+    def _fill(self, environ, start_response, image, body, writer, started, watch=None):
+        """Fill the cache from ``body`` at its pace and answer from the growing file
+        (MISS); ``watch(tee)`` is told the fill that verifies ``body``."""
+        image_id = image["id"]
+        tee = self.cache.fill(image_id, body, image["size"], checksum=image.get("checksum"),
                               os_hash_algo=image.get("os_hash_algo"),
                               os_hash_value=image.get("os_hash_value"), writer=writer,
                               pumped=True)
+        if watch is not None:
+            watch(tee)
         if not tee.caching:
             return self._respond(environ, start_response, image, tee, "BYPASS", started)
         try:
@@ -256,16 +263,19 @@ class CacheFilter:
         return self.cache.follow(image["id"], image["size"],
                                  fallback=lambda offset: self._origin_from(environ, offset))
 
-    def _origin_from(self, environ, offset):
-        """The origin's bytes of this image from ``offset`` (a follower whose fill died)."""
+    def _origin_from(self, environ, offset, reason="fallback"):
+        """The origin's bytes of this image from ``offset`` (a follower whose fill died, or
+        a cluster fill: ``reason`` "miss"), counted as an origin read for ``reason``."""
         sub = dict(environ)
-        sub["HTTP_RANGE"] = "bytes=%d-" % offset
+        sub.pop("HTTP_RANGE", None)
+        if offset:
+            sub["HTTP_RANGE"] = "bytes=%d-" % offset
         sub["REQUEST_METHOD"] = "GET"
         status = {}
 
         def capture(status_line, headers, exc_info=None):
             status["line"] = status_line
-            self.metrics.origin_read("fallback", _content_length(headers))
+            self.metrics.origin_read(reason, _content_length(headers))
             return lambda data: None
 
         body = self.app(sub, capture)

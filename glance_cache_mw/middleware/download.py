@@ -6,6 +6,8 @@ and a miss carry the same Content-Type, Content-Length, Content-MD5, ETag and Ac
 
 import re
 
+from glance_cache_mw import store
+
 # RFC 9110 DIGIT is ASCII only (re.ASCII: \d would take any Unicode digit, which int() reads).
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE | re.ASCII)
 # Any position with more digits than this is past the end of every file; int() would refuse
@@ -74,3 +76,22 @@ def not_satisfiable_message(header, size):
 
 def content_range(start, length, size):
     return "bytes %d-%d/%d" % (start, start + length - 1, size)
+
+
+def file_body(environ, handle, start, length, size, chunk_size):
+    """The body of ``length`` bytes of the open file ``handle`` (``size`` bytes) from
+    ``start``: the server's ``wsgi.file_wrapper`` (sendfile) where it sends exactly that, else
+    a chunked reader. Either owns ``handle``. Cache hits and the peer endpoint serve this way.
+    """
+    # A wrapper sends the file from where it is, but only some stop at Content-Length: ours
+    # (sends_from_position) and gunicorn >= 21 (sendfile from lseek(fd, 0, SEEK_CUR),
+    # response_length bytes; without sendfile it reads on to EOF and writes Content-Length).
+    # uWSGI sends the whole file from offset 0.
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is None or not (length == size
+                               or getattr(wrapper, "sends_from_position", False)
+                               or getattr(wrapper, "__module__", "") == "gunicorn.http.wsgi"):
+        return store.FileReader(handle, start, length, chunk_size)
+    if start:
+        handle.seek(start)                # a regular file: cannot fail for start < size
+    return wrapper(handle, chunk_size)

@@ -474,7 +474,7 @@ def test_settings_only_config_gets_the_embedded_pipeline(start_server, tmp_path)
     status, _, body = server.request("GET", "/v2/images")
     assert (status, json.loads(body)["images"]) == (200, [])
     assert (tmp_path / "glance-cache-mw.sqlite").exists()
-    assert "embedded pipeline: healthcheck metrics noauth" in server.stderr()
+    assert "embedded pipeline: healthcheck metrics peer noauth" in server.stderr()
 
 
 def test_settings_only_config_with_another_flavor_is_an_error(tmp_path):

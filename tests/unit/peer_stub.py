@@ -1,0 +1,96 @@
+"""A stand-in for a peer node's endpoint: a real HTTP server on 127.0.0.1 in a thread.
+
+It checks each request's signature with cluster/signing.py, as middleware/peer.py does, and
+serves ``DATA`` as image ``IMAGE_ID`` (Range: bytes=N- → 206), or misbehaves as its ``mode``
+says: "silent" (half the body, then nothing), "reset" (half, then RST), "short" (half, then
+FIN), "status" (404), "ignore-range" (200 from byte 0 whatever the Range). ``data`` may be
+replaced (e.g. by other bytes of the same size: a corrupt peer). Used by
+tests/unit/test_peer_client.py and tests/unit/test_cluster_source.py.
+"""
+
+import http.server
+import os
+import re
+import socket
+import struct
+import threading
+
+from glance_cache_mw import cluster
+from glance_cache_mw.cluster import signing
+
+SECRET = "s" * 32
+NODE = "http://asking-node:9292"
+IMAGE_ID = "0b2c1d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+DATA = os.urandom(300 * 1024 + 7)
+TTL_S = 30
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+class PeerHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        peer = self.server.peer
+        peer.requests.append(dict(self.headers))
+        reason = signing.verify(SECRET, "GET", self.path, IMAGE_ID, self.headers, TTL_S)
+        if self.path != cluster.peer_path(IMAGE_ID) or reason:
+            return self._answer(403, reason or "wrong path")
+        if peer.mode == "status":
+            return self._answer(404, "not here")
+        match = _RANGE.match(self.headers.get("Range", ""))
+        start = int(match.group(1)) if match and peer.mode != "ignore-range" else 0
+        self.send_response(206 if start else 200)
+        size = len(peer.data)
+        self.send_header("Content-Length", str(size - start))
+        if start:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+        self.end_headers()
+        body = peer.data[start:]
+        if peer.mode in ("serve", "ignore-range"):
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[:len(body) // 2])
+        self.wfile.flush()
+        if peer.mode == "silent":
+            peer.release.wait(10)
+        elif peer.mode == "reset":   # SO_LINGER 0: close() sends RST, not FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+    def _answer(self, status, text):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass   # a client that left (the reader closes early on purpose)
+
+
+class Peer:
+    """A peer endpoint stand-in; ``mode`` says how it answers."""
+
+    def __init__(self):
+        self.mode = "serve"
+        self.data = DATA
+        self.requests = []
+        self.release = threading.Event()
+        self.server = QuietServer(("127.0.0.1", 0), PeerHandler)
+        self.server.peer = self
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

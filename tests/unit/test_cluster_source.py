@@ -1,0 +1,156 @@
+"""cluster/source.py: where a cluster node's fill gets its bytes, and what it does on failures.
+
+Real parts: stand-in peer endpoints on 127.0.0.1 (tests/unit/peer_stub.py), fill claims in a
+SQLite database of the test (db/fill_claims.py), a real Metrics registry. The holders a node
+would find in cached_images are passed in (``Holders``); the origin is a function that records
+the offsets it was asked for.
+"""
+
+import logging
+import types
+
+import pytest
+
+from glance_cache_mw import metrics as metrics_mod
+from glance_cache_mw.cluster import source as source_mod
+from glance_cache_mw.db import fill_claims
+from tests import dbfixtures
+from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S, Peer
+
+SELF = "http://this-node:9292"
+IMAGE = {"id": IMAGE_ID, "size": len(DATA)}
+
+
+class Holders:
+    """The part of an ImageCache a ClusterNode uses: who has the image cached."""
+
+    def __init__(self, *urls):
+        self.urls = list(urls)
+
+    def get_cached_nodes(self, image_id):
+        return sorted(self.urls + [SELF])   # this node's own row is left out by the source
+
+
+class Origin:
+    """The origin's body from an offset, in 64 KiB chunks; ``calls``: (offset, reason)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, offset, reason):
+        self.calls.append((offset, reason))
+        return [DATA[i:i + 65536] for i in range(offset, len(DATA), 65536)]
+
+
+@pytest.fixture
+def engine(tmp_path):
+    db = dbfixtures.ScratchDatabase("sqlite", tmp_path)
+    yield db.engine
+    db.close()
+
+
+@pytest.fixture
+def peers():
+    started = []
+
+    def start(mode="serve"):
+        peer = Peer()
+        peer.mode = mode
+        started.append(peer)
+        return peer
+    yield start
+    for peer in started:
+        peer.close()
+
+
+@pytest.fixture
+def metrics():
+    return metrics_mod.Metrics()
+
+
+def node_for(engine, metrics, *holders):
+    return source_mod.ClusterNode(SELF, SECRET, Holders(*holders), lease_s=30,
+                                  peer_timeout_s=2, signature_ttl_s=TTL_S, engine=engine,
+                                  metrics=metrics)
+
+
+def drain(source, mismatch=None):
+    """Every byte of ``source``, then close it after a fill's verdict of ``mismatch``."""
+    source.watch(types.SimpleNamespace(mismatch=mismatch))
+    try:
+        return b"".join(source)
+    finally:
+        source.close()
+
+
+def peer_reads(metrics, outcome):
+    return metrics.registry.get_sample_value("glance_cache_mw_peer_reads_total",
+                                             {"outcome": outcome})
+
+
+def test_a_holder_supplies_every_byte(engine, metrics, peers):
+    holder, origin = peers(), Origin()
+    assert drain(node_for(engine, metrics, holder.url).source(IMAGE, origin)) == DATA
+    assert origin.calls == []
+    assert peer_reads(metrics, "ok") == 1
+    assert metrics.registry.get_sample_value(
+        "glance_cache_mw_peer_bytes_read_total") == len(DATA)
+
+
+def test_nobody_has_it_the_claim_winner_reads_the_origin_then_releases(engine, metrics):
+    origin = Origin()
+    source = node_for(engine, metrics).source(IMAGE, origin)
+    first = next(source)
+    assert fill_claims.filler(IMAGE_ID, engine=engine) == SELF
+    assert first + drain(source) == DATA
+    assert origin.calls == [(0, "miss")]
+    assert fill_claims.filler(IMAGE_ID, engine=engine) is None
+
+
+def test_a_node_filling_it_is_followed(engine, metrics, peers):
+    claimant, origin = peers(), Origin()
+    assert fill_claims.claim(IMAGE_ID, claimant.url, 30, engine=engine)
+    assert drain(node_for(engine, metrics).source(IMAGE, origin)) == DATA
+    assert origin.calls == [] and len(claimant.requests) == 1
+    assert fill_claims.filler(IMAGE_ID, engine=engine) == claimant.url   # not ours to drop
+
+
+@pytest.mark.parametrize("mode", ["reset", "short", "status"])
+def test_a_holder_that_fails_is_replaced_by_another(engine, metrics, peers, mode):
+    failing, good, origin = peers(mode), peers(), Origin()
+    for _ in range(3):   # holders are shuffled: whichever comes first, every byte once
+        source = node_for(engine, metrics, failing.url, good.url).source(IMAGE, origin)
+        assert drain(source) == DATA
+    assert origin.calls == []
+
+
+def test_the_origin_goes_on_at_the_offset_a_failed_holder_reached(engine, metrics, peers):
+    failing, origin = peers("reset"), Origin()
+    assert drain(node_for(engine, metrics, failing.url).source(IMAGE, origin)) == DATA
+    [(offset, reason)] = origin.calls
+    assert 0 < offset < len(DATA) and reason == "fallback"
+    assert peer_reads(metrics, "failed") == 1
+
+
+def test_the_claim_of_a_claimant_that_failed_is_taken_over(engine, metrics, peers):
+    claimant, origin = peers("short"), Origin()
+    assert fill_claims.claim(IMAGE_ID, claimant.url, 300, engine=engine)
+    source = node_for(engine, metrics).source(IMAGE, origin)
+    assert drain(source) == DATA
+    [(offset, reason)] = origin.calls
+    assert 0 < offset < len(DATA) and reason == "fallback"
+    assert fill_claims.filler(IMAGE_ID, engine=engine) is None   # stolen, then released
+
+
+def test_a_peer_whose_bytes_failed_verification_is_left_out(engine, metrics, peers, caplog):
+    corrupt, origin = peers(), Origin()
+    corrupt.data = bytes(255 - b for b in DATA)   # same size, other bytes
+    node = node_for(engine, metrics, corrupt.url)
+    with caplog.at_level(logging.ERROR, logger=source_mod.__name__):
+        assert drain(node.source(IMAGE, origin), mismatch="sha512 differs") == corrupt.data
+    assert "bytes from peer %s failed verification" % corrupt.url in caplog.text
+    assert peer_reads(metrics, "corrupt") == 1
+    assert node.corrupt_peers(IMAGE_ID) == {corrupt.url}
+    # The next fill of that image on this node does not ask it again.
+    assert drain(node.source(IMAGE, origin)) == DATA
+    assert origin.calls == [(0, "miss")] and len(corrupt.requests) == 1
