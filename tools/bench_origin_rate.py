@@ -121,11 +121,15 @@ class CountedBody:
 
     def __init__(self, body, count_file, image_id):
         self._body = body
+        self._chunks = iter(body)
         self._count_file = count_file
         self._image_id = image_id
 
     def __iter__(self):
-        return iter(self._body)
+        return self   # not the paced body's iterator: whoever iterates must reach close()
+
+    def __next__(self):
+        return next(self._chunks)
 
     def close(self):
         try:
