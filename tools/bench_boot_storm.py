@@ -76,6 +76,9 @@ def build_parser():
              "(default $GLANCE_CACHE_MW_TEST_POSTGRES_URL, else %s)" % DEFAULT_DB_URL)
     parser.add_argument("--modes", default="off,on",
                         help="cluster modes to run, in this order (default off,on)")
+    parser.add_argument("--db-stats", action="store_true",
+                        help="PostgreSQL: the database's transactions and per-table scans and "
+                             "row changes during each mode's verification storm (adds ~45 s)")
     parser.add_argument("--quick", action="store_true",
                         help="8 MiB, 2 clients per node, 1 rep (a smoke run, < 1 min)")
     parser.add_argument("--json-out", help="write all results as JSON here")
@@ -95,6 +98,9 @@ def parse_args(argv):
         parser.error("--modes takes off, on or both (comma-separated), not %r" % args.modes)
     if args.nodes < 2 or args.clients < 1 or args.size_mib < 1 or args.repeat < 1:
         parser.error("needs --nodes >= 2, --clients >= 1, --size-mib >= 1, --repeat >= 1")
+    if args.db_stats and not args.db_url.startswith("postgresql"):
+        parser.error("--db-stats reads PostgreSQL's statistics views: give a postgresql "
+                     "--db-url")
     if args.origin_rate <= 0:
         parser.error("--origin-rate must be positive: the paced origin counts the reads")
     return args
@@ -148,7 +154,7 @@ def run(args, workdir, db_url):
                 image = upload_image(nodes.ports[0], workdir, args.size_mib * MIB)
                 results["image"] = image
             log("cluster mode %s: %d nodes x %d clients", mode, args.nodes, args.clients)
-            results["modes"][mode] = measure_mode(nodes, image, shared["counter"], args)
+            results["modes"][mode] = measure_mode(nodes, image, shared, args)
             nodes.evict(image["id"])   # no rows left for the next mode's nodes to try
         finally:
             nodes.stop()
@@ -165,20 +171,25 @@ def upload_image(port, workdir, size):
     return image
 
 
-def measure_mode(nodes, image, counter, args):
+def measure_mode(nodes, image, shared, args):
     """The verification storm, then ``--repeat`` x (one cold, the storm, the same storm
     again as hits: what sending alone costs on this machine)."""
     targets = [target for port in nodes.ports for target in targets_for(
         port, "/v2/images/%s/file", [image])]
     clients = len(targets) * args.clients
     # Worker i of bench_download takes targets[i % M]: N clients per node.
+    counter = shared["counter"]
     nodes.evict(image["id"])
+    activity = storm_nodes.DbActivity(shared["db_url"]) if args.db_stats else None
+    if activity:
+        activity.start()   # nothing else asks the nodes anything until activity.stop()
     check = load(nodes, targets, clients, requests=clients, hash_every=1)
     if check["errors"] or check["hashed"] != clients:
         raise RuntimeError("verification storm failed: %s" % check["error_kinds"])
+    db_stats = activity.stop() if activity else None
     nodes.wait_cached(image["id"])
-    log("  verification storm: %d bodies MD5-checked, X-Image-Cache %s", clients,
-        check["x_image_cache"])
+    log("  verification storm: %d bodies MD5-checked, X-Image-Cache %s%s", clients,
+        check["x_image_cache"], "; database: %s" % db_stats if db_stats else "")
     reps = []
     for rep in range(args.repeat):
         nodes.evict(image["id"])
@@ -204,7 +215,7 @@ def measure_mode(nodes, image, counter, args):
             entry["origin_reads"], _ratio(entry["peer_ratio"]), entry["copies"],
             len(nodes.ports), entry["x_image_cache"], entry["hit_storm_s"],
             _statuses(entry["hit_storm_cache"]), entry["errors"])
-    return summarize(reps, clients)
+    return {**summarize(reps, clients), "db_stats": db_stats}
 
 
 def counted(nodes, counter, image, run_load, ports=None):
@@ -289,9 +300,26 @@ def report(results):
         lines.append("* %s: %s" % (mode, entry.get("skipped") or "; ".join(
             "%.2f / %.2f / %.2fx" % (rep["single_s"], rep["storm_last_s"], rep["origin_ratio"])
             for rep in entry.get("reps", ()))))
+    lines += _db_lines(results["modes"])
     lines += ["", "| target (cluster mode on) | met | measured |", "|---|---|---|"]
     lines += _targets(results["modes"].get("on"))
     return "\n".join(lines) + "\n"
+
+
+def _db_lines(modes):
+    """The database's work in each mode's verification storm (--db-stats), if measured."""
+    measured = {mode: entry["db_stats"] for mode, entry in modes.items()
+                if entry.get("db_stats")}
+    if not measured:
+        return []
+    lines = ["", "Database work of one storm (the verification storm, from PostgreSQL's "
+             "statistics views; per table: scans / rows inserted / updated / deleted):", "",
+             "| cluster mode | transactions | tables |", "|---|---:|---|"]
+    for mode, stats in measured.items():
+        lines.append("| %s | %d | %s |" % (mode, stats["transactions"], ", ".join(
+            "%s %s" % (name, "/".join(map(str, counts)))
+            for name, counts in sorted(stats["tables"].items()))))
+    return lines
 
 
 def _statuses(counts):

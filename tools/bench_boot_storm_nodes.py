@@ -148,6 +148,45 @@ class Nodes:
         return self.cluster.metric(name + "_total")
 
 
+class DbActivity:
+    """What PostgreSQL's statistics views count for a database over a window: transactions
+    (commits + rollbacks), and per table the scans (sequential + index) and rows inserted,
+    updated and deleted. A backend reports its counts when it has been idle for up to
+    ``FLUSH_S`` (PostgreSQL 15: 10 s), so both ends of the window wait that long."""
+
+    FLUSH_S = 11
+
+    def __init__(self, db_url):
+        self.engine = sa.create_engine(db_engine.normalize_url(db_url))
+        self._before = None
+
+    def _snapshot(self):
+        time.sleep(self.FLUSH_S)
+        with self.engine.connect() as conn:
+            commits, rollbacks = conn.exec_driver_sql(
+                "SELECT xact_commit, xact_rollback FROM pg_stat_database "
+                "WHERE datname = current_database()").one()
+            tables = {name: list(counts) for name, *counts in conn.exec_driver_sql(
+                "SELECT relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0), n_tup_ins, "
+                "n_tup_upd, n_tup_del FROM pg_stat_user_tables")}
+        return commits + rollbacks, tables
+
+    def start(self):
+        self._before = self._snapshot()
+
+    def stop(self):
+        """{"transactions": n, "tables": {name: [scans, inserted, updated, deleted]}} of the
+        window (tables with no activity left out)."""
+        (xacts, tables), (xacts_before, tables_before) = self._snapshot(), self._before
+        changed = {}
+        for name, counts in tables.items():
+            delta = [now - then for now, then in zip(counts, tables_before.get(name, [0] * 4))]
+            if any(delta):
+                changed[name] = delta
+        self.engine.dispose()
+        return {"transactions": xacts - xacts_before, "tables": changed}
+
+
 def settle(counter, mark, nodes, reads_before, timeout_s=30):
     """The origin reads since ``mark`` once every read the nodes' metrics counted has
     closed its body (a fill may commit before its origin body is closed)."""
