@@ -12,7 +12,8 @@ time it needs a source:
 3. else the claim itself (``fill_claims.claim``: exactly one node wins); the winner reads the
    origin, renewing its lease every lease/3 in a thread, and releases the claim when its fill
    ends (after the commit, so that some node always answers for the image); a loser follows
-   the winner.
+   the winner. A winner looks at the holders once more: a fill that committed and released
+   its claim between our two looks makes its node a holder, read instead of the origin.
 
 A source that fails mid-way (``client.PeerError``: refused, reset, short, silent for
 ``cluster_peer_timeout``) is excluded for this fill and the next one goes on from the offset
@@ -161,31 +162,44 @@ class ClusterSource:
         while self._tried < MAX_SOURCES:
             self._tried += 1
             avoid = self._failed | node.corrupt_peers(self.image_id)
-            holders = [url for url in node.holders(self.image_id) if url not in avoid]
-            if holders:
-                return self._from_peer(holders[0])
+            holder = self._holder(avoid)
+            if holder is not None:
+                return self._from_peer(holder)
             if self._claimed:
                 return self._from_origin("miss" if self.offset == 0 else "fallback")
             filler = fill_claims.filler(self.image_id, engine=node.engine)
-            if filler == node.node_url or (filler is None and fill_claims.claim(
-                    self.image_id, node.node_url, node.lease_s, engine=node.engine)):
-                return self._won_claim()
-            if filler is None:
+            if filler is None or filler == node.node_url:
+                if fill_claims.claim(self.image_id, node.node_url, node.lease_s,
+                                     engine=node.engine):
+                    return self._won_claim(avoid)
                 continue   # lost the race just now: follow the winner
             if filler not in avoid:
                 return self._from_peer(filler)
-            if filler in self._failed and fill_claims.steal(
-                    self.image_id, node.node_url, filler, node.lease_s, engine=node.engine):
+            if filler not in self._failed:
+                break   # the claimant sent corrupt bytes before: not again
+            if fill_claims.steal(self.image_id, node.node_url, filler, node.lease_s,
+                                 engine=node.engine):
                 LOG.info("image %s: took over the fill claim of %s, which failed",
                          self.image_id, filler)
-                return self._won_claim()
+                return self._won_claim(avoid)
             time.sleep(min(0.05 * self._tried, 0.5))   # another node took it: look again
         LOG.warning("image %s: no peer could supply it after %d tries; reading the origin "
                     "at byte %d", self.image_id, self._tried, self.offset)
         return self._from_origin("fallback")
 
-    def _won_claim(self):
+    def _holder(self, avoid):
+        """A node holding the image (random among them), not in ``avoid``, or None."""
+        holders = [url for url in self.node.holders(self.image_id) if url not in avoid]
+        return holders[0] if holders else None
+
+    def _won_claim(self, avoid):
+        """This node holds the claim now: read the origin, unless a fill committed (and
+        released its claim) between our look at the holders and our claim."""
         self._claimed = True
+        holder = self._holder(avoid)
+        if holder is not None:
+            self._release()
+            return self._from_peer(holder)
         self._renewer = _LeaseRenewer(self.node, self.image_id)
         self._renewer.start()
         return self._from_origin("miss" if self.offset == 0 else "fallback")
@@ -232,6 +246,7 @@ class ClusterSource:
             self._report_peers()
 
     def _release(self):
+        self._claimed = False
         try:
             fill_claims.release(self.image_id, self.node.node_url, engine=self.node.engine)
         except Exception as err:   # the lease expires anyway

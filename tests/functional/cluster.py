@@ -19,6 +19,7 @@ repository root on sys.path and the test extra installed).
 """
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -178,6 +179,20 @@ class Cluster:
         except FileNotFoundError:
             return []
 
+    @contextlib.contextmanager
+    def slow_origin(self, seconds_per_chunk):
+        """While in the block, every chunk of every origin read on every node waits
+        ``seconds_per_chunk`` (the test filter's ``origin-delay`` file)."""
+        paths = [os.path.join(node.data_dir, "origin-delay") for node in self.nodes]
+        for path in paths:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(str(seconds_per_chunk))
+        try:
+            yield
+        finally:
+            for path in paths:
+                os.unlink(path)
+
     # -- counting ------------------------------------------------------------------------
 
     def metric(self, name, nodes=None, **labels):
@@ -209,6 +224,15 @@ class Cluster:
                 with open(path, encoding="utf-8") as handle:
                     lines.extend(line.strip() for line in handle if line.strip())
         return lines
+
+    def fill_log(self):
+        """Where each node's fills came from (the cluster.source lines of its log), to
+        explain a failed assertion."""
+        lines = []
+        for index, node in enumerate(self.nodes):
+            lines.extend("node%d %s" % (index, line) for line in node.stderr().splitlines()
+                         if "cluster.source" in line)
+        return "\n".join(lines)
 
     def _running(self, nodes):
         indexes = range(len(self.nodes)) if nodes is None else nodes

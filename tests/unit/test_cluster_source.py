@@ -154,3 +154,28 @@ def test_a_peer_whose_bytes_failed_verification_is_left_out(engine, metrics, pee
     # The next fill of that image on this node does not ask it again.
     assert drain(node.source(IMAGE, origin)) == DATA
     assert origin.calls == [(0, "miss")] and len(corrupt.requests) == 1
+
+
+class LateHolder(Holders):
+    """A holder that commits (and releases its claim) right after our first look."""
+
+    def __init__(self, url):
+        super().__init__()
+        self.late_url = url
+
+    def get_cached_nodes(self, image_id):
+        nodes = super().get_cached_nodes(image_id)
+        self.urls = [self.late_url]
+        return nodes
+
+
+def test_a_fill_that_committed_between_our_looks_is_read_not_the_origin(engine, metrics,
+                                                                        peers):
+    holder, origin = peers(), Origin()
+    node = source_mod.ClusterNode(SELF, SECRET, LateHolder(holder.url), engine=engine,
+                                  signature_ttl_s=TTL_S, metrics=metrics)
+    source = node.source(IMAGE, origin)
+    first = next(source)
+    assert fill_claims.filler(IMAGE_ID, engine=engine) is None   # claimed, then released
+    assert first + drain(source) == DATA
+    assert origin.calls == [] and len(holder.requests) == 1

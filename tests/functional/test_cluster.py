@@ -1,0 +1,203 @@
+"""Issue 14: three real server processes on one database read each image from the origin once.
+
+Each cluster (tests/functional/cluster.py) is three glance-cache-mw-api processes on
+127.0.0.1 with the centralized_db driver on a database this test creates (PostgreSQL, and
+MariaDB for the storm), one file store as their origin, and the same cluster_secret. Origin
+reads are counted twice: by each node's /metrics and by the test filter in front of each
+node's images app. Checked: 3 nodes x 16 concurrent cold downloads read the origin once and
+give 48 identical bodies and one copy per node; SIGKILL of the node reading the origin
+mid-fill costs the other nodes' clients nothing (they go on from a peer or the origin at the
+offset reached) and leaves no partial or wrong file; a peer whose cached file was tampered
+with (same size) gets nothing cached anywhere and the asking node's clients right bytes or a
+cut connection; a tenant that may not see the image gets 404 on every node during and after
+the cluster fill.
+"""
+
+import concurrent.futures
+import os
+import signal
+
+import pytest
+
+from glance_cache_mw.cluster import peer_path
+from glance_cache_mw.db import cache_api, fill_claims
+from tests import dbfixtures
+from tests.functional import cluster as cluster_mod
+from tests.functional.server import wait_for
+
+pytestmark = pytest.mark.realservice
+
+MIB = 1024 * 1024
+PER_NODE = 16
+
+
+def identity(project, roles="member"):
+    """The headers an authenticating proxy sets (the context flavor)."""
+    return {"X-Identity-Status": "Confirmed", "X-User-Id": "user-" + project,
+            "X-Project-Id": project, "X-Roles": roles}
+
+
+OWNER = identity("proj-owner")
+OTHER = identity("proj-other")
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    db = dbfixtures.ScratchDatabase("postgresql", tmp_path_factory.mktemp("pg"))
+    yield db
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def pg_cluster(postgres, tmp_path_factory):
+    """Three nodes on PostgreSQL, context flavor, bytes verified before the last one."""
+    with cluster_mod.Cluster(tmp_path_factory.mktemp("cluster"), postgres.url, 3,
+                             flavor="context",
+                             image_cache_verify_before_last_byte="true") as cluster:
+        yield cluster
+
+
+def assert_storm(cluster, db):
+    """3 x 16 concurrent cold downloads: 1 origin read, 48 identical bodies, 3 copies."""
+    data = os.urandom(4 * MIB + 123)
+    image_id = cluster.upload(data, headers=OWNER)
+    reads_before = cluster.origin_reads()
+    ok_before = cluster.metric("peer_reads_total", outcome="ok")
+    corrupt_before = cluster.metric("peer_reads_total", outcome="corrupt")
+    results = cluster.download_all(image_id, PER_NODE, headers=OWNER)
+    assert len(results) == 3 * PER_NODE
+    bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
+    assert not bad, bad
+    assert cluster.origin_reads() - reads_before == 1, cluster.fill_log()
+    assert [line for line in cluster.origin_log() if line.startswith(image_id)] == [
+        image_id + " -"]
+    for node in range(3):
+        wait_for(lambda: cluster.cached_file(node, image_id) == data,
+                 what="node %d to cache the image" % node)
+    assert cache_api.get_cached_nodes(image_id, engine=db.engine) == sorted(cluster.urls)
+    assert cluster.metric("peer_reads_total", outcome="ok") >= ok_before + 2
+    assert cluster.metric("peer_reads_total", outcome="corrupt") == corrupt_before
+    assert fill_claims.filler(image_id, engine=db.engine) is None   # released
+
+
+def test_3_nodes_x_16_cold_downloads_read_the_origin_once_on_postgresql(pg_cluster, postgres):
+    assert_storm(pg_cluster, postgres)
+
+
+def test_3_nodes_x_16_cold_downloads_read_the_origin_once_on_mariadb(tmp_path):
+    db = dbfixtures.ScratchDatabase("mysql", tmp_path)
+    try:
+        with cluster_mod.Cluster(tmp_path / "cluster", db.url, 3, flavor="context") as cluster:
+            assert_storm(cluster, db)
+    finally:
+        db.close()
+
+
+def test_a_tenant_that_may_not_see_the_image_gets_404_on_every_node(pg_cluster, postgres):
+    data = os.urandom(3 * MIB)
+    image_id = pg_cluster.upload(data, headers=OWNER, visibility="private")
+
+    def refused_everywhere():
+        for node in range(3):
+            result = pg_cluster.download(node, image_id, headers=OTHER)
+            assert result.status == 404, result
+            # Its credentials do not open the peer endpoint either.
+            status, _, _ = pg_cluster.nodes[node].request(
+                "GET", peer_path(image_id), headers=OTHER)
+            assert status == 403
+
+    # A slow origin (each 1 MiB chunk waits) keeps the cluster fill going while we ask.
+    with pg_cluster.slow_origin(0.4), concurrent.futures.ThreadPoolExecutor(6) as pool:
+        first = [pool.submit(pg_cluster.download, 0, image_id, OWNER) for _ in range(2)]
+        wait_for(lambda: fill_claims.filler(image_id, engine=postgres.engine)
+                 == pg_cluster.urls[0], what="node 0 to claim the fill")
+        refused_everywhere()
+        peers = [pool.submit(pg_cluster.download, node, image_id, OWNER)
+                 for node in (1, 2) for _ in range(2)]
+        wait_for(lambda: all(pg_cluster.incomplete_files(node) for node in (1, 2)),
+                 what="nodes 1 and 2 to fill from node 0")
+        refused_everywhere()
+        results = [future.result() for future in first + peers]
+    assert all(r.status == 200 and r.body == data for r in results), results
+    for node in range(3):
+        wait_for(lambda: pg_cluster.cached_file(node, image_id) == data,
+                 what="node %d to cache the image" % node)
+    refused_everywhere()
+
+
+def test_bytes_of_a_tampered_peer_are_never_cached(pg_cluster, postgres):
+    data = os.urandom(2 * MIB + 5)
+    image_id = pg_cluster.upload(data, headers=OWNER)
+    assert pg_cluster.download(0, image_id, OWNER).body == data
+    wait_for(lambda: cache_api.get_cached_nodes(image_id, engine=postgres.engine)
+             == [pg_cluster.urls[0]], what="node 0 to record its copy")
+    path = os.path.join(pg_cluster.nodes[0].data_dir, "image-cache", image_id)
+    with open(path, "r+b") as handle:   # same size, other bytes: a hit does not notice
+        handle.seek(MIB)
+        handle.write(bytes(255 - b for b in data[MIB:MIB + 4096]))
+    corrupt_before = pg_cluster.metric("peer_reads_total", outcome="corrupt")
+
+    results = pg_cluster.download_all(image_id, 4, nodes=[1], headers=OWNER)
+    assert not [r for r in results if r.ended == "complete" and r.body != data], results
+    assert [r for r in results if r.ended == "cut"], "verified before the last byte"
+    wait_for(lambda: not pg_cluster.incomplete_files(1), what="node 1's fill to end")
+    assert pg_cluster.cached_file(1, image_id) is None
+    assert pg_cluster.metric("peer_reads_total", [1], outcome="corrupt") == 1 + corrupt_before
+    log = pg_cluster.nodes[1].stderr()
+    assert "bytes from peer %s failed verification" % pg_cluster.urls[0] in log
+
+    # Node 1 now leaves node 0 out for this image: the origin, right bytes, cached.
+    again = pg_cluster.download(1, image_id, OWNER)
+    assert (again.status, again.ended, again.body == data) == (200, "complete", True)
+    wait_for(lambda: pg_cluster.cached_file(1, image_id) == data, what="node 1 to cache")
+    # Node 2 may pick either holder: right bytes or a cut, and never a wrong copy.
+    third = pg_cluster.download(2, image_id, OWNER)
+    assert third.body == data or third.ended == "cut", third
+    wait_for(lambda: not pg_cluster.incomplete_files(2), what="node 2's fill to end")
+    assert pg_cluster.cached_file(2, image_id) in (None, data)
+
+
+def test_sigkill_of_the_node_reading_the_origin_costs_the_others_nothing(pg_cluster, postgres):
+    data = os.urandom(6 * MIB)
+    image_id = pg_cluster.upload(data, headers=OWNER)
+    with pg_cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(12) as pool:
+        doomed = [pool.submit(pg_cluster.download, 0, image_id, OWNER) for _ in range(4)]
+        wait_for(lambda: fill_claims.filler(image_id, engine=postgres.engine)
+                 == pg_cluster.urls[0], what="node 0 to claim the fill")
+        others = [pool.submit(pg_cluster.download, node, image_id, OWNER)
+                  for node in (1, 2) for _ in range(4)]
+        wait_for(lambda: all(_filled(pg_cluster, node, image_id) > 0 for node in (1, 2)),
+                 what="nodes 1 and 2 to fill from node 0")
+        assert _filled(pg_cluster, 1, image_id) < len(data)
+        pg_cluster.nodes[0].signal(signal.SIGKILL)
+        pg_cluster.nodes[0].wait()
+        results = [future.result() for future in others]
+        lost = [future.result() for future in doomed]
+    bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
+    assert not bad, bad
+    assert all(r.ended in ("cut", "failed") for r in lost), lost
+    # Exactly one survivor took the claim over and read the rest, from where it was.
+    reads = [line for line in pg_cluster.origin_log([1, 2]) if line.startswith(image_id)]
+    assert len(reads) == 1 and reads[0].startswith(image_id + " bytes="), reads
+    assert int(reads[0].split("=")[1].rstrip("-")) > 0
+    for node in (1, 2):
+        wait_for(lambda: pg_cluster.cached_file(node, image_id) == data,
+                 what="node %d to cache the image" % node)
+        assert pg_cluster.incomplete_files(node) == []
+    assert pg_cluster.cached_file(0, image_id) is None
+    # Node 0 comes back: what it left in incomplete/ is never served; it fills from a peer.
+    pg_cluster.nodes[0].start()
+    again = pg_cluster.download(0, image_id, OWNER)
+    assert (again.status, again.ended, again.body == data) == (200, "complete", True)
+    wait_for(lambda: pg_cluster.cached_file(0, image_id) == data, what="node 0 to cache")
+    assert [line for line in pg_cluster.origin_log([0]) if line.startswith(image_id)] == [
+        image_id + " -"]   # its one read, before it was killed
+
+
+def _filled(cluster, node, image_id):
+    """Bytes in node ``node``'s incomplete/ file of ``image_id`` (0 when there is none)."""
+    path = os.path.join(cluster.nodes[node].data_dir, "image-cache", "incomplete", image_id)
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
