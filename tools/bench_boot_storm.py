@@ -203,6 +203,7 @@ def measure_mode(nodes, image, shared, args):
                  "storm_last_s": storm["wall_s"], "origin_ratio": storm["origin_ratio"],
                  "origin_reads": storm["origin_reads"], "peer_ratio": storm["peer_ratio"],
                  "copies": storm["copies"], "x_image_cache": storm["x_image_cache"],
+                 "node_last_s": node_last_s(storm, len(nodes.ports)),
                  "hit_storm_s": hits["wall_s"], "hit_storm_cache": hits["x_image_cache"],
                  "errors": single["errors"] + storm["errors"] + hits["errors"],
                  "server_cpu_s": storm["cpu_s"]}
@@ -210,12 +211,25 @@ def measure_mode(nodes, image, shared, args):
         reps.append(entry)
         log("  rep %d: one cold %.2f s; storm of %d: last done %.2f s = %.2fx one cold, origin "
             "bytes %.2fx the image in %d reads, peer bytes served %s, copies %d/%d, "
-            "X-Image-Cache %s; as hits %.2f s (%s); errors %d", rep + 1, entry["single_s"],
-            clients, entry["storm_last_s"], entry["last_vs_single"], entry["origin_ratio"],
-            entry["origin_reads"], _ratio(entry["peer_ratio"]), entry["copies"],
-            len(nodes.ports), entry["x_image_cache"], entry["hit_storm_s"],
+            "X-Image-Cache %s, last done per node %s s; as hits %.2f s (%s); errors %d",
+            rep + 1, entry["single_s"], clients, entry["storm_last_s"],
+            entry["last_vs_single"], entry["origin_ratio"], entry["origin_reads"],
+            _ratio(entry["peer_ratio"]), entry["copies"], len(nodes.ports),
+            entry["x_image_cache"], " / ".join("%.2f" % t for t in entry["node_last_s"]),
+            entry["hit_storm_s"],
             _statuses(entry["hit_storm_cache"]), entry["errors"])
     return {**summarize(reps, clients), "db_stats": db_stats}
+
+
+def node_last_s(storm, node_count):
+    """When the last client of each node finished (s after the common start). Worker i of
+    bench_download made request i (one each) to targets[i % M], and its records come in
+    worker order."""
+    last = [0.0] * node_count
+    for index, record in enumerate(storm["records"]):
+        node = index % node_count
+        last[node] = max(last[node], record["end"] - storm["start_at"])
+    return last
 
 
 def counted(nodes, counter, image, run_load, ports=None):
@@ -235,7 +249,6 @@ def counted(nodes, counter, image, run_load, ports=None):
     summary["peer_ratio"] = (served_after - served_before) / image["size"]
     summary["copies"] = nodes.copies(image["id"])
     summary["cpu_s"] = summary.pop("server_cpu_s")
-    summary.pop("records", None)
     return summary
 
 
@@ -295,10 +308,12 @@ def report(results):
             entry["origin_reads_max"], _ratio(entry["peer_ratio"]), entry["copies_min"],
             m["nodes"], entry["errors"], _statuses(entry["reps"][-1]["x_image_cache"]),
             _seconds(entry["hit_storm_s"])))
-    lines += ["", "Every rep (one cold s / storm last done s / origin bytes per image):", ""]
+    lines += ["", "Every rep (one cold s / storm last done s, per node / origin bytes per "
+              "image):", ""]
     for mode, entry in results["modes"].items():
         lines.append("* %s: %s" % (mode, entry.get("skipped") or "; ".join(
-            "%.2f / %.2f / %.2fx" % (rep["single_s"], rep["storm_last_s"], rep["origin_ratio"])
+            "%.2f / %.2f (%s) / %.2fx" % (rep["single_s"], rep["storm_last_s"], " ".join(
+                "%.2f" % t for t in rep["node_last_s"]), rep["origin_ratio"])
             for rep in entry.get("reps", ()))))
     lines += _db_lines(results["modes"])
     lines += ["", "| target (cluster mode on) | met | measured |", "|---|---|---|"]
@@ -336,8 +351,10 @@ def _targets(entry):
                 TARGET_ORIGIN_RATIO, "met" if ratio_met else "**not met**",
                 entry["origin_ratio"], entry["origin_reads_max"]),
             "| last client done <= %.1fx one cold download on one node | %s | %.2f s vs %.2f s "
-            "= %.2fx |" % (TARGET_LAST_VS_ONE, "met" if time_met else "**not met**",
-                           entry["storm_last_s"], entry["single_s"], entry["last_vs_single"])]
+            "= %.2fx (the same clients as hits, sending only: %.2f s) |" % (
+                TARGET_LAST_VS_ONE, "met" if time_met else "**not met**",
+                entry["storm_last_s"], entry["single_s"], entry["last_vs_single"],
+                entry["hit_storm_s"])]
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ def test_quick_run_reports_both_modes_and_drops_its_database(tmp_path):
         assert entry["origin_ratio"] >= 1.0 and entry["origin_reads_max"] >= 1, entry
         assert sum(entry["reps"][0]["x_image_cache"].values()) == NODES * 2
         assert entry["reps"][0]["hit_storm_cache"] == {"HIT": NODES * 2}
+        assert len(entry["reps"][0]["node_last_s"]) == NODES
+        assert max(entry["reps"][0]["node_last_s"]) == pytest.approx(entry["storm_last_s"])
     # Cluster mode off: each node reads the store itself, nobody serves peers.
     assert results["modes"]["off"]["origin_reads_max"] >= NODES
     assert not results["modes"]["off"]["peer_ratio"]
