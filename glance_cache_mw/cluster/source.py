@@ -114,7 +114,8 @@ class ClusterSource:
         self.size = size
         self.offset = 0
         self._origin = origin
-        self._current = None
+        self._current = None        # the iterator of the current source
+        self._current_body = None   # what to close(): the origin's body or a PeerReader
         self._current_peer = None   # None while reading the origin
         self._failed = set()
         self._suppliers = []        # peers whose bytes went into this fill, in order
@@ -207,7 +208,9 @@ class ClusterSource:
     def _from_origin(self, reason):
         LOG.info("image %s: filling from origin at byte %d", self.image_id, self.offset)
         self._current_peer = None
-        return iter(self._origin(self.offset, reason))
+        # PEP 3333: close() is the body's, whatever its __iter__ returns.
+        self._current_body = self._origin(self.offset, reason)
+        return iter(self._current_body)
 
     def _from_peer(self, peer_url):
         LOG.info("image %s: filling from peer %s at byte %d", self.image_id, peer_url,
@@ -215,18 +218,19 @@ class ClusterSource:
         self._current_peer = peer_url
         if peer_url not in self._suppliers:
             self._suppliers.append(peer_url)
-        return self.node.reader(peer_url, self.image_id, self.offset, self.size)
+        self._current_body = self.node.reader(peer_url, self.image_id, self.offset, self.size)
+        return self._current_body
 
     def _peer_failed(self, err):
         LOG.warning("image %s: %s; going on from byte %d with another source",
                     self.image_id, err, self.offset)
         self.node.metrics.peer_read("failed")
         self._failed.add(self._current_peer)
-        self._current = None   # the reader closed itself
+        self._current = self._current_body = None   # the reader closed itself
 
     def _end_current(self):
-        current, self._current = self._current, None
-        close = getattr(current, "close", None)
+        body, self._current_body, self._current = self._current_body, None, None
+        close = getattr(body, "close", None)
         if close is not None:
             close()
 
@@ -259,7 +263,8 @@ class ClusterSource:
             if peer_url in self._failed and mismatch is None:
                 continue   # counted as failed already
             if mismatch is None:
-                self.node.metrics.peer_read("ok")
+                if self.offset >= self.size:   # not for a fill that stopped half-way
+                    self.node.metrics.peer_read("ok")
                 continue
             LOG.error("image %s: bytes from peer %s failed verification (%s); not asking "
                       "it for this image for %d s", self.image_id, peer_url, mismatch,

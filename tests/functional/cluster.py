@@ -49,15 +49,38 @@ class Download:
             self.node, self.status, self.cache, len(self.body or b""), self.ended)
 
 
+class GunicornNode(ServerProcess):
+    """A node served by gunicorn (``workers`` gthread workers, as docs/deployment.md runs
+    it) on ``port``, with the same INI as a ServerProcess; SIGKILL reaches the master only."""
+
+    def __init__(self, workdir, port, workers=2, **kwargs):
+        super().__init__(workdir, **kwargs)
+        self.url = "http://127.0.0.1:%d" % port
+        self.workers = workers
+
+    def start(self, timeout_s=60):
+        argv = [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
+                "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
+                "--timeout", "0", "glance_cache_mw.wsgi:application"]
+        env = serving.subprocess_env(GLANCE_CACHE_MW_CONFIG=self.config_path)
+        self.process = serving.start_process(argv, self.workdir, env, self.stdout_path,
+                                             self.stderr_path)
+        if serving.wait_until(lambda: serving.status_of(self.url) == 200, self.process,
+                              timeout_s):
+            return self
+        self.stop()
+        raise RuntimeError("gunicorn did not answer on %s:\n%s" % (self.url, self.stderr()))
+
+
 class Cluster:
     """``n`` server processes sharing ``db_url`` and one file store; ``nodes[i]`` is the
     ServerProcess of node i (``.url``, ``.data_dir``, ``.stop()``, ``.signal()``)."""
 
     def __init__(self, workdir, db_url, n=3, origin_rate=None, flavor="noauth", cluster=True,
-                 sync=False, **settings):
+                 sync=False, server="eventlet", **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
-        first (glance-cache-mw-manage db sync); ``settings``: more [DEFAULT] keys, for
-        every node."""
+        first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api)
+        or "gunicorn" (GunicornNode); ``settings``: more [DEFAULT] keys, for every node."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
@@ -75,9 +98,11 @@ class Cluster:
             if cluster:
                 node_settings["cluster_secret"] = self.secret
             node_settings.update(settings)
-            self.nodes.append(ServerProcess(os.path.join(self.workdir, "node%d" % index),
-                                            flavor=flavor, settings=node_settings,
-                                            origin_bytes_per_s=origin_rate))
+            workdir = os.path.join(self.workdir, "node%d" % index)
+            kwargs = {"flavor": flavor, "settings": node_settings,
+                      "origin_bytes_per_s": origin_rate}
+            self.nodes.append(GunicornNode(workdir, port, **kwargs) if server == "gunicorn"
+                              else ServerProcess(workdir, **kwargs))
         self._sync = sync
 
     def start(self):

@@ -5,7 +5,8 @@ Each cluster (tests/functional/cluster.py) is three glance-cache-mw-api processe
 MariaDB for the storm), one file store as their origin, and the same cluster_secret. Origin
 reads are counted twice: by each node's /metrics and by the test filter in front of each
 node's images app. Checked: 3 nodes x 16 concurrent cold downloads read the origin once and
-give 48 identical bodies and one copy per node; SIGKILL of the node reading the origin
+give 48 identical bodies and one copy per node (on MariaDB with the nodes under gunicorn
+too); SIGKILL of the node reading the origin
 mid-fill costs the other nodes' clients nothing (they go on from a peer or the origin at the
 offset reached) and leaves no partial or wrong file; a peer whose cached file was tampered
 with (same size) gets nothing cached anywhere and the asking node's clients right bytes or a
@@ -84,10 +85,13 @@ def test_3_nodes_x_16_cold_downloads_read_the_origin_once_on_postgresql(pg_clust
     assert_storm(pg_cluster, postgres)
 
 
-def test_3_nodes_x_16_cold_downloads_read_the_origin_once_on_mariadb(tmp_path):
+def test_the_same_on_mariadb_with_nodes_under_gunicorn(tmp_path):
+    """Also fills in real OS threads, two worker processes per node (forked after the app
+    loaded, each with its own database connections), as docs/deployment.md runs gunicorn."""
     db = dbfixtures.ScratchDatabase("mysql", tmp_path)
     try:
-        with cluster_mod.Cluster(tmp_path / "cluster", db.url, 3, flavor="context") as cluster:
+        with cluster_mod.Cluster(tmp_path / "cluster", db.url, 3, flavor="context",
+                                 server="gunicorn") as cluster:
             assert_storm(cluster, db)
     finally:
         db.close()

@@ -6,6 +6,7 @@ import sys
 
 from tests.functional import serving
 from tests.functional.server import wait_for
+from tests.unit.cache_helpers import ClosableBody
 
 # Parent prints its child's pid, then both sleep until signalled.
 _PARENT_AND_CHILD = (
@@ -15,22 +16,8 @@ _PARENT_AND_CHILD = (
     "time.sleep(120)\n")
 
 
-class _Body:
-    """A WSGI body whose __iter__ is not itself, with a close() to be called."""
-
-    def __init__(self, chunks):
-        self.chunks = chunks
-        self.closed = False
-
-    def __iter__(self):
-        return iter(self.chunks)
-
-    def close(self):
-        self.closed = True
-
-
 def test_paced_body_yields_every_chunk_counts_the_bytes_and_closes_the_body():
-    body = _Body([b"abc", b"", b"defgh"])
+    body = ClosableBody([b"abc", b"", b"defgh"])
     paced = serving.PacedBody(body, seconds_per_byte=0.0)
     assert b"".join(paced) == b"abcdefgh"
     assert paced.sent == 8

@@ -81,6 +81,21 @@ class Origin:
         self.closed = True
 
 
+class ClosableBody:
+    """A WSGI body whose __iter__ is not itself, with a close() to be called (PEP 3333:
+    whoever consumes it must close the body, not what its __iter__ returned)."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+        self.closed = False
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        self.closed = True
+
+
 class GatedOrigin:
     """Yields one chunk per ``release()``; works across fork (a pipe carries the gate)."""
 

@@ -5,7 +5,7 @@ serves ``DATA`` as image ``IMAGE_ID`` (Range: bytes=N- → 206), or misbehaves a
 says: "silent" (half the body, then nothing), "reset" (half, then RST), "short" (half, then
 FIN), "status" (404), "ignore-range" (200 from byte 0 whatever the Range). ``data`` may be
 replaced (e.g. by other bytes of the same size: a corrupt peer). Used by
-tests/unit/test_peer_client.py and tests/unit/test_cluster_source.py.
+tests/unit/test_cluster_client.py and tests/unit/test_cluster_source.py.
 """
 
 import http.server

@@ -7,6 +7,7 @@ the offsets it was asked for.
 """
 
 import logging
+import time
 import types
 
 import pytest
@@ -15,6 +16,7 @@ from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.cluster import source as source_mod
 from glance_cache_mw.db import fill_claims
 from tests import dbfixtures
+from tests.unit.cache_helpers import ClosableBody
 from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S, Peer
 
 SELF = "http://this-node:9292"
@@ -179,3 +181,29 @@ def test_a_fill_that_committed_between_our_looks_is_read_not_the_origin(engine, 
     assert fill_claims.filler(IMAGE_ID, engine=engine) is None   # claimed, then released
     assert first + drain(source) == DATA
     assert origin.calls == [] and len(holder.requests) == 1
+
+
+def test_the_origin_body_is_closed_itself(engine, metrics):
+    bodies = []
+
+    def origin(offset, reason):
+        bodies.append(ClosableBody([DATA[offset:]]))
+        return bodies[-1]
+    assert drain(node_for(engine, metrics).source(IMAGE, origin)) == DATA
+    assert [body.closed for body in bodies] == [True]
+
+
+def test_the_claim_is_renewed_while_the_origin_is_read(engine, metrics):
+    lease_s = 1.5
+    node = source_mod.ClusterNode(SELF, SECRET, Holders(), lease_s=lease_s, engine=engine,
+                                  metrics=metrics)
+    seen = []
+
+    def slow_origin(offset, reason):
+        for i in range(offset, len(DATA), 65536):
+            time.sleep(lease_s / 3)   # 5 chunks: the read outlasts two leases
+            seen.append(fill_claims.filler(IMAGE_ID, engine=engine))
+            yield DATA[i:i + 65536]
+    assert drain(node.source(IMAGE, slow_origin)) == DATA
+    assert set(seen) == {SELF}
+    assert fill_claims.filler(IMAGE_ID, engine=engine) is None

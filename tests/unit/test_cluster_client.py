@@ -1,9 +1,10 @@
 """cluster/client.py's PeerReader against a real HTTP server on 127.0.0.1 in a thread.
 
 The server (tests/unit/peer_stub.py) checks each request's signature with cluster/signing.py
-(as a peer endpoint does) and misbehaves on demand: it stops sending (timeout), resets the connection, ends short of
-its Content-Length, answers an error status, or ignores the Range. Every failure must be a
-PeerError naming the peer and the offset reached; a good peer's bytes arrive whole.
+(as a peer endpoint does) and misbehaves on demand: it stops sending (timeout), resets the
+connection, ends short of its Content-Length, answers an error status, or ignores the Range.
+Every failure must be a PeerError naming the peer and the offset reached; a good peer's bytes
+arrive whole.
 """
 
 import pytest
