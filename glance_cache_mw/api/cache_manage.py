@@ -8,7 +8,10 @@
     POST   /v2/cache/clean            200 {"total_cleaned_files": n}
     GET    /v2/cache/nodes/{image_id} 200 [node URLs]  (centralized_db driver; else 409)
 
-Every operation acts on this node's cache. Paste: ``[filter:cachemanage]``.
+Every operation acts on this node's cache. Paste: ``[filter:cachemanage]``. The node list
+keeps Glance's shape (a JSON list of the nodes that cache the image); the node filling the
+image from the origin right now (a cluster's fill claim, db/fill_claims.py) is named in the
+``X-Image-Cache-Filling-Node`` header.
 """
 
 import datetime
@@ -24,6 +27,7 @@ from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
+from glance_cache_mw.db import fill_claims
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import glance_compat
@@ -31,6 +35,7 @@ from glance_cache_mw.middleware import glance_compat
 LOG = logging.getLogger(__name__)
 
 _ROUTE_RE = re.compile(r"^/v2(?:\.\d+)?/cache(?:/(nodes/)?([^/]+))?/?$")
+FILLING_NODE_HEADER = "X-Image-Cache-Filling-Node"
 CLEAR_TARGETS = {"": ("cache", "queue"), "cache": ("cache",), "queue": ("queue",)}
 
 
@@ -145,7 +150,11 @@ class CacheManageFilter:
                 explanation="Listing the nodes that cache an image needs the centralized_db "
                             "cache driver.") from None
         self._image(context, image_id)
-        return _json(nodes)
+        response = _json(nodes)
+        filler = fill_claims.filler(image_id, engine=self.cache.driver.engine)
+        if filler is not None:
+            response.headers[FILLING_NODE_HEADER] = filler
+        return response
 
     def _image(self, context, image_id):
         try:

@@ -8,7 +8,8 @@
 
 The cache commands work on this node's cache directory (``image_cache_dir``) and database
 directly, with or without the server running. ``queue`` accepts only images that exist and
-are active; ``nodes`` needs the centralized_db driver. Exit status: 0 done, 1 an image that is
+are active; ``nodes`` (the nodes that cache an image, and the one filling it from the origin
+now) needs the centralized_db driver. Exit status: 0 done, 1 an image that is
 unknown or cannot be queued or deleted, 2 a malformed image id or bad configuration.
 
 ``stats`` shows the hit ratio and the bytes served from the cache and read from the origin (from
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from glance_cache_mw import exception
 from glance_cache_mw.cmd import common
 from glance_cache_mw.context import RequestContext
-from glance_cache_mw.db import engine as db_engine, migration
+from glance_cache_mw.db import engine as db_engine, fill_claims, migration
 from glance_cache_mw.image_cache.drivers import ondisk
 
 CLEAR_TARGETS = ("cache", "queue")
@@ -51,7 +52,8 @@ def build_parser():
     cache_cmds.add_parser("list", parents=[output], help="list cached and queued images")
     for name, text in (("queue", "queue an active image for the prefetcher"),
                        ("delete", "remove an image from the cache and the queue"),
-                       ("nodes", "list the nodes caching an image (centralized_db driver)")):
+                       ("nodes", "list the nodes caching an image and the one filling it now "
+                                 "(centralized_db driver)")):
         sub = cache_cmds.add_parser(name, parents=[output], help=text)
         sub.add_argument("image_id", metavar="ID")
     cache_cmds.add_parser("stats", parents=[output],
@@ -208,11 +210,15 @@ def _cache_nodes(args, conf, cache):
                          "%s driver only knows this node's cache)\n" % cache.driver.name)
         return 2
     nodes = cache.get_cached_nodes(args.image_id)
+    filling = fill_claims.filler(args.image_id, engine=cache.driver.engine)
     if args.format == "json":
-        return _json({"image_id": args.image_id, "nodes": nodes})
+        return _json({"image_id": args.image_id, "nodes": nodes, "filling": filling})
     if not nodes:
         print("image %s is not cached on any node" % args.image_id)
-    _table(("NODE",), [(node,) for node in nodes])
+    rows = [(node, "cached") for node in nodes]
+    if filling is not None:
+        rows.append((filling, "filling from the origin"))
+    _table(("NODE", "STATE"), rows)
     return 0
 
 

@@ -5,6 +5,7 @@ fractions, so equality on created_at/updated_at only holds across backends for w
 """
 
 import datetime
+import threading
 import uuid
 
 from glance_cache_mw.context import RequestContext
@@ -23,6 +24,8 @@ PROPERTY_KEYS = {"id", "image_id", "name", "value", "created_at", "updated_at", 
 LOCATION_KEYS = {"id", "url", "metadata", "status"}
 MEMBER_KEYS = {"id", "image_id", "member", "can_share", "status", "created_at", "updated_at",
                "deleted"}
+
+HANG_GUARD_S = 120  # only so that a deadlocked race fails instead of hanging
 
 # U+1F600 (an emoji): 4 bytes in UTF-8, refused everywhere (MySQL's utf8 is 3-byte).
 FOUR_BYTE = "\U0001f600"
@@ -87,3 +90,27 @@ def insert_rows(db, table, *rows):
         for row in rows:
             conn.execute(table.insert().values(
                 **{"created_at": BASE_TIME, "updated_at": BASE_TIME, "deleted": False, **row}))
+
+
+def race(calls):
+    """Run every zero-argument callable in its own thread, released together (a Barrier).
+
+    Returns a list of ("ok", result) or ("error", exception) in call order.
+    """
+    barrier = threading.Barrier(len(calls))
+    outcomes = [None] * len(calls)
+
+    def run(index, call):
+        try:
+            barrier.wait(timeout=HANG_GUARD_S)
+            outcomes[index] = ("ok", call())
+        except Exception as err:  # recorded and asserted on by the test
+            outcomes[index] = ("error", err)
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD_S)
+    assert not any(thread.is_alive() for thread in threads), "a racing thread never finished"
+    return outcomes

@@ -26,6 +26,7 @@ PYTHON_ENV = "GLANCE_CACHE_MW_TEST_GLANCE_PYTHON"
 START_TIMEOUT_S = 120
 APP_READY = "WSGI app 0 (mountpoint='') ready"
 APP_FAILED = "unable to load app"
+PEER_FACTORY = "glance_cache_mw.middleware.peer:filter_factory"
 OUR_FACTORIES = {
     "filter:cache": "glance_cache_mw.middleware.cache:filter_factory",
     "filter:cachemanage": "glance_cache_mw.api.cache_manage:filter_factory",
@@ -85,16 +86,27 @@ def paste_ini_with_our_filters(python):
     return text
 
 
+def with_peer_filter(text, cluster_secret):
+    """A glance-api-paste.ini ``text`` with our peer filter before versionnegotiation in every
+    pipeline and ``cluster_secret`` in its [DEFAULT] (docs/glance.md, "Cluster mode")."""
+    text, count = re.subn(r"(^\w[\w+]* = .*?)\bversionnegotiation\b",
+                          r"\1peer versionnegotiation", text, flags=re.M)
+    assert count, "no pipeline with versionnegotiation in Glance's glance-api-paste.ini"
+    return ("[DEFAULT]\ncluster_secret = %s\n\n%s\n[filter:peer]\npaste.filter_factory = %s\n"
+            % (cluster_secret, text, PEER_FACTORY))
+
+
 class GlanceServer:
     """glance-api under uWSGI: ``url``, ``request()``, ``log()``, ``store_reads(image_id)``."""
 
     def __init__(self, workdir, python, db_url, flavor="caching", driver="sqlite",
                  processes=2, threads=8, extra_conf="", policy=None, our_filters=True,
-                 backends=None):
+                 backends=None, cluster_secret=None):
         """``our_filters=False``: Glance's glance-api-paste.ini as shipped (Glance's filter);
         ``backends``: names of file stores in Glance's multi-store form (``enabled_backends``,
         the first is the default; data under ``images/{name}``), else one file store
-        (``[glance_store] filesystem_store_datadir`` = ``images``)."""
+        (``[glance_store] filesystem_store_datadir`` = ``images``); ``cluster_secret``: our
+        peer filter in every pipeline, in cluster mode with that secret."""
         self.workdir = str(workdir)
         self.python = python
         self.db_url = db_url
@@ -106,6 +118,7 @@ class GlanceServer:
         self.policy = policy or {}
         self.our_filters = our_filters
         self.backends = list(backends or ())
+        self.cluster_secret = cluster_secret
         self.port = server_helpers.free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.cache_dir = os.path.join(self.workdir, "image-cache")
@@ -127,7 +140,10 @@ class GlanceServer:
                                       policy_defaults=self._policy_defaults()))
         with open(os.path.join(self.workdir, "glance-api-paste.ini"), "w") as handle:
             if self.our_filters:
-                handle.write(paste_ini_with_our_filters(self.python))
+                text = paste_ini_with_our_filters(self.python)
+                if self.cluster_secret:
+                    text = with_peer_filter(text, self.cluster_secret)
+                handle.write(text)
             else:
                 with open(glance_file(self.python, "etc", "glance",
                                       "glance-api-paste.ini")) as shipped:

@@ -13,6 +13,7 @@ worker's pid, a fake cache status) and passes everything else; ``stub_app_factor
 for the images app where a test does not need it.
 """
 
+import http.client
 import itertools
 import json
 import os
@@ -135,6 +136,26 @@ class ServerProcess:
     def request(self, method, path, body=None, headers=None, timeout_s=30):
         """One request on a fresh connection; (status, headers dict, body bytes)."""
         return http_request(self.url, method, path, body, headers, timeout_s)
+
+
+def fetch(url, path, timeout_s=60, headers=None):
+    """GET (with ``headers``) on a keep-alive HTTP/1.1 connection: (status, X-Image-Cache,
+    body, how it ended): "complete", "cut" (the server closed the connection short of
+    Content-Length) or "kept open" (it waited for bytes that never came)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        kind = response.getheader("X-Image-Cache")
+        try:
+            return response.status, kind, response.read(), "complete"
+        except http.client.IncompleteRead as err:
+            return response.status, kind, err.partial, "cut"
+        except TimeoutError:
+            return response.status, kind, None, "kept open"
+    finally:
+        conn.close()
 
 
 def wait_for(predicate, timeout_s=15, what="condition"):

@@ -13,7 +13,6 @@ cleanly), never 500.
 """
 
 import concurrent.futures
-import http.client
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ import urllib.parse
 import pytest
 
 from tests.functional import server as helpers
+from tests.functional.server import fetch
 
 pytestmark = pytest.mark.realservice
 
@@ -96,26 +96,6 @@ def file_path(image_id):
 def cached_ids(url):
     body = helpers.http_request(url, "GET", "/v2/cache")[2]
     return [entry["image_id"] for entry in json.loads(body)["cached_images"]]
-
-
-def fetch(url, path, timeout_s=CLIENT_TIMEOUT_S):
-    """GET on a keep-alive HTTP/1.1 connection: (status, X-Image-Cache, body, how it ended):
-    "complete", "cut" (the server closed the connection short of Content-Length) or
-    "kept open" (it waited for bytes that never came)."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        kind = response.getheader("X-Image-Cache")
-        try:
-            return response.status, kind, response.read(), "complete"
-        except http.client.IncompleteRead as err:
-            return response.status, kind, err.partial, "cut"
-        except TimeoutError:
-            return response.status, kind, None, "kept open"
-    finally:
-        conn.close()
 
 
 def fetch_all(url, path, count, timeout_s=CLIENT_TIMEOUT_S):

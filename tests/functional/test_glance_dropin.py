@@ -13,7 +13,8 @@ The ``caching`` servers run on SQLite (sqlite and xattr cache drivers) and Postg
 wrote with each, and the other way round; the ``cachemanagement`` server has our cache
 management filter in place of Glance's; the ``keystone+caching`` and
 ``keystone+cachemanagement`` servers take real Keystone tokens (the session's Keystone,
-conftest.py) through Glance's auth_token and context middleware.
+conftest.py) through Glance's auth_token and context middleware. A ``caching`` server in
+cluster mode has our peer filter in Glance's pipeline too.
 """
 
 import concurrent.futures
@@ -29,6 +30,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from glance_cache_mw import cluster
+from glance_cache_mw.cluster import signing
 from tests import dbfixtures
 from tests.functional import glance_server, keystone_server, server as helpers
 
@@ -365,6 +368,50 @@ def test_our_pruner_and_cleaner_work_from_glance_api_conf(glance):
     assert not os.path.exists(stale)
     assert os.path.exists(glance.cached_file(image_id))   # active in Glance's DB: kept
     assert get(glance, image_id)[1]["x-image-cache"] == "HIT"
+
+
+# -- cluster mode: our peer filter in Glance's pipeline (docs/glance.md) ----------------------
+
+CLUSTER_SECRET = "glance-cluster-secret-of-the-tests"
+
+
+@pytest.fixture(scope="module")
+def glance_cluster_node(glance_python, tmp_path_factory):
+    """glance-api (``caching``, centralized_db) with our peer filter before
+    versionnegotiation, cluster_secret in the paste file's [DEFAULT], and our table of fill
+    claims added to Glance's database by our db sync, as docs/glance.md says."""
+    workdir = tmp_path_factory.mktemp("glance-cluster")
+    server = glance_server.GlanceServer(workdir, glance_python,
+                                        "sqlite:///%s/glance.sqlite" % workdir,
+                                        flavor="caching", driver="centralized_db",
+                                        policy=POLICY, cluster_secret=CLUSTER_SECRET)
+    try:
+        server.start()
+        synced = glance_command(server, workdir, "manage", "--config",
+                                os.path.join(server.workdir, "glance-api.conf"), "db", "sync")
+        assert synced.returncode == 0, synced.stderr
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_peer_filter_serves_what_glance_cached_to_signed_requests_only(glance_cluster_node):
+    server = glance_cluster_node
+    data = os.urandom(1024 * 1024 + 3)
+    image_id = upload(server, data)
+    assert get(server, image_id)[::2] == (200, data)
+    wait_cached(server, image_id)
+    path = cluster.peer_path(image_id)
+    signed = signing.signed_headers(CLUSTER_SECRET, "GET", path, image_id,
+                                    "http://127.0.0.1:1", 30)
+    status, headers, body = server.request("GET", path, headers=signed)
+    assert (status, headers["x-image-cache"], body) == (200, "PEER-HIT", data)
+    status, headers, body = server.request("GET", path, headers={**signed, "Range": "bytes=7-"})
+    assert (status, body) == (206, data[7:])
+    for refused in ({}, {**signed, signing.SIGNATURE_HEADER: "0" * 64}):
+        status, _, body = server.request("GET", path, headers=refused)
+        assert status == 403 and b"Peer request refused" in body, body
+    assert server.store_reads(image_id) == 1
 
 
 # -- our prefetcher, pointed at glance-api.conf, reads through Glance's stores -------------

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from glance_cache_mw.db import api as db_api, migration
+from glance_cache_mw.db import api as db_api, fill_claims, migration
 from tests.functional.maintenance_env import ADMIN, Node
 
 
@@ -146,12 +146,37 @@ def test_nodes_lists_every_node_caching_the_image(db, tmp_path):
 
     table = manage(node_a, "nodes", "shared")
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines() == ["NODE", "http://node-a:9292", "http://node-b:9292"]
+    assert [line.split() for line in table.stdout.splitlines()] == [
+        ["NODE", "STATE"], ["http://node-a:9292", "cached"], ["http://node-b:9292", "cached"]]
     as_json = json.loads(manage(node_b, "nodes", "shared", "--format", "json").stdout)
-    assert as_json == {"image_id": "shared",
+    assert as_json == {"image_id": "shared", "filling": None,
                        "nodes": ["http://node-a:9292", "http://node-b:9292"]}
     nowhere = manage(node_a, "nodes", "elsewhere")
     assert nowhere.returncode == 0 and "not cached on any node" in nowhere.stdout
+
+
+def test_nodes_shows_the_node_filling_the_image_now(db, tmp_path):
+    """A cluster's fill claim (db/fill_claims.py): shown while its lease runs, not after."""
+    node_a = Node(tmp_path / "a", db, "centralized_db", "http://node-a:9292")
+    prefetched(node_a, "shared")
+    fill_claims.claim("shared", "http://node-c:9292", 600, engine=db.engine)
+    fill_claims.claim("cold", "http://node-b:9292", 600, engine=db.engine)
+
+    table = manage(node_a, "nodes", "shared")
+    assert table.returncode == 0, table.stderr
+    assert [line.split(None, 1) for line in table.stdout.splitlines()] == [
+        ["NODE", "STATE"], ["http://node-a:9292", "cached"],
+        ["http://node-c:9292", "filling from the origin"]]
+    cold = manage(node_a, "nodes", "cold")
+    assert "not cached on any node" in cold.stdout
+    assert cold.stdout.splitlines()[-1].split(None, 1) == ["http://node-b:9292",
+                                                            "filling from the origin"]
+    as_json = json.loads(manage(node_a, "nodes", "cold", "--format", "json").stdout)
+    assert as_json == {"image_id": "cold", "nodes": [], "filling": "http://node-b:9292"}
+
+    fill_claims.release("cold", "http://node-b:9292", engine=db.engine)
+    as_json = json.loads(manage(node_a, "nodes", "cold", "--format", "json").stdout)
+    assert as_json["filling"] is None
 
 
 def test_db_commands_still_work_next_to_cache_commands(node):

@@ -6,8 +6,8 @@ import os
 import pytest
 import webob
 
-from glance_cache_mw.api.cache_manage import CacheManageFilter
-from glance_cache_mw.db import api as db_api
+from glance_cache_mw.api.cache_manage import FILLING_NODE_HEADER, CacheManageFilter
+from glance_cache_mw.db import api as db_api, fill_claims
 from tests.unit.filter_helpers import Setup, WithContext
 
 DATA = os.urandom(20_000)
@@ -108,6 +108,28 @@ def test_prune_and_clean_report_what_they_did(setup):
 def test_nodes_needs_the_centralized_driver(setup):
     image = setup.add_image(DATA)
     assert call(setup, "GET", "/v2/cache/nodes/%s" % image["id"]).status_int == 409
+
+
+def test_nodes_lists_the_caching_nodes_and_names_the_filling_one(tmp_path):
+    """centralized_db: Glance's list of node URLs; the node filling the image from the origin
+    now (a cluster's fill claim) in a header."""
+    setup = Setup(tmp_path, image_cache_driver="centralized_db",
+                  worker_self_reference_url="http://node-a:9292",
+                  sql_connection="sqlite:///%s" % (tmp_path / "images.sqlite"))
+    try:
+        setup.manage = CacheManageFilter(setup.filter, setup.cache, db_api)
+        cached, cold = setup.add_image(DATA), setup.add_image(DATA)
+        cache_image(setup, cached)
+        resp = call(setup, "GET", "/v2/cache/nodes/%s" % cached["id"])
+        assert (resp.status_int, resp.json) == (200, ["http://node-a:9292"])
+        assert FILLING_NODE_HEADER not in resp.headers
+        assert fill_claims.claim(cold["id"], "http://node-b:9292", 600)
+        resp = call(setup, "GET", "/v2/cache/nodes/%s" % cold["id"])
+        assert (resp.status_int, resp.json) == (200, [])
+        assert resp.headers[FILLING_NODE_HEADER] == "http://node-b:9292"
+        assert call(setup, "GET", "/v2/cache/nodes/%s" % ("f" * 36)).status_int == 404
+    finally:
+        setup.close()
 
 
 @pytest.mark.parametrize("method, path, allow", [

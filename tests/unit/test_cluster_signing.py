@@ -1,4 +1,5 @@
-"""Signed peer requests (cluster/signing.py) and the cluster settings that go with them."""
+"""Signed peer requests (cluster/signing.py), and the cluster settings and cluster.is_enabled
+(cluster/__init__.py) that go with them."""
 
 import pytest
 

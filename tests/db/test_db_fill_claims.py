@@ -1,48 +1,31 @@
 """Cluster-wide fill claims (db/fill_claims.py) on SQLite, PostgreSQL and MariaDB.
 
-Races: threads (each with its own pooled connection) line up on a Barrier and fire at once;
-exactly one wins on every backend. An expired lease is made by writing the row's
-lease_expires_at into the past, never by waiting.
+Races: threads (each with its own pooled connection) line up on a Barrier and fire at once
+(tests/db/helpers.race); exactly one wins on every backend. An expired lease is made by
+writing the row's lease_expires_at into the past, never by waiting.
 """
 
 import datetime
-import threading
 
 import pytest
 
 from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.db import fill_claims, models
-from tests.db.helpers import new_id
+from tests.db.helpers import new_id, race
 
 pytestmark = pytest.mark.usefixtures("db")
 
 THREADS = 8
 ROUNDS = 3
 LEASE_S = 60
-HANG_GUARD_S = 120  # only so that a deadlocked run fails instead of hanging
 NODE_A, NODE_B = "http://node-a:9292", "http://node-b:9292"
 
 
 def _race(calls):
-    """Run every zero-argument callable in its own thread, released together; the results."""
-    barrier = threading.Barrier(len(calls))
-    results = [None] * len(calls)
-
-    def run(index, call):
-        try:
-            barrier.wait(timeout=HANG_GUARD_S)
-            results[index] = call()
-        except Exception as err:  # asserted on below: no racer may fail
-            results[index] = err
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(HANG_GUARD_S)
-    assert not any(thread.is_alive() for thread in threads), "a racing thread never finished"
-    assert all(isinstance(result, bool) for result in results), results
-    return results
+    """The results of ``calls`` raced in threads (tests/db/helpers.race); none may fail."""
+    outcomes = race(calls)
+    assert all(kind == "ok" and isinstance(value, bool) for kind, value in outcomes), outcomes
+    return [value for _, value in outcomes]
 
 
 def _nodes(count):

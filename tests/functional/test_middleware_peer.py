@@ -3,10 +3,14 @@
 One node in cluster mode (centralized_db driver, cluster_secret): signed GETs of a cached image
 (sendfile, Range) and of an image whose fill is in progress (its origin stalls after the first
 chunk: tests/functional/server.py StallOnce) get the image's bytes; unsigned, expired and
-forged requests, tenants' credentials and a node with cluster mode off get 403 with a reason.
+forged requests, tenants' credentials (noauth and context flavor headers, a keystone flavor
+token) and a node with cluster mode off get 403 with a reason, while the same tenant gets 404
+from the images API for another project's private image.
 """
 
 import concurrent.futures
+import configparser
+import io
 import json
 import os
 import time
@@ -72,11 +76,22 @@ def _refusal(response):
     return body.decode()
 
 
+def _peer_metrics(server):
+    """(peer_requests_total{outcome="hit"}, peer_bytes_served_total) from GET /metrics."""
+    text = server.request("GET", "/metrics")[2].decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line.startswith("glance_cache_mw_peer_"))
+    return (float(values['glance_cache_mw_peer_requests_total{outcome="hit"}']),
+            float(values["glance_cache_mw_peer_bytes_served_total"]))
+
+
 def test_a_signed_get_of_a_cached_image_gets_its_bytes(node):
     image_id, data = _cached_image(node)
+    hits, served = _peer_metrics(node)
     status, headers, body = peer_get(node, image_id)
     assert (status, headers["x-image-cache"], body) == (200, "PEER-HIT", data)
     assert int(headers["content-length"]) == len(data)
+    assert _peer_metrics(node) == (hits + 1, served + len(data))
     status, headers, body = peer_get(node, image_id, method="HEAD")
     assert (status, headers["x-image-cache"], body) == (200, "PEER-HIT", b"")
     assert int(headers["content-length"]) == len(data)
@@ -122,6 +137,31 @@ def test_a_signed_get_during_a_fill_streams_the_growing_file(node):
                                                            data[offset:offset + 100])
         assert client.result()[::2] == (200, data)
     assert helpers.origin_reads(node.data_dir, image_id) == ["-"]   # the peers read no origin
+
+
+def test_a_fill_that_fails_verification_cuts_the_peers_connection(node):
+    """The fill's bytes do not match the image's hash (a flipped byte in the store): the peer
+    following it never gets the last bytes, so it can never take the body for complete."""
+    data = os.urandom(2 * MIB + 3)
+    image_id = helpers.upload_image(node.url, data, "corrupt")
+    with open(os.path.join(node.data_dir, "images", image_id), "r+b") as handle:
+        handle.seek(MIB)
+        handle.write(bytes([data[MIB] ^ 0xFF]))
+    incomplete = os.path.join(node.data_dir, "image-cache", "incomplete", image_id)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        client = pool.submit(node.request, "GET", "/v2/images/%s/file" % image_id,
+                             timeout_s=60)
+        helpers.wait_for(lambda: os.path.exists(incomplete) and os.path.getsize(incomplete),
+                         timeout_s=30, what="the fill's first chunk")
+        path = cluster.peer_path(image_id)
+        signed = signing.signed_headers(SECRET, "GET", path, image_id, ASKING_NODE, TTL_S)
+        status, kind, body, end = pool.submit(helpers.fetch, node.url, path,
+                                              headers=signed).result()
+        client.result()
+    assert (status, kind, end) == (200, "PEER-FILL", "cut")
+    corrupt = data[:MIB] + bytes([data[MIB] ^ 0xFF]) + data[MIB + 1:]
+    assert len(body) < len(data) and body == corrupt[:len(body)]
+    assert not os.path.exists(os.path.join(node.data_dir, "image-cache", image_id))
 
 
 def test_an_image_neither_cached_nor_filling_is_404(node):
@@ -191,6 +231,33 @@ def test_a_tenant_gets_403_at_the_peer_endpoint_and_404_at_the_images_api(start_
     status, _, body = server.request("GET", "/v2/images/%s/file" % image_id,
                                      headers=_context_headers("project-b"))
     assert status == 404, body
+
+
+def test_a_keystone_token_opens_nothing(start_server, tmp_path):
+    """The keystone flavor (Keystone itself is not needed: the peer filter comes before
+    auth_token): a token, with or without forged identity headers, is refused at the peer
+    endpoint as unsigned, while the images API sends it to auth_token (401)."""
+    path = helpers.write_config(tmp_path / "keystone.ini", tmp_path / "data", flavor="keystone",
+                                settings=_cluster_settings(), testing=False)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    nowhere = "http://127.0.0.1:%d" % helpers.free_port()
+    for key, value in {"www_authenticate_uri": nowhere, "auth_url": nowhere,
+                       "auth_type": "password", "username": "glance", "password": "secret",
+                       "project_name": "service", "user_domain_name": "Default",
+                       "project_domain_name": "Default", "http_connect_timeout": "2",
+                       "http_request_max_retries": "0"}.items():
+        parser.set("filter:authtoken", key, value)
+    text = io.StringIO()
+    parser.write(text)
+    server = start_server(ini_text=text.getvalue())
+    image_id = "0b6f3b57-9b0f-4f27-8d7d-3b2a1f4e9c10"
+    token = {"X-Auth-Token": "a-tenants-token"}
+    forged = {**token, **_context_headers("project-b", "admin")}
+    for headers in (token, forged):
+        assert "unsigned request" in _refusal(peer_get(server, image_id, headers=headers))
+        status, _, _ = server.request("GET", "/v2/images/%s/file" % image_id, headers=headers)
+        assert status in (401, 503)   # auth_token: invalid token, or Keystone unreachable
 
 
 def test_with_cluster_mode_off_every_peer_request_is_403(start_server):
