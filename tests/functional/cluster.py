@@ -24,12 +24,11 @@ import http.client
 import json
 import os
 import secrets
-import urllib.parse
 
 from prometheus_client import parser as metrics_parser
 
 from tests.functional import serving
-from tests.functional.server import ServerProcess
+from tests.functional.server import ServerProcess, fetch
 
 METRIC_PREFIX = "glance_cache_mw_"
 CLIENT_TIMEOUT_S = 120
@@ -37,8 +36,8 @@ CLIENT_TIMEOUT_S = 120
 
 class Download:
     """One client's download: status, X-Image-Cache, body bytes and how it ended
-    ("complete", "cut": the connection ended short of Content-Length, or "failed": no
-    response at all, e.g. the node was killed before it answered)."""
+    ("complete", "cut": the connection ended short of Content-Length, "kept open": no
+    bytes for the timeout, or "failed": no response, or a reset connection)."""
 
     def __init__(self, node, status, cache, body, ended):
         self.node, self.status, self.cache, self.body, self.ended = (
@@ -159,23 +158,13 @@ class Cluster:
 
     def download(self, node, image_id, headers=None, timeout_s=CLIENT_TIMEOUT_S):
         """GET the image from node ``node`` on a fresh connection: a Download."""
-        parts = urllib.parse.urlsplit(self.nodes[node].url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
         try:
-            try:
-                conn.request("GET", "/v2/images/%s/file" % image_id, headers=headers or {})
-                response = conn.getresponse()
-            except (OSError, http.client.HTTPException):
-                return Download(node, None, None, None, "failed")
-            cache = response.getheader("X-Image-Cache")
-            try:
-                return Download(node, response.status, cache, response.read(), "complete")
-            except http.client.IncompleteRead as err:
-                return Download(node, response.status, cache, err.partial, "cut")
-            except (OSError, http.client.HTTPException):
-                return Download(node, response.status, cache, None, "cut")
-        finally:
-            conn.close()
+            status, cache, body, ended = fetch(self.nodes[node].url,
+                                               "/v2/images/%s/file" % image_id, timeout_s,
+                                               headers)
+        except (OSError, http.client.HTTPException):   # no response, or reset mid-body
+            return Download(node, None, None, None, "failed")
+        return Download(node, status, cache, body, ended)
 
     def download_all(self, image_id, per_node, nodes=None, headers=None,
                      timeout_s=CLIENT_TIMEOUT_S):

@@ -77,20 +77,28 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 class Peer:
-    """A peer endpoint stand-in; ``mode`` says how it answers."""
+    """A peer endpoint stand-in; ``mode`` says how it answers. It serves from its own loop
+    (not serve_forever), so that close() is bounded whatever state the threads are in."""
 
     def __init__(self):
         self.mode = "serve"
         self.data = DATA
         self.requests = []
         self.release = threading.Event()
+        self._stop = threading.Event()
         self.server = QuietServer(("127.0.0.1", 0), PeerHandler)
+        self.server.timeout = 0.05
         self.server.peer = self
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            self.server.handle_request()
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
+        self._stop.set()
+        self.thread.join(5)
         self.server.server_close()
