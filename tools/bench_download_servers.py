@@ -117,8 +117,9 @@ class Fleet:
         self.args = args
         self.servers = []
 
-    def start(self, kind, ini, name=None):
-        """glance-cache-mw-api ("eventlet") or gunicorn on ``ini``, once it answers."""
+    def start(self, kind, ini, name=None, wait=True):
+        """glance-cache-mw-api ("eventlet") or gunicorn on ``ini``, once it answers (at once
+        without ``wait``: then the caller calls its wait_ready())."""
         name = name or kind
         paths = [TOOLS]   # for bench_origin_rate
         if kind == "eventlet":
@@ -135,7 +136,7 @@ class Fleet:
                                    "glance_cache_mw.wsgi:application"], port, self.workdir,
                             env=serving.subprocess_env(paths, GLANCE_CACHE_MW_CONFIG=ini))
         self.servers.append(server)
-        return server.wait_ready()
+        return server.wait_ready() if wait else server
 
     def start_nginx(self, nginx, root_dir):
         """nginx serving the files of ``root_dir``, once it answers."""
@@ -148,9 +149,10 @@ class Fleet:
             server.stop()
 
 
-def write_ini(template, path, settings, add_cache, origin_rate=None):
+def write_ini(template, path, settings, add_cache, origin_rate=None, origin_options=None):
     """Copy ``template`` with ``settings`` in [DEFAULT]; ``origin_rate`` (MiB/s) puts
-    tools/bench_origin_rate.py right before the images app."""
+    tools/bench_origin_rate.py right before the images app (with ``origin_options``, e.g.
+    its count_file, in its section)."""
     parser = serving.read_config(settings, template)
     parser["DEFAULT"]["flavor"] = "noauth"
     if parser.has_section("paste_deploy"):
@@ -171,6 +173,7 @@ def write_ini(template, path, settings, add_cache, origin_rate=None):
         parser["filter:origin_rate"] = {
             "paste.filter_factory": "bench_origin_rate:filter_factory",
             "rate_mib_s": str(origin_rate)}
+        parser["filter:origin_rate"].update(origin_options or {})
     parser[section]["pipeline"] = " ".join(stages)
     serving.write_parser(parser, path)
     return " ".join(stages)
