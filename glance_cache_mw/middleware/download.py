@@ -6,7 +6,7 @@ and a miss carry the same Content-Type, Content-Length, Content-MD5, ETag and Ac
 
 import re
 
-from glance_cache_mw import store
+from glance_cache_mw import bodies
 
 # RFC 9110 DIGIT is ASCII only (re.ASCII: \d would take any Unicode digit, which int() reads).
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE | re.ASCII)
@@ -91,7 +91,7 @@ def file_body(environ, handle, start, length, size, chunk_size):
     if wrapper is None or not (length == size
                                or getattr(wrapper, "sends_from_position", False)
                                or getattr(wrapper, "__module__", "") == "gunicorn.http.wsgi"):
-        return store.FileReader(handle, start, length, chunk_size)
+        return bodies.FileReader(handle, start, length, chunk_size)
     if start:
         handle.seek(start)                # a regular file: cannot fail for start < size
     return wrapper(handle, chunk_size)

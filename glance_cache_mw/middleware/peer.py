@@ -24,12 +24,12 @@ import re
 
 import webob.exc
 
-from glance_cache_mw import cluster
+from glance_cache_mw import bodies, cluster
 from glance_cache_mw import config as cfg
 from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.cluster import signing
-from glance_cache_mw.image_cache import ImageCache, fill
+from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import download, glance_compat
 
@@ -153,7 +153,7 @@ class PeerFilter:
             environ["eventlet.minimum_write_chunk_size"] = 0
             body = follower if start + length == size else _limited(follower, length)
             try:
-                body = fill.PrimedIterator(body)   # a fill that failed already: 404 below
+                body = bodies.PrimedIterator(body)   # a fill that failed already: 404 below
             except Exception as err:
                 LOG.info("image %s: fill ended before serving peer %s: %s", image_id,
                          environ.get("HTTP_X_CACHE_PEER_NODE"), err)
@@ -206,7 +206,7 @@ def _limited(body, length):
             length -= len(chunk)
             yield chunk
     finally:
-        body.close()
+        bodies.close_body(body)
 
 
 def _headers(length, cache_status, content_range=None):
