@@ -81,14 +81,14 @@ _TYPES = {"int": int, "bool": bool, "str": typing.Optional[str], "path": str,
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One key of [DEFAULT]: its kind ("int", "bool", "str", "path" or "secret"), default and
-    help."""
+    """One key of [DEFAULT]: its kind ("int", "bool", "str", "path" or "secret": a string
+    never shown, at least ``minimum`` characters long), default and help."""
 
     name: str
-    kind: str            # "int", "bool", "str", "path", "secret" (minimum: its length)
+    kind: str
     default: object      # may be a callable taking the partially built values
     help: str
-    minimum: int = 0     # an "int" setting's lower bound (None: none)
+    minimum: int = 0     # an "int" setting's lower bound (None: none); a "secret"'s length
     choices: tuple = ()  # a "str" setting that must be one of these
     maximum: int = None
     allow_empty: bool = True   # an empty value means the default
@@ -136,7 +136,7 @@ SETTINGS = (
             minimum=1),
     Setting("cluster_signature_ttl", "int", 30,
             "Seconds a signed peer request stays valid.", minimum=1),
-    Setting("cluster_ca_file", "path", None,
+    Setting("cluster_ca_file", "str", None,
             "CA bundle that verifies https:// peer URLs (default: the system's)."),
     Setting("cache_prefetcher_interval", "int", 300, "Seconds between prefetcher passes.",
             minimum=1),

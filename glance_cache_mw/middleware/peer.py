@@ -24,12 +24,11 @@ import re
 
 import webob.exc
 
-from glance_cache_mw import cluster
+from glance_cache_mw import bodies, cluster
 from glance_cache_mw import config as cfg
 from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.cluster import signing
-from glance_cache_mw import bodies
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import download, glance_compat
@@ -207,7 +206,7 @@ def _limited(body, length):
             length -= len(chunk)
             yield chunk
     finally:
-        body.close()
+        bodies.close_body(body)
 
 
 def _headers(length, cache_status, content_range=None):
