@@ -199,10 +199,6 @@ class Config:
     def as_dict(self):
         return dict(self._values)
 
-    def with_overrides(self, **overrides):
-        """A copy with some settings replaced (values checked like the INI's)."""
-        return Config.from_mapping({**self._values, **overrides})
-
     @classmethod
     def from_mapping(cls, mapping):
         """Build from INI-style strings (or already typed values); unknown keys are ignored."""

@@ -7,7 +7,6 @@ and the server's in-process loop (``image_cache_maintenance_interval``)::
 
     maintenance = Maintenance(cache, db_api, store, workers=4)
     maintenance.start(interval_s=300)      # a (green) thread; passes until stop()
-    maintenance.wake()                     # optional: prefetch now (an image was queued)
     ...
     maintenance.stop(timeout=30)           # finishes or abandons the current pass
 
@@ -18,7 +17,7 @@ worker processes) are safe: each task holds a non-blocking ``flock`` on
 taken for images, counted or deleted with them (W21).
 
 ``evict_gone`` is how a node learns that images were deleted or deactivated through another
-node (DESIGN "Invalidation", W11): every cached image whose database record is missing,
+node (W11): every cached image whose database record is missing,
 deleted or not ``active`` is evicted, with any driver; with ``centralized_db`` the node's
 rows for such images are evicted as well, even where the file is already gone. A database
 that knows fewer than half of the cached images is taken for a misconfiguration (a cron
@@ -120,7 +119,6 @@ class Maintenance:
         self._owns_cache = owns_cache
         self._thread = None
         self._stop_event = None
-        self._wake = threading.Event()
 
     @classmethod
     def from_config(cls, config, cache=None, db_api=None, store=None, progress=None,
@@ -266,9 +264,8 @@ class Maintenance:
         """Run a pass every ``interval_s`` seconds until ``stop_event`` is set.
 
         ``stop_event`` is a threading.Event (green under eventlet's monkey patching). The loop
-        sleeps in steps of at most a second, so a stop is seen quickly on any hub; ``wake()``
-        makes it run a prefetch at once (then it keeps its schedule). A stop during a prefetch
-        abandons the image being fetched (nothing partial is ever servable) and leaves it
+        waits on ``stop_event`` in steps of at most a second, so a stop is seen at once on any
+        hub. A stop during a prefetch abandons the image being fetched (nothing partial is ever servable) and leaves it
         queued. ``on_pass(results)`` is called after every pass.
         """
         LOG.info("cache maintenance of %s every %s s: %s", self.lock_dir, interval_s,
@@ -276,25 +273,14 @@ class Maintenance:
         next_pass = time.monotonic()
         while not stop_event.is_set():
             now = time.monotonic()
-            if now >= next_pass:
-                self._wake.clear()
-                results = self.run_pass(stop_event, tasks)
-                next_pass = time.monotonic() + interval_s
-            elif self._wake.is_set():
-                self._wake.clear()
-                if PREFETCH not in tasks:
-                    continue
-                results = self.run_pass(stop_event, (PREFETCH,))
-            else:
-                self._wake.wait(min(next_pass - now, WAIT_STEP_S))
+            if now < next_pass:
+                stop_event.wait(min(next_pass - now, WAIT_STEP_S))
                 continue
+            results = self.run_pass(stop_event, tasks)
+            next_pass = time.monotonic() + interval_s
             if on_pass is not None:
                 on_pass(results)
         LOG.info("cache maintenance of %s stopped", self.lock_dir)
-
-    def wake(self):
-        """Ask the running loop to prefetch now (e.g. right after an image was queued)."""
-        self._wake.set()
 
     def start(self, interval_s, tasks=TASKS):
         """Run ``run_loop`` in a daemon thread (a green thread in a monkey-patched server)."""
@@ -314,8 +300,7 @@ class Maintenance:
     def stop(self, timeout=None):
         """Ask the loop to stop and wait up to ``timeout`` seconds; True once it stopped."""
         if self._stop_event is not None:
-            self._stop_event.set()
-            self._wake.set()   # cut the current sleep short
+            self._stop_event.set()   # also cuts the loop's wait short
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

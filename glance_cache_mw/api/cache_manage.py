@@ -11,7 +11,6 @@
 Every operation acts on this node's cache. Paste: ``[filter:cachemanage]``.
 """
 
-import datetime
 import json
 import logging
 import re
@@ -96,8 +95,7 @@ class CacheManageFilter:
     def list_cache(self, req, context):
         if req.body:
             raise webob.exc.HTTPBadRequest(explanation="This request takes no body.")
-        cached = [_entry_json(entry) for entry in self.cache.get_cached_images()]
-        return _json({"cached_images": cached,
+        return _json({"cached_images": self.cache.get_cached_images(),
                       "queued_images": self.cache.get_queued_images()})
 
     def queue_image(self, req, context, image_id):
@@ -153,15 +151,6 @@ class CacheManageFilter:
         except (exception.NotFound, exception.Forbidden):
             raise webob.exc.HTTPNotFound(
                 explanation="No image found with ID %s" % image_id) from None
-
-
-def _entry_json(entry):
-    return {key: (_timestamp(value) if isinstance(value, datetime.datetime) else value)
-            for key, value in dict(entry).items()}
-
-
-def _timestamp(value):
-    return value.replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 def _json(payload, status=200):

@@ -415,8 +415,8 @@ class ImageCache:
         try:
             return self._admit(image_id, size)
         except Exception:
-            # DESIGN "The miss path" step 6: caching trouble (a file system without hard
-            # links, a database outage) never stops the download; it is served uncached.
+            # Caching trouble (a file system without hard links, a database outage) never
+            # stops the download: it is served uncached.
             LOG.exception("not caching image %s: admission failed", image_id)
             self.metrics.fill_failed("admission")
             return None

@@ -5,7 +5,6 @@ import io
 import logging
 import os
 import threading
-import time
 
 import pytest
 
@@ -287,25 +286,6 @@ def test_start_and_stop_run_passes_in_a_thread(setup):
     setup.maintenance.start(3600)
     assert setup.maintenance.running
     assert setup.maintenance.stop(helpers.WAIT_S) and not setup.maintenance.running
-
-
-def test_wake_prefetches_at_once_between_passes(setup):
-    setup.add_image("first")
-    setup.maintenance.start(3600)
-    try:
-        wait_until(lambda: setup.cached_ids() == ["first"])
-        setup.add_image("second")
-        setup.maintenance.wake()
-        wait_until(lambda: setup.cached_ids() == ["first", "second"])
-    finally:
-        assert setup.maintenance.stop(helpers.WAIT_S)
-
-
-def wait_until(predicate):
-    deadline = time.monotonic() + helpers.WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 class FakeTty(io.StringIO):

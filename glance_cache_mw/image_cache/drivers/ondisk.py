@@ -62,7 +62,7 @@ CacheEntry.__doc__ = "One cached image: its bytes on disk and its usage statisti
 
 # Objects holding fill locks. A forked child inherits their file descriptors, and with them
 # the flock (it belongs to the shared open file description): the child drops its copies at
-# once, so "unlocked" keeps meaning "the writer is gone" (DESIGN "The miss path" step 2).
+# once, so "unlocked" keeps meaning "the writer is gone" (see the module docstring).
 _FORK_HOLDERS = weakref.WeakSet()
 
 
