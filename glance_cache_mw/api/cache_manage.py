@@ -23,7 +23,6 @@ from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
-from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import glance_compat
 
@@ -40,9 +39,7 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        with glance_compat.cache_init_lock(config.image_cache_dir):
-            cache = ImageCache.from_config(config)
-        return CacheManageFilter(app, cache, db_api)
+        return CacheManageFilter(app, glance_compat.shared_cache(config), db_api)
     return make_filter
 
 

@@ -203,11 +203,12 @@ def _cache_clear(args, conf, cache):
 
 
 def _cache_nodes(args, conf, cache):
-    if cache.driver.name != "centralized_db":
+    try:
+        nodes = cache.get_cached_nodes(args.image_id)
+    except NotImplementedError:
         sys.stderr.write("error: 'cache nodes' needs image_cache_driver = centralized_db (the "
-                         "%s driver only knows this node's cache)\n" % cache.driver.name)
+                         "%s driver only knows this node's cache)\n" % conf.image_cache_driver)
         return 2
-    nodes = cache.get_cached_nodes(args.image_id)
     if args.format == "json":
         return _json({"image_id": args.image_id, "nodes": nodes})
     if not nodes:
@@ -218,12 +219,8 @@ def _cache_nodes(args, conf, cache):
 
 def _cache_stats(args, conf, cache):
     from glance_cache_mw import stats
-    from glance_cache_mw.db import cache_api
 
-    nodes = None
-    if cache.driver.name == "centralized_db":
-        nodes = cache_api.get_node_summaries(engine=cache.driver.engine)
-    result = stats.collect(cache, conf.metrics_dir, nodes)
+    result = stats.collect(cache, conf.metrics_dir, cache.get_node_summaries())
     result["node"] = conf.worker_self_reference_url
     if args.format == "json":
         return _json(result)

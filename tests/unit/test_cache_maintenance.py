@@ -59,7 +59,7 @@ def test_prune_to_zero_empties_the_cache(cache):
     for image_id in ("a", "b"):
         store(cache, image_id)
     assert with_max_size(cache, 0).prune() == (2, 20)
-    assert cache.get_cached_images() == [] and cache.get_least_recently_accessed() is None
+    assert cache.get_cached_images() == [] and cache.get_cache_size() == 0
 
 
 def test_prune_is_one_ordered_pass(tmp_path):
@@ -137,12 +137,12 @@ def test_clean_never_removes_a_live_fill_of_another_process(tmp_path, cache):
     with open(cache.driver.get_path("invalid", "bad"), "wb"):
         pass
     assert cache.clean(stall_time=0) == 1
-    assert cache.is_being_cached("live") and not cache.is_cacheable("live")
+    assert cache.is_being_cached("live") and not cache.is_cached("live")
     conn.send(("go",))
     assert helpers.recv(conn) == ("committed", True)
     process.join(helpers.WAIT_S)
     conn.close()
-    assert cache.get_image_size("live") == 10
+    assert [(e.image_id, e.size) for e in cache.list_entries()] == [("live", 10)]
     assert helpers.listing(cache.driver.get_path("incomplete")) == []
 
 

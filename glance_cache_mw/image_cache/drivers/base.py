@@ -197,6 +197,14 @@ class Driver(abc.ABC):
         """Node URLs caching the image: only drivers with a shared database know."""
         raise NotImplementedError("driver %s has no multi-node view" % self.name)
 
+    def get_node_summaries(self):
+        """Per-node usage (images, bytes, hits): only drivers with a shared database know."""
+        raise NotImplementedError("driver %s has no multi-node view" % self.name)
+
+    def get_stale_cached_images(self):
+        """Ids of rows kept for images gone elsewhere: none without a shared database."""
+        return []
+
     # -- reading and hits ----------------------------------------------------------------
 
     def open_cached_file(self, image_id):

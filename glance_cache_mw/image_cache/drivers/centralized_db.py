@@ -192,6 +192,10 @@ class CentralizedDbDriver(base.Driver):
         """URLs of every node that has the image cached (sorted), this one included."""
         return cache_api.get_cached_nodes(image_id, engine=self.engine)
 
+    def get_node_summaries(self):
+        """Every node's images, bytes, hits, bytes saved and oldest entry."""
+        return cache_api.get_node_summaries(engine=self.engine)
+
     def get_stale_cached_images(self):
         """Ids this node caches whose image is deleted, not active or gone from the database
         (deleted or deactivated through another node): the next maintenance pass evicts them."""
