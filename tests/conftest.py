@@ -1,11 +1,15 @@
-"""Shared fixtures: a configured image database on every backend, and the CI skip guard."""
+"""Shared fixtures: a configured image database on every backend, a cache in a temporary
+directory (``settings``, ``cache``: a test module may override them with its own), and the CI skip
+guard."""
 
 import os
 
 import pytest
 
 from glance_cache_mw.db import engine as db_engine
+from glance_cache_mw.image_cache import ImageCache
 from tests import dbfixtures
+from tests.unit import cache_helpers
 
 REQUIRE_REAL_DB = "GLANCE_CACHE_MW_REQUIRE_REAL_DB"
 
@@ -26,6 +30,20 @@ def db(scratch_db):
     yield scratch_db
     db_engine.dispose()
 
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Cache settings in a temporary directory (the sqlite driver)."""
+    return cache_helpers.settings(tmp_path)
+
+
+@pytest.fixture
+def cache(settings):
+    """An ImageCache on ``settings``, closed after the test."""
+    instance = ImageCache.from_config(settings)
+    yield instance
+    instance.close()
 
 _skipped_real_db = []
 

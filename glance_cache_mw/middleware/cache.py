@@ -238,6 +238,14 @@ class CacheFilter:
         as a ``cache_status`` download, its first byte ``started`` + the time until now."""
         try:
             body = fill.PrimedIterator(body)
+        except fill.ImageDataMismatch as err:
+            # Verified before the first byte and found wrong: the origin would send the same
+            # bytes again, unverified. Say so instead (image_cache_verify_before_last_byte).
+            LOG.error("image %s: %s; not serving it", image["id"], err)
+            self.metrics.download(cache_status, "5xx", 0)
+            return _error(webob.exc.HTTPBadGateway,
+                          "The data of image %s does not match its checksum; it was not "
+                          "served." % image["id"], environ, start_response, cache_status)
         except Exception as err:
             LOG.warning("image %s: %s before the first byte; passing the request to the "
                         "origin", image["id"], err)

@@ -196,7 +196,7 @@ def start_uwsgi(tmp_path, testing=False, settings=None, origin_stall_s=None, pro
     """uWSGI (from the test extra) serving glance_cache_mw.wsgi:application as docs/deployment.md
     runs it, on a fresh config: (url, process, log_path) once every worker has loaded the app.
     With --lazy-apps each worker builds the app itself, at the same moment (in CI one of them
-    once failed on the fresh cache.db, see tests/unit/test_sqlite_wal.py): one worker answering
+    once failed on the fresh cache.db, see tests/functional/test_db_wal.py): one worker answering
     is not enough, and a worker that cannot load the app fails at once, quoting the log."""
     uwsgi = serving.console_script("uwsgi")
     if not os.path.exists(uwsgi):

@@ -106,6 +106,24 @@ class GatedOrigin:
         self._write_end.close()
 
 
+
+def start_fill(cache, image_id, parts, record, released=2):
+    """A fill with ``released`` chunks on disk, its client having read the first one."""
+    origin = GatedOrigin(parts)
+    tee = cache.fill(image_id, origin, sum(map(len, parts)), **record)
+    assert tee.caching
+    origin.release(released)
+    first = next(tee)
+    return origin, tee, first
+
+
+def failing_after(origin, count):
+    """``origin``'s parts until part ``count``, which raises a connection reset."""
+    for index, part in enumerate(origin):
+        if index == count:
+            raise IOError("origin connection reset")
+        yield part
+
 def run_child(target, *args):
     """Start ``target(conn, *args)`` in a forked process; returns (process, parent conn)."""
     parent, child = MP.Pipe()

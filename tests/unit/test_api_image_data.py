@@ -10,7 +10,7 @@ import webob
 from glance_cache_mw import store as file_store
 from glance_cache_mw.api import router
 from glance_cache_mw.db import api as db_api
-from tests.unit.test_api_support import (  # noqa: F401  (fixtures)
+from tests.unit.api_helpers import (  # noqa: F401  (fixtures)
     ADMIN, OTHER, OWNER, api, assert_error, make_api, migrated_template)
 
 DATA = b"hello world"

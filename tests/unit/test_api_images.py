@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from glance_cache_mw.api import router
-from tests.unit.test_api_support import (  # noqa: F401  (fixtures)
+from tests.unit.api_helpers import (  # noqa: F401  (fixtures)
     ADMIN, OTHER, OWNER, PATCH_TYPE, api, assert_error, make_api, migrated_template, user)
 
 

@@ -1,5 +1,7 @@
-"""Metrics: fill verdicts and evictions counted once with their reason, the scrape-time cache
-gauges, and the /metrics filter's address check. Each test has its own private registry."""
+"""Metrics (metrics.py): fill verdicts and evictions counted once with their reason, the
+scrape-time cache gauges, what the CacheFilter and Maintenance count. Each test has its own
+private registry. The /metrics filter is in test_middleware_metrics.py, the multiprocess directory
+in test_metrics_dir.py."""
 
 import os
 import threading
@@ -8,9 +10,8 @@ import time
 import pytest
 import webob
 
-from glance_cache_mw import exception, metrics as metrics_mod
+from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.image_cache import ImageCache, fill as fill_mod
-from glance_cache_mw.middleware import metrics as metrics_filter
 from tests.unit import cache_helpers as helpers
 
 DATA = helpers.body(50000)
@@ -145,53 +146,6 @@ def test_time_to_first_byte_is_observed_by_cache_status(metrics):
     assert sample(metrics, "first_byte_seconds_sum", cache="COALESCED") == 3
 
 
-# -- the /metrics filter ---------------------------------------------------------------------
-
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"app"]
-
-
-def scrape(metrics, remote_addr, allowed="127.0.0.0/8, ::1", method="GET", path="/metrics"):
-    filt = metrics_filter.MetricsFilter(
-        app, metrics, metrics_filter.parse_networks("metrics_allowed_clients", allowed))
-    return webob.Request.blank(path, method=method, remote_addr=remote_addr).get_response(filt)
-
-
-def test_filter_serves_the_text_format_to_loopback(metrics):
-    metrics.download("MISS", "2xx", 7)
-    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
-        response = scrape(metrics, address)
-        assert response.status_int == 200
-        assert response.content_type == "text/plain"
-        assert b'glance_cache_mw_downloads_total{cache="MISS",code="2xx"} 1.0' in response.body
-
-
-@pytest.mark.parametrize("address, allowed", [
-    ("192.0.2.1", "127.0.0.0/8, ::1"),
-    ("127.0.0.1", "10.0.0.0/8"),
-    ("", "127.0.0.0/8"),
-    ("not-an-address", "127.0.0.0/8"),
-])
-def test_filter_refuses_other_clients_with_a_reason(metrics, address, allowed):
-    response = scrape(metrics, address, allowed)
-    assert response.status_int == 403
-    assert b"metrics_allowed_clients" in response.body
-    assert b"glance_cache_mw_" not in response.body
-
-
-def test_filter_passes_other_paths_and_refuses_other_methods(metrics):
-    assert scrape(metrics, "127.0.0.1", path="/metrics/x").body == b"app"
-    response = scrape(metrics, "127.0.0.1", method="POST")
-    assert response.status_int == 405 and response.allow == ("GET", "HEAD")
-
-
-def test_a_bad_allowed_list_names_the_key_and_the_value():
-    with pytest.raises(exception.InvalidConfiguration,
-                       match="metrics_allowed_clients=.*'10.0.0.300' is not an IP"):
-        metrics_filter.parse_networks("metrics_allowed_clients", "127.0.0.1, 10.0.0.300")
-
-
 # -- what the CacheFilter counts ---------------------------------------------------------------
 
 @pytest.fixture
@@ -205,7 +159,7 @@ def setup(tmp_path, metrics):
 
 
 def test_the_filter_counts_every_kind_of_download(setup, metrics):
-    from tests.unit.test_cache_filter import get
+    from tests.unit.test_middleware_cache import get
 
     image = setup.add_image(DATA)
     app = setup.app_for("A")
@@ -236,7 +190,7 @@ def test_the_filter_counts_every_kind_of_download(setup, metrics):
 def test_coalesced_downloads_are_followers_and_the_miss_is_not(setup, metrics):
     # The client that caused the fill reads the growing file too (start_fill), yet it is
     # the one MISS; each client that joined is COALESCED and a follower.
-    from tests.unit.test_cache_filter import get
+    from tests.unit.test_middleware_cache import get
 
     image = setup.add_image(DATA)
     app = setup.app_for("A")
@@ -273,7 +227,7 @@ def test_coalesced_downloads_are_followers_and_the_miss_is_not(setup, metrics):
 
 
 def test_a_fill_its_client_left_early_is_counted_as_abandoned(setup, metrics):
-    from tests.unit.test_cache_filter import _leave_after_the_first_chunk
+    from tests.unit.test_middleware_cache import _leave_after_the_first_chunk
 
     image = setup.add_image(DATA)
     _leave_after_the_first_chunk(setup, image)     # 4 KiB of 50 KB: not worth finishing
@@ -285,7 +239,7 @@ def test_a_fill_its_client_left_early_is_counted_as_abandoned(setup, metrics):
 
 
 def test_the_filter_counts_evictions_with_their_reason(setup, metrics):
-    from tests.unit.test_cache_filter import get
+    from tests.unit.test_middleware_cache import get
 
     image = setup.add_image(DATA)
     app = setup.app_for("A", is_admin=True)
@@ -298,58 +252,6 @@ def test_the_filter_counts_evictions_with_their_reason(setup, metrics):
                                method="DELETE").get_response(app).status_int == 204
     assert sample(metrics, "evictions_total", reason="gone") == 1
     assert not setup.cache.is_cached(image["id"])
-
-
-# -- the multiprocess directory ----------------------------------------------------------------
-
-def test_the_server_empties_its_metrics_dir_at_start(tmp_path):
-    from glance_cache_mw import metrics_dir
-
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    (directory / "counter_123.db").write_bytes(b"old")
-    (directory / "keep.txt").write_text("not ours")
-    environ = {}
-    assert metrics_dir.prepare_server_dir(str(directory), environ) == str(directory)
-    assert environ == {metrics_dir.ENV: str(directory)}
-    assert sorted(os.listdir(directory)) == ["keep.txt"]
-
-
-def test_wsgi_servers_use_the_operators_dir_as_it_is(tmp_path):
-    from glance_cache_mw import metrics_dir
-
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "counter_1.db").write_bytes(b"kept")
-    environ = {metrics_dir.ENV: str(mine)}
-    assert metrics_dir.prepare_wsgi_dir(str(tmp_path / "unused"), environ) == str(mine)
-    assert os.listdir(mine) == ["counter_1.db"]
-    assert not (tmp_path / "unused").exists()
-
-
-def test_wsgi_servers_share_a_dir_per_process_group_and_drop_dead_groups(tmp_path):
-    from glance_cache_mw import metrics_dir
-
-    dead = helpers.MP.Process(target=os.setpgrp)   # a group that existed and is gone
-    dead.start()
-    dead.join()
-    stale = tmp_path / ("pgid-%d" % dead.pid)
-    stale.mkdir()
-    environ = {}
-    path = metrics_dir.prepare_wsgi_dir(str(tmp_path), environ)
-    assert path == str(tmp_path / ("pgid-%d" % os.getpgrp())) == environ[metrics_dir.ENV]
-    assert os.path.isdir(path) and not stale.exists()
-    assert metrics_dir.prepare_wsgi_dir(str(tmp_path), {}) == path   # a sibling worker
-
-
-def test_an_unusable_metrics_dir_is_a_configuration_error(tmp_path):
-    from glance_cache_mw import metrics_dir
-
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    for prepare in (metrics_dir.prepare_server_dir, metrics_dir.prepare_wsgi_dir):
-        with pytest.raises(exception.InvalidConfiguration, match="metrics_dir=.*file/m"):
-            prepare(str(blocker / "m"), {})
 
 
 def test_an_origin_failure_mid_fill_is_counted(cache, metrics):

@@ -1,4 +1,4 @@
-"""Where we do better than Glance on purpose (docs/db-api.md), on every backend."""
+"""Where we do better than Glance on purpose (docs/glance-differences.md), on every backend."""
 
 import pytest
 import sqlalchemy as sa

@@ -1,19 +1,19 @@
-"""Coalescing: followers tail a live fill in threads, processes and green threads, and never
-hang on a fill that died; N concurrent cold misses read the origin once."""
+"""Coalescing across processes: followers (ImageCache.follow) in other processes and in green
+threads tail a live fill and never hang on a fill that died; N concurrent cold misses read the
+origin once. Followers in threads of one process are in tests/unit/test_image_cache_follow.py."""
 
 import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache import fill
 from tests.unit import cache_helpers as helpers
-from tests.unit.cache_helpers import GatedOrigin, Origin, cached_bytes, incomplete
+from tests.unit.cache_helpers import (
+    GatedOrigin, Origin, cached_bytes, failing_after, start_fill)
 
 SIZE = 64 * 1024      # 16 chunks of 4 KiB
 DATA = helpers.body(SIZE, b"coalesce")
@@ -44,19 +44,9 @@ def _follow(conn, settings, image_id, size, with_fallback_data=None):
         cache.close()
 
 
-def _start_fill(cache, image_id, parts, record, released=2):
-    """A fill with ``released`` chunks on disk, its client having read the first one."""
-    origin = GatedOrigin(parts)
-    tee = cache.fill(image_id, origin, sum(map(len, parts)), **record)
-    assert tee.caching
-    origin.release(released)
-    first = next(tee)
-    return origin, tee, first
-
-
 def test_a_follower_in_another_process_gets_the_same_bytes(settings, cache):
     parts = helpers.chunks(DATA)
-    origin, tee, first = _start_fill(cache, "img", parts, GOOD)
+    origin, tee, first = start_fill(cache, "img", parts, GOOD)
     process, conn = helpers.run_child(_follow, settings, "img", SIZE)
     assert helpers.recv(conn) == ("following", True)
     assert helpers.recv(conn) == ("first-chunk",)   # it is reading a file still growing
@@ -67,19 +57,6 @@ def test_a_follower_in_another_process_gets_the_same_bytes(settings, cache):
     process.join(helpers.WAIT_S)
     conn.close()
     assert tee.committed and cached_bytes(cache, "img") == DATA
-
-
-def test_a_follower_thread_gets_the_same_bytes(cache):
-    parts = helpers.chunks(DATA)
-    origin, tee, first = _start_fill(cache, "img", parts, GOOD)
-    follower = cache.follow("img", SIZE)
-    result = []
-    thread = threading.Thread(target=lambda: result.append(helpers.drain(follower)))
-    thread.start()
-    origin.release(len(parts) - 2)
-    assert first + helpers.drain(tee) == DATA
-    thread.join()
-    assert result == [DATA]
 
 
 def _cold_miss(conn, settings, barrier, origin_reads):
@@ -159,18 +136,10 @@ def test_green_followers_under_eventlet(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_follow_returns_none_without_a_live_fill(cache):
-    assert cache.follow("img", SIZE) is None
-    with open(cache.driver.get_image_filepath("img", "incomplete"), "wb"):
-        pass     # debris of a dead writer: nothing to follow
-    assert cache.follow("img", SIZE) is None
-    assert incomplete(cache) == ["img"]
-
-
 def test_a_follower_falls_back_when_the_fill_fails(settings, cache):
     parts = helpers.chunks(DATA)
     origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
+    tee = cache.fill("img", failing_after(origin, 4), SIZE, **GOOD)
     origin.release(3)
     next(tee)
     process, conn = helpers.run_child(_follow, settings, "img", SIZE, DATA)
@@ -186,31 +155,10 @@ def test_a_follower_falls_back_when_the_fill_fails(settings, cache):
     assert not cache.is_cached("img")
 
 
-def _failing_after(origin, count):
-    for index, part in enumerate(origin):
-        if index == count:
-            raise IOError("origin connection reset")
-        yield part
-
-
-def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(5)
-    next(tee)
-    follower = cache.follow("img", SIZE)
-    assert len(next(follower)) == 4096
-    with pytest.raises(IOError):
-        helpers.drain(tee)
-    with pytest.raises(fill.FillAbandoned):
-        helpers.drain(follower)
-
-
 def test_a_follower_never_gets_the_last_bytes_of_a_mismatch(settings, cache):
     parts = helpers.chunks(DATA)
     bad = dict(GOOD, os_hash_value="0" * len(GOOD["os_hash_value"]))
-    origin, tee, first = _start_fill(cache, "img", parts, bad)
+    origin, tee, first = start_fill(cache, "img", parts, bad)
     process, conn = helpers.run_child(_follow, settings, "img", SIZE)
     assert helpers.recv(conn) == ("following", True)
     assert helpers.recv(conn) == ("first-chunk",)
@@ -226,7 +174,7 @@ def test_a_follower_never_gets_the_last_bytes_of_a_mismatch(settings, cache):
 
 def test_a_disconnect_with_followers_completes_for_them(settings, cache):
     parts = helpers.chunks(DATA)
-    origin, tee, _first = _start_fill(cache, "img", parts, GOOD)
+    origin, tee, _first = start_fill(cache, "img", parts, GOOD)
     process, conn = helpers.run_child(_follow, settings, "img", SIZE)
     assert helpers.recv(conn) == ("following", True)
     assert helpers.recv(conn) == ("first-chunk",)
@@ -238,67 +186,3 @@ def test_a_disconnect_with_followers_completes_for_them(settings, cache):
     process.join(helpers.WAIT_S)
     conn.close()
     assert cached_bytes(cache, "img") == DATA
-
-
-def test_a_follower_whose_origin_fallback_ends_short_raises(cache):
-    # A short body must never look complete: the server cuts the connection on the raise.
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", _failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(5)
-    next(tee)
-    follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:-10]]))
-    assert len(next(follower)) == 4096
-    with pytest.raises(IOError):
-        helpers.drain(tee)
-    received = bytearray()
-    with pytest.raises(fill.FillAbandoned, match="origin ended at %d of %d" % (SIZE - 10, SIZE)):
-        for chunk in follower:
-            received += chunk
-    assert bytes(received) == DATA[4096:-10] and follower.fell_back
-    follower.close()
-
-
-def test_a_cancelled_fill_lets_its_followers_finish_from_the_file(cache):
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", origin, SIZE, **GOOD)
-    origin.release(2)
-    first = next(tee)
-    follower = cache.follow("img", SIZE)       # no fallback: only the file can serve it
-    assert cache.cancel_fill("img")             # DELETE /v2/cache/img
-    origin.release(len(parts))
-    assert first + helpers.drain(tee) == DATA and not tee.committed
-    assert helpers.drain(follower) == DATA
-    follower.close()
-    assert not cache.is_cached("img") and incomplete(cache) == []
-
-
-def test_the_idle_timeout_bounds_stalls_of_the_fill_not_a_slow_reader(tmp_path):
-    cache = helpers.make_cache(tmp_path)
-    cache.follow_idle_timeout_s = 0.2
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", origin, SIZE, **GOOD)
-    origin.release(len(parts))
-    first = next(tee)
-    follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:]]))
-    received = bytearray(next(follower))
-    rest = threading.Thread(target=helpers.drain, args=(tee,))
-    rest.start()
-    rest.join(helpers.WAIT_S)
-    time.sleep(0.4)                  # the reader is slow: longer than the idle timeout
-    received += helpers.drain(follower)
-    assert bytes(received) == DATA and not follower.fell_back and first
-    follower.close()
-    # The fill stalls (its origin gives nothing): the follower gives up on it after the
-    # idle timeout and reads the rest from the origin.
-    origin2 = GatedOrigin(parts)
-    tee2 = cache.fill("img2", origin2, SIZE, **GOOD)
-    origin2.release(1)
-    next(tee2)
-    follower2 = cache.follow("img2", SIZE, fallback=lambda offset: Origin([DATA[offset:]]))
-    assert helpers.drain(follower2) == DATA and follower2.fell_back
-    follower2.close()
-    tee2.close()
-    cache.close()

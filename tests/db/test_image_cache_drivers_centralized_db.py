@@ -1,5 +1,6 @@
 """The centralized_db driver on SQLite, PostgreSQL and MariaDB: the whole driver contract
-suite (tests/unit/test_cache_drivers.py, re-collected here with this module's fixtures) plus
+suite (tests/unit/ and tests/functional/test_image_cache_drivers.py, re-collected here with this
+module's fixtures) plus
 what only a shared database has: several nodes, each with its own rows."""
 
 import inspect
@@ -12,14 +13,15 @@ from glance_cache_mw import exception
 from glance_cache_mw.db import cache_api, models
 from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.image_cache import ImageCache, drivers
+from tests.functional import test_image_cache_drivers as process_contract
 from tests.unit import cache_helpers as helpers
-from tests.unit import test_cache_drivers as contract
+from tests.unit import test_image_cache_drivers as contract
 
 NODE_A = "http://node-a:9292"
 NODE_B = "http://node-b:9292"
 
 # Every contract test that works on a configured driver runs here once per database.
-for _name, _test in vars(contract).items():
+for _name, _test in [*vars(contract).items(), *vars(process_contract).items()]:
     if _name.startswith("test_") and "driver" in inspect.signature(_test).parameters:
         globals()[_name] = _test
 

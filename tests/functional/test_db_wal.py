@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from glance_cache_mw import exception
 from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.db import wal
 from glance_cache_mw.image_cache import drivers
@@ -96,13 +95,6 @@ def test_enable_wal_gives_up_after_its_timeout(tmp_path, locked_database):
         conn.close()
 
 
-def test_enable_wal_does_not_hide_other_errors(tmp_path):
-    conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
-    conn.close()
-    with pytest.raises(sqlite3.ProgrammingError):
-        wal.enable_wal(conn, timeout_s=30)   # a closed connection: no retrying that
-
-
 def test_the_sqlite_cache_driver_starts_while_another_process_writes(tmp_path,
                                                                      locked_database):
     settings = helpers.settings(tmp_path, "sqlite")
@@ -110,13 +102,6 @@ def test_the_sqlite_cache_driver_starts_while_another_process_writes(tmp_path,
     driver = drivers.load_driver("sqlite", settings)   # configure(): was BadDriverConfiguration
     assert _journal_mode(driver.db_path) == "wal"
     assert driver.load_metadata() == {}
-
-
-def test_the_sqlite_cache_driver_still_names_a_database_it_cannot_open(tmp_path):
-    settings = helpers.settings(tmp_path, "sqlite")
-    os.makedirs(os.path.join(settings["image_cache_dir"], "cache.db"))   # a directory
-    with pytest.raises(exception.BadDriverConfiguration, match="cache.db"):
-        drivers.load_driver("sqlite", settings)
 
 
 def test_the_image_database_connects_while_another_process_writes(tmp_path, locked_database):

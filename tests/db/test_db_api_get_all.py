@@ -1,6 +1,6 @@
 """image_get_all: filters, sorting, marker/limit paging and return shapes (spec §5.1, §5.2, §5.4).
 
-Visibility of the candidate set (§5.3) is in test_api_visibility.py.
+Visibility of the candidate set (§5.3) is in test_db_api_visibility.py.
 """
 
 import datetime

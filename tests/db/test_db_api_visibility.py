@@ -251,7 +251,7 @@ def test_private_filter_for_a_user_lists_only_own(sixteen):
 def test_an_over_long_project_id_lists_public_and_community_only(owned, visibility, expected,
                                                                  member_status):
     """The images API lists for a caller without a project as a project of 256+ characters,
-    which no owner or member can be (api/images.py, docs/db-api.md)."""
+    which no owner or member can be (api/images.py, docs/glance-differences.md)."""
     context = user_context("(no project)" + "-" * 256)
     filters = {} if visibility is None else {"visibility": visibility}
     listed = api.image_get_all(context, filters=filters, member_status=member_status,

@@ -1,4 +1,5 @@
-"""Fills under real faults: SIGKILL at any point, EFBIG from RLIMIT_FSIZE, a dying filler."""
+"""Fills across processes and under real faults: one writer per image among processes, SIGKILL
+at any point, EFBIG from RLIMIT_FSIZE, a full disk, a dying filler."""
 
 import os
 import resource
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache import fill, verify
+from glance_cache_mw.image_cache import verify
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import Origin, cached_bytes, incomplete
 
@@ -176,29 +177,29 @@ def test_a_full_disk_stops_caching_but_not_the_download(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-# -- a broken metadata store -------------------------------------------------------------
+# -- one writer among processes ---------------------------------------------------------
 
-def _break_the_database(cache):
-    cache.driver.flush_hits()
-    for suffix in ("", "-wal", "-shm"):
-        path = cache.driver.get_path("cache.db" + suffix)
-        if os.path.exists(path):
-            os.unlink(path)
-    with open(cache.driver.get_path("cache.db"), "wb") as handle:
-        handle.write(b"this is not an SQLite database" * 1000)
+def _try_to_fill(conn, settings, barrier):
+    cache = ImageCache.from_config(settings)
+    barrier.wait()
+    writer = cache.admit("img", 4)
+    conn.send(("tried", writer is not None))
+    if writer is not None:
+        conn.recv()          # keep the fill open until every process has tried
+        writer.write(b"data")
+        writer.commit()
+    cache.close()
 
 
-def test_a_broken_metadata_store_never_breaks_a_download(tmp_path):
-    cache = helpers.make_cache(tmp_path, image_cache_max_size=SIZE)
-    try:
-        _break_the_database(cache)
-        tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
-        assert tee.caching and helpers.drain(tee) == DATA
-        assert cached_bytes(cache, "img") == DATA   # verified file, metadata not recorded
-        # A fill that needs an eviction cannot read the LRU order: it is served uncached.
-        other = helpers.body(SIZE, b"other")
-        tee = cache.fill("other", Origin([other]), SIZE)
-        assert not tee.caching and helpers.drain(tee) == other
-        assert cache.is_cached("img") and not cache.is_cached("other")
-    finally:
-        cache.close()
+def test_one_writer_per_image_across_processes(settings, cache):
+    barrier = helpers.MP.Barrier(6)
+    children = [helpers.run_child(_try_to_fill, settings, barrier) for _ in range(6)]
+    results = [helpers.recv(conn)[1] for _, conn in children]
+    assert results.count(True) == 1
+    for process, conn in children:
+        if results[children.index((process, conn))]:
+            conn.send(("finish",))
+        process.join(helpers.WAIT_S)
+        conn.close()
+        assert process.exitcode == 0
+    assert cached_bytes(cache, "img") == b"data"

@@ -301,7 +301,7 @@ def test_member_create_needs_no_authorization_nor_shared_image():
 
 
 def test_member_create_refuses_a_second_live_row_for_the_same_member():
-    # Deliberate deviation (docs/db-api.md): Glance allows live duplicates (spec §4.8); we
+    # Deliberate deviation (docs/glance-differences.md): Glance allows live duplicates (spec §4.8); we
     # refuse them, so a membership has one status. A deleted one may be created again.
     image = create_image(owner="tenant1")
     first = _member(image["id"])
@@ -503,7 +503,7 @@ def test_tag_create_and_get_all_in_insertion_order():
 
 
 def test_tag_create_keeps_a_tag_once():
-    # Deliberate deviation (docs/db-api.md): Glance inserts a second row (spec §4.9).
+    # Deliberate deviation (docs/glance-differences.md): Glance inserts a second row (spec §4.9).
     image = create_image()
     assert api.image_tag_create(admin_context(), image["id"], "t1") == "t1"
     assert api.image_tag_create(admin_context(), image["id"], "t1") == "t1"
