@@ -1,18 +1,20 @@
 """Typed settings from one INI file ([DEFAULT] section) or a mapping; bad values are clear errors.
 
-Every key the server and the commands read is declared in ``SETTINGS`` with its type and default,
-so there is one place that says what can be configured. Paths default under ``data_dir``.
+Every key the server, the images app and the commands read is declared in ``SETTINGS`` with
+its type and default, so there is one place that says what can be configured: one
+``Setting(name, kind, default, help, ...)`` line there makes the typed attribute
+``Config.<name>`` (``Config`` is a frozen dataclass made from ``SETTINGS``). Paths default
+under ``data_dir``. A boolean is one of the words of ``bool_from_text``, everywhere.
 
 Two ways in, on purpose with different strictness:
 
 * ``Config.from_file(path)`` reads our own INI file (the commands, gunicorn/uWSGI through
-  glance_cache_mw.wsgi). Its [DEFAULT] may hold only ``SETTINGS``, ``flavor``, the images
-  app's keys (``API_KEYS``) and variables other values interpolate (``%(name)s``): anything
-  else is an error naming the key and the nearest known one, and a key that belongs in a
-  Paste section (keystonemiddleware's, the health check's) says which section. The cache
-  driver's name and what it needs are checked too, so nothing is written on a typo. Glance's
-  glance-api.conf (a file with [database] or [glance_store]) is read for our keys only: its
-  other [DEFAULT] keys are Glance's.
+  glance_cache_mw.wsgi). Its [DEFAULT] may hold only ``SETTINGS``, ``flavor`` and variables
+  other values interpolate (``%(name)s``): anything else is an error naming the key and the
+  nearest known one, and a key that belongs in a Paste section (keystonemiddleware's, the
+  health check's) says which section. The cache driver's name and what it needs are checked
+  too, so nothing is written on a typo. Glance's glance-api.conf (a file with [database] or
+  [glance_store]) is read for our keys only: its other [DEFAULT] keys are Glance's.
 * ``Config.from_mapping(mapping)`` types the keys it knows and ignores the rest: the Paste
   factories use it on ``{**global_conf, **local_conf}``, which in Glance's own paste pipeline
   carries Glance's keys.
@@ -23,11 +25,23 @@ import dataclasses
 import difflib
 import os
 import re
+import typing
 
 from glance_cache_mw import exception
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def bool_from_text(text):
+    """True or False for one of the boolean words (any case, spaces around); ValueError
+    otherwise. The settings and the DB API's boolean columns take the same words."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("%r is not a boolean" % (text,))
 
 
 def _parse_int(key, raw, minimum=0, maximum=None):
@@ -36,7 +50,7 @@ def _parse_int(key, raw, minimum=0, maximum=None):
     except ValueError:
         raise exception.InvalidConfiguration(
             reason="%s=%r is not an integer" % (key, raw)) from None
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise exception.InvalidConfiguration(
             reason="%s=%r must be at least %d" % (key, raw, minimum))
     if maximum is not None and value > maximum:
@@ -48,13 +62,11 @@ def _parse_int(key, raw, minimum=0, maximum=None):
 def _parse_bool(key, raw):
     if isinstance(raw, bool):
         return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise exception.InvalidConfiguration(
-        reason="%s=%r is not a boolean (use true or false)" % (key, raw))
+    try:
+        return bool_from_text(str(raw))
+    except ValueError:
+        raise exception.InvalidConfiguration(
+            reason="%s=%r is not a boolean (use true or false)" % (key, raw)) from None
 
 
 def _parse_str(key, raw):
@@ -62,13 +74,19 @@ def _parse_str(key, raw):
     return text or None
 
 
+# The Python type of each kind of setting (a "str" setting may be unset: None).
+_TYPES = {"int": int, "bool": bool, "str": typing.Optional[str], "path": str}
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
+    """One key of [DEFAULT]: its kind ("int", "bool", "str" or "path"), default and help."""
+
     name: str
-    kind: str            # "int", "bool", "str", "path"
+    kind: str
     default: object      # may be a callable taking the partially built values
     help: str
-    minimum: int = 0
+    minimum: int = 0     # an "int" setting's lower bound (None: none)
     choices: tuple = ()  # a "str" setting that must be one of these
     maximum: int = None
     allow_empty: bool = True   # an empty value means the default
@@ -115,6 +133,21 @@ SETTINGS = (
     Setting("workers", "int", 1, "Server processes (0 = one per core)."),
     Setting("chunk_size", "int", 1048576, "Bytes per read when streaming image data.", minimum=1),
     Setting("debug", "bool", False, "Log at DEBUG level."),
+    # The images app's limits (api/router.py), Glance's options of the same names.
+    Setting("image_member_quota", "int", 128,
+            "Members per image (a negative value means unlimited).", minimum=None),
+    Setting("image_tag_quota", "int", 128,
+            "Tags per image (a negative value means unlimited).", minimum=None),
+    Setting("image_property_quota", "int", 128,
+            "Additional properties per image (a negative value means unlimited).",
+            minimum=None),
+    Setting("image_size_cap", "int", 1024 ** 4,
+            "Largest image upload in bytes (a negative value means unlimited).", minimum=None),
+    Setting("limit_param_default", "int", 25,
+            "Images per page of a listing without a limit.", minimum=1),
+    Setting("api_limit_max", "int", 1000, "Most images per page of a listing.", minimum=1),
+    Setting("admin_without_context", "bool", False,
+            "A request without a context is admin (only behind a filter that makes one)."),
     Setting("metrics_dir", "path", lambda v: os.path.join(v["data_dir"], "metrics"),
             "Directory of the worker processes' metric files (emptied at server start)."),
     Setting("metrics_allowed_clients", "str", "127.0.0.0/8, ::1",
@@ -123,11 +156,8 @@ SETTINGS = (
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
-# Other keys [DEFAULT] may hold: the flavor (wsgi.read_flavor) and the images app's limits
-# (api.router.ApiSettings reads them from global_conf too).
+# The other key [DEFAULT] may hold: the flavor (wsgi.read_flavor).
 FLAVOR_KEY = "flavor"
-API_KEYS = ("admin_without_context", "image_member_quota", "image_tag_quota",
-            "image_property_quota", "image_size_cap", "limit_param_default", "api_limit_max")
 # Keys of Paste sections, which their factories read from the section only: in [DEFAULT] they
 # would be ignored, so the error says where they belong.
 SECTION_KEYS = {
@@ -147,7 +177,7 @@ _INTERPOLATED = re.compile(r"%\(([^)]+)\)s")
 
 def known_default_keys():
     """Every key our INI's [DEFAULT] may hold (besides interpolation variables)."""
-    return tuple(_BY_NAME) + (FLAVOR_KEY,) + API_KEYS
+    return tuple(_BY_NAME) + (FLAVOR_KEY,)
 
 
 def check_default_keys(keys, path, variables=()):
@@ -184,20 +214,11 @@ def check_cache_driver(conf):
                    "(this node's URL, e.g. http://HOST:9292)")
 
 
-class Config:
-    """Read-only settings: attributes named like the INI keys, values already typed."""
-
-    def __init__(self, values):
-        self._values = dict(values)
-
-    def __getattr__(self, name):
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+class _ConfigMethods:
+    """How a Config is read and shown; its fields are made from SETTINGS (below)."""
 
     def as_dict(self):
-        return dict(self._values)
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_mapping(cls, mapping):
@@ -214,7 +235,7 @@ class Config:
                 values[setting.name] = default(values) if callable(default) else default
                 continue
             values[setting.name] = _convert(setting, raw)
-        return cls(values)
+        return cls(**values)
 
     @classmethod
     def from_file(cls, path=None):
@@ -228,6 +249,14 @@ class Config:
         conf = cls.from_mapping(values)
         check_cache_driver(conf)
         return conf
+
+
+Config = dataclasses.make_dataclass(
+    "Config", [(setting.name, _TYPES[setting.kind]) for setting in SETTINGS],
+    bases=(_ConfigMethods,), frozen=True, repr=False,   # no repr: sql_connection has passwords
+    namespace={"__module__": __name__, "__doc__": (
+        "Read-only settings: one typed attribute per SETTINGS entry, named like the INI key "
+        "(build it with from_file or from_mapping; dataclasses.replace makes a changed copy).")})
 
 
 def _convert(setting, raw):

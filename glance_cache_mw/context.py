@@ -1,5 +1,9 @@
 """The request context: who is asking, as the DB API and the cache filter see it."""
 
+# Where the context filter puts the RequestContext of a request, and where the images app and
+# the cache filter read it: the WSGI environ key Glance's own context middleware uses.
+ENVIRON_KEY = "glance.context"
+
 
 class RequestContext:
     """Identity of a caller.

@@ -22,7 +22,7 @@ call it (each is its own process): inside glance-api nothing here runs.
 import configparser
 import logging
 
-from glance_cache_mw import exception
+from glance_cache_mw import bodies, exception
 from glance_cache_mw.context import RequestContext
 
 LOG = logging.getLogger(__name__)
@@ -102,10 +102,8 @@ class _StoreReader:
         return next(self._iter)
 
     def close(self):
-        close = getattr(self._chunks, "close", None)
-        self._chunks = self._iter = None
-        if close is not None:
-            close()
+        chunks, self._chunks, self._iter = self._chunks, None, None
+        bodies.close_body(chunks)
 
 
 def _redact(url):

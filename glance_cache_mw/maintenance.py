@@ -102,7 +102,7 @@ class Maintenance:
         """``cache``: ImageCache; ``db_api``: glance_cache_mw.db.api (configured);
         ``store``: FileStore or glance_origin.GlanceStoreOrigin; ``stall_time_s``: clean's
         age limit (None: the cache's image_cache_stall_time); ``workers``: images prefetched
-        at once; ``progress``: a prefetcher.Progress; ``owns_cache``: close() also closes the
+        at once; ``progress``: a cmd.progress.Progress; ``owns_cache``: close() also closes the
         cache; ``db_url``: the image database's URL, for error messages (password hidden);
         ``metrics``: a glance_cache_mw.metrics.Metrics (task runs, prefetch outcomes)."""
         self.db_url = db_url

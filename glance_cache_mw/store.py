@@ -3,30 +3,26 @@
 This is the origin the cache sits in front of. ``add`` streams an upload into a hidden temp
 file in the same directory while counting the bytes and computing the MD5 ``checksum`` and the
 SHA-512 ``os_hash_value``; only a complete, fsynced file is renamed into place, so a failed or
-aborted upload leaves nothing behind. ``open_for_read`` returns a chunked reader that owns the
-file (``close()``) and offers its ``path`` for sendfile.
+aborted upload leaves nothing behind. ``open_for_read`` returns a ``bodies.FileReader``, which
+owns the file (``close()``) and offers its ``path`` for sendfile.
 
-Image ids become file names, so every id is checked before the filesystem is touched.
+Image ids become file names, so every id is checked (image_ids.is_store_id, the strict rule)
+before the filesystem is touched.
 """
 
 import errno
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import time
 import typing
 
-from glance_cache_mw import exception
+from glance_cache_mw import bodies, exception, image_ids
 
 LOG = logging.getLogger(__name__)
 
 HASH_ALGO = "sha512"
-DEFAULT_CHUNK_SIZE = 65536
-# A file name we can trust: no "/", no NUL, never "." or "..", at most 36 characters (the width
-# of the images.id column). Leading dots are refused too, which keeps temp files apart.
-_IMAGE_ID = re.compile(r"\A[A-Za-z0-9_-][A-Za-z0-9_.-]{0,35}\Z")
 _TEMP_PREFIX = ".upload-"
 
 
@@ -44,10 +40,6 @@ class UploadIncomplete(exception.Invalid):
     message = "The image data ended before the announced size was reached."
 
 
-class FileShrank(IOError):
-    """A file being read ended before the length it had when the read began."""
-
-
 class StoredData(typing.NamedTuple):
     """What ``FileStore.add`` wrote: the values the image record needs."""
 
@@ -58,74 +50,17 @@ class StoredData(typing.NamedTuple):
     path: str
 
 
-def is_valid_image_id(image_id):
-    """True when ``image_id`` can safely be used as a file name."""
-    return isinstance(image_id, str) and _IMAGE_ID.match(image_id) is not None
-
-
 def check_image_id(image_id):
-    """Raise ImageNotFound for an id that can never name a stored file."""
-    if not is_valid_image_id(image_id):
+    """Raise ImageNotFound for an id that can never name a stored file (the strict rule,
+    image_ids.is_store_id)."""
+    if not image_ids.is_store_id(image_id):
         raise exception.ImageNotFound("No image found with ID %r" % (image_id,))
-
-
-class FileReader:
-    """Iterate over ``length`` bytes of an open file from ``offset``, in chunks; owns the file.
-
-    The one file reader of the project: the store's downloads and the cache's hits use it.
-    ``path``, ``offset`` and ``length`` say what is served, so a caller may hand the file to
-    ``wsgi.file_wrapper`` (sendfile) instead of iterating.
-    """
-
-    def __init__(self, file, offset=0, length=None, chunk_size=DEFAULT_CHUNK_SIZE):
-        self.file = file
-        self.path = getattr(file, "name", None)
-        try:
-            self.size = os.fstat(file.fileno()).st_size
-            self.offset = min(max(offset, 0), self.size)
-            available = self.size - self.offset
-            self.length = available if length is None else max(0, min(length, available))
-            file.seek(self.offset)
-        except BaseException:
-            file.close()
-            raise
-        self._remaining = self.length
-        self._chunk_size = chunk_size
-
-    @classmethod
-    def open(cls, path, offset=0, length=None, chunk_size=DEFAULT_CHUNK_SIZE):
-        return cls(open(path, "rb"), offset, length, chunk_size)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._remaining <= 0:
-            raise StopIteration
-        chunk = self.file.read(min(self._chunk_size, self._remaining))
-        if not chunk:
-            # The file shrank under us. Ending the iteration would look like a complete
-            # body to the server, which would keep the connection alive after fewer bytes
-            # than Content-Length (eventlet does): raise, so that it cuts the connection.
-            LOG.warning("%s ended %d bytes early", self.path, self._remaining)
-            raise FileShrank("%s ended %d bytes early" % (self.path, self._remaining))
-        self._remaining -= len(chunk)
-        return chunk
-
-    def close(self):
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 class FileStore:
     """Keeps image data as ``{datadir}/{image_id}``."""
 
-    def __init__(self, datadir, chunk_size=DEFAULT_CHUNK_SIZE):
+    def __init__(self, datadir, chunk_size=bodies.DEFAULT_CHUNK_SIZE):
         self.datadir = os.path.abspath(datadir)
         self.chunk_size = chunk_size
 
@@ -217,7 +152,7 @@ class FileStore:
         """A FileReader over the data of ``image_id``; ImageNotFound when there is none."""
         path = self.path_for(image_id)
         try:
-            return FileReader.open(path, offset, length, self.chunk_size)
+            return bodies.FileReader.open(path, offset, length, self.chunk_size)
         except FileNotFoundError:
             raise exception.ImageNotFound("No data stored for image %s" % image_id) from None
 

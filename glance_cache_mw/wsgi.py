@@ -23,7 +23,7 @@ import sys
 
 import paste.deploy
 
-from glance_cache_mw import config, exception, metrics_dir
+from glance_cache_mw import config, exception, log, metrics_dir
 from glance_cache_mw.middleware import cork
 
 LOG = logging.getLogger(__name__)
@@ -177,11 +177,9 @@ def load_settings(path):
 
 def build_application(environ=None):
     """The pipeline named by GLANCE_CACHE_MW_CONFIG (or the embedded default), logging set up."""
-    from glance_cache_mw.cmd import common
-
     path = config_path_from_env(environ)
     settings = load_settings(path)
-    common.setup_logging(settings.debug)
+    log.setup(settings.debug)
     metrics_dir.prepare_wsgi_dir(settings.metrics_dir)   # before the pipeline imports metrics
     app = load_app(path) if path else load_embedded_app()
     return cork.CorkFileResponses(app)

@@ -12,11 +12,10 @@ import webob
 
 from glance_cache_mw import exception
 from glance_cache_mw.api import faults
-from glance_cache_mw.context import RequestContext
+from glance_cache_mw.context import ENVIRON_KEY, RequestContext
 
 LOG = logging.getLogger(__name__)
 
-CONTEXT_KEY = "glance.context"
 MAX_JSON_BODY = 1024 * 1024
 # Glance's bodies are a few levels deep (a JSON patch: list → operation → value → tags); the
 # limit keeps every recursive walk over a body (ours, json.dumps, the DB drivers) far from
@@ -175,12 +174,12 @@ def body_stream(req):
 
 def get_context(req, admin_without_context=False):
     """The RequestContext the context middleware stored; 401 without one (unless allowed)."""
-    context = req.environ.get(CONTEXT_KEY)
+    context = req.environ.get(ENVIRON_KEY)
     if context is not None:
         return context
     if admin_without_context:
         context = RequestContext.admin()
-        req.environ[CONTEXT_KEY] = context
+        req.environ[ENVIRON_KEY] = context
         return context
     raise HTTPError(401, "This server could not verify that you are authorized to access the "
                          "resource: no request context.")

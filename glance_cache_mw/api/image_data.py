@@ -8,7 +8,7 @@ A download is 200 with the whole file, 206 for one satisfiable ``Range`` (416 ot
 several ranges, as Glance), 204 when the image has no data yet, 403 for a deactivated image
 unless the caller is an admin, 404 when the caller may not see the image. Headers come from
 ``middleware.download.download_headers``, as on a cache hit; the response body is the store's
-``FileReader`` (``app_iter.path`` names the file).
+``bodies.FileReader`` (``app_iter.path`` names the file).
 """
 
 import logging

@@ -1,4 +1,5 @@
-"""The images app: Paste ``app_factory``, its settings, and the URL → handler table.
+"""The images app: Paste ``app_factory`` and the URL → handler table (its settings, the
+quotas and page limits, are config.SETTINGS entries).
 
 Routing is a list of (method, regex) pairs; ``/v2.N/...`` is served as ``/v2/...``. Every
 handler gets ``(req, context, **url_groups)``. Client mistakes come back with Glance's status
@@ -6,14 +7,13 @@ codes and error bodies (api/faults.py); an unexpected exception is logged and an
 without a traceback.
 """
 
-import dataclasses
 import logging
 import re
 
 import webob
 import webob.dec
 
-from glance_cache_mw import config as gcm_config, exception, store as file_store
+from glance_cache_mw import config as gcm_config, store as file_store
 from glance_cache_mw.api import (common, image_data, images, members, schemas, tags,
                                  versions)
 from glance_cache_mw.db import api as db_api_module
@@ -24,62 +24,15 @@ _VERSION_PREFIX = re.compile(r"\A/v2\.\d+(?=/)")
 _ID = r"(?P<image_id>[^/]+)"
 
 
-@dataclasses.dataclass(frozen=True)
-class ApiSettings:
-    """Limits and switches of the images API (local_conf keys with the same names).
-
-    Quotas follow Glance's options; a negative value means unlimited.
-    """
-
-    admin_without_context: bool = False
-    image_member_quota: int = 128
-    image_tag_quota: int = 128
-    image_property_quota: int = 128
-    image_size_cap: int = 1024 ** 4
-    limit_param_default: int = 25
-    api_limit_max: int = 1000
-
-    @classmethod
-    def from_mapping(cls, mapping):
-        values = {}
-        for field in dataclasses.fields(cls):
-            raw = mapping.get(field.name)
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
-                continue
-            values[field.name] = _convert(field.name, field.type, raw)
-        settings = cls(**values)
-        for name in ("limit_param_default", "api_limit_max"):
-            if getattr(settings, name) < 1:
-                raise exception.InvalidConfiguration(
-                    reason="%s=%r must be at least 1" % (name, getattr(settings, name)))
-        return settings
-
-
-def _convert(name, kind, raw):
-    if kind in (bool, "bool"):
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise exception.InvalidConfiguration(
-            reason="%s=%r is not a boolean (use true or false)" % (name, raw))
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise exception.InvalidConfiguration(
-            reason="%s=%r is not an integer" % (name, raw)) from None
-
-
 class ImagesApp:
     """WSGI app for the v2 images API subset, the versions document and the schemas."""
 
     def __init__(self, db_api, store, settings=None):
+        """``settings``: a config.Config (its images app keys: quotas, page limits,
+        admin_without_context); None means the defaults."""
         self.db_api = db_api
         self.store = store
-        self.settings = settings or ApiSettings()
+        self.settings = settings or gcm_config.Config.from_mapping({})
         args = (db_api, store, self.settings)
         image_ctl = images.ImagesController(*args)
         data_ctl = image_data.ImageDataController(*args)
@@ -172,13 +125,11 @@ def _decode(groups):
 def app_factory(global_conf, **local_conf):
     """[app:images] use = egg:glance_cache_mw#images
 
-    Settings come from ``{**global_conf, **local_conf}``: ``sql_connection``,
-    ``filesystem_store_datadir``, ``chunk_size`` (see config.py) and the ApiSettings keys.
+    Settings come from ``{**global_conf, **local_conf}`` (see config.py): ``sql_connection``,
+    ``filesystem_store_datadir``, ``chunk_size`` and the images app's limits.
     """
-    mapping = {**global_conf, **local_conf}
-    config = gcm_config.Config.from_mapping(mapping)
-    settings = ApiSettings.from_mapping(mapping)
+    config = gcm_config.Config.from_mapping({**global_conf, **local_conf})
     db_api = db_api_module.configured(config.sql_connection)
     store = file_store.FileStore.from_config(config)
     LOG.info("images app: store %s", store.datadir)
-    return ImagesApp(db_api, store, settings)
+    return ImagesApp(db_api, store, config)

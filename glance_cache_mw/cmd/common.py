@@ -1,11 +1,11 @@
-"""What every command shares: the --config option, logging set-up, and clean error exits."""
+"""What every command shares: the --config option, settings and logging, clean error exits."""
 
 import argparse
 import functools
 import logging
 import sys
 
-from glance_cache_mw import config, exception
+from glance_cache_mw import config, exception, log
 
 LOG = logging.getLogger(__name__)
 
@@ -21,28 +21,32 @@ def build_parser(doc, prog=None):
 
 def load_config(args):
     conf = config.Config.from_file(args.config_file)
-    setup_logging(args.debug or conf.debug)
+    log.setup(args.debug or conf.debug)
     return conf
 
 
-def setup_logging(debug=False):
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+# Exit status of every command (an argparse usage error is 2 too).
+EXIT_BAD_CONFIGURATION = 2   # a bad value, an unusable cache driver
+EXIT_FAILED = 1              # any other error (the message names the image or the cause)
+EXIT_INTERRUPTED = 130       # Ctrl-C outside a daemon's stop handlers (128 + SIGINT)
+
+
+def exit_status(err):
+    """The exit status of a command that ``err`` (a GlanceException) ended."""
+    if isinstance(err, (exception.InvalidConfiguration, exception.BadDriverConfiguration)):
+        return EXIT_BAD_CONFIGURATION
+    return EXIT_FAILED
 
 
 def exits_cleanly(main):
-    """Turn configuration and Glance errors into one line on stderr and exit status 2 or 1."""
+    """Turn Glance errors into one line on stderr and their exit status (``exit_status``)."""
     @functools.wraps(main)
-    def wrapper(argv=None):
+    def wrapper(*args, **kwargs):
         try:
-            return main(argv)
-        except exception.InvalidConfiguration as err:
-            sys.stderr.write("error: %s\n" % err)
-            return 2
+            return main(*args, **kwargs)
         except exception.GlanceException as err:
             sys.stderr.write("error: %s\n" % err)
-            return 1
+            return exit_status(err)
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
     return wrapper

@@ -77,7 +77,6 @@ def _db(args, conf):
     where = engine.url.render_as_string(hide_password=True)
     try:
         if args.command == "sync":
-            _ensure_sqlite_dir(engine)
             migration.sync(engine)
             print("database at revision %s (%s)" % (migration.version(engine), where))
         elif _is_missing_sqlite_file(engine):
@@ -92,21 +91,8 @@ def _db(args, conf):
     return 0
 
 
-def _sqlite_path(engine):
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "",
-                                                                               ":memory:"):
-        return os.path.abspath(engine.url.database)
-    return None
-
-
-def _ensure_sqlite_dir(engine):
-    path = _sqlite_path(engine)
-    if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-
-
 def _is_missing_sqlite_file(engine):
-    path = _sqlite_path(engine)
+    path = migration.sqlite_path(engine)
     return path is not None and not os.path.exists(path)
 
 
@@ -121,11 +107,7 @@ def _cache(args, conf):
         except ondisk.InvalidImageId as err:
             sys.stderr.write("error: %s\n" % err)
             return 2
-    try:
-        cache = ImageCache.from_config(conf)
-    except exception.BadDriverConfiguration as err:
-        sys.stderr.write("error: %s\n" % err)
-        return 2
+    cache = ImageCache.from_config(conf)   # an unusable driver: exit 2 (common.exit_status)
     try:
         return CACHE_COMMANDS[args.command](args, conf, cache)
     finally:

@@ -3,9 +3,9 @@
     glance-cache-mw-pruner [--config FILE]                        one pass, then exit
     glance-cache-mw-pruner [--config FILE] --daemon [--interval SECONDS]
 
-Exit status: 0 done (also when another run held the lock and this one skipped, and when a
-daemon was stopped by SIGTERM/SIGINT), 1 a task failed or some images failed (prefetcher),
-2 bad configuration (a bad value, an unusable cache driver).
+Exit status (cmd/common.py): 0 done (also when another run held the lock and this one skipped,
+and when a daemon was stopped by SIGTERM/SIGINT), 1 a task failed or some images failed
+(prefetcher), 2 bad configuration (a bad value, an unusable cache driver).
 
 SIGTERM and SIGINT set a stop event: prune and clean finish the pass they are in; the
 prefetcher abandons the image it is reading (its partial file is never servable and goes to
@@ -18,10 +18,9 @@ import signal
 import sys
 import threading
 
-from glance_cache_mw import exception
 from glance_cache_mw import maintenance as maintenance_mod
 from glance_cache_mw import prefetcher as prefetcher_mod
-from glance_cache_mw.cmd import common
+from glance_cache_mw.cmd import common, progress as progress_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -68,9 +67,9 @@ def pass_status(results):
     """Exit status of one pass: 1 if a task raised or prefetched images failed, else 0."""
     for result in results.values():
         if isinstance(result, Exception):
-            return 1
+            return common.EXIT_FAILED
         if isinstance(result, prefetcher_mod.PrefetchResult) and result.failed:
-            return 1
+            return common.EXIT_FAILED
     return 0
 
 
@@ -95,22 +94,16 @@ def run(argv, doc, prog, tasks, default_interval=maintenance_interval,
     args = parser.parse_args(argv)
     if args.interval is not None and not args.daemon:
         parser.error("--interval needs --daemon")
-    try:
-        return _run(args, tasks, default_interval)
-    except (exception.InvalidConfiguration, exception.BadDriverConfiguration) as err:
-        sys.stderr.write("error: %s\n" % err)
-        return 2
-    except exception.GlanceException as err:
-        sys.stderr.write("error: %s\n" % err)
-        return 1
+    return _run(args, tasks, default_interval)
 
 
+@common.exits_cleanly
 def _run(args, tasks, default_interval):
     conf = common.load_config(args)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     progress = None
     if maintenance_mod.PREFETCH in tasks and not args.daemon:
-        progress = prefetcher_mod.Progress(sys.stderr)
+        progress = progress_mod.Progress(sys.stderr)
         if progress.enabled:
             for handler in logging.getLogger().handlers:
                 handler.addFilter(progress)

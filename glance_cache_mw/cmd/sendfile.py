@@ -36,6 +36,8 @@ with warnings.catch_warnings():
     import eventlet.hubs
     import eventlet.wsgi
 
+from glance_cache_mw import bodies
+
 LOG = logging.getLogger(__name__)
 
 # The client is gone: what eventlet.wsgi treats as a broken connection.
@@ -80,9 +82,7 @@ class FileWrapper:
 
     def close(self):
         try:
-            close = getattr(self.filelike, "close", None)
-            if close is not None:
-                close()                  # PEP 3333: close() must reach the file
+            bodies.close_body(self.filelike)   # PEP 3333: close() must reach the file
         finally:
             callbacks, self._close_callbacks = self._close_callbacks, []
             for callback in callbacks:

@@ -8,11 +8,10 @@ import datetime
 
 import sqlalchemy as sa
 
-from glance_cache_mw import exception
+from glance_cache_mw import config, exception, image_ids
 from glance_cache_mw.db import models
 
 MAX_INT32 = 2 ** 31 - 1
-MAX_ID_LENGTH = 36
 # Keys a caller may not set on update (and that image_member/property writers drop).
 PROTECTED_ATTRS = ("created_at", "updated_at", "deleted_at", "deleted")
 DELETED_LOCATION_STATUSES = ("deleted", "pending_delete")
@@ -116,15 +115,13 @@ def check_image_values(values, creating):
 
 
 def to_bool(key, value):
-    if isinstance(value, bool):
-        return value
+    """A boolean column's value: text must be one of config.bool_from_text's words; anything
+    else (a JSON boolean, a number) counts by its truth."""
     if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise exception.Invalid("%s=%r is not a boolean" % (key, value))
+        try:
+            return config.bool_from_text(value)
+        except ValueError:
+            raise exception.Invalid("%s=%r is not a boolean" % (key, value)) from None
     return bool(value)
 
 
@@ -134,8 +131,9 @@ def image_columns(values):
 
 
 def check_image_id(image_id):
-    """Raise ImageNotFound for ids that cannot exist (None, not text, over 36 characters)."""
-    if not isinstance(image_id, str) or not image_id or len(image_id) > MAX_ID_LENGTH:
+    """Raise ImageNotFound for ids that cannot exist (image_ids.is_glance_id: None, not text,
+    over 36 characters); the DB takes any id Glance's database could hold."""
+    if not image_ids.is_glance_id(image_id):
         raise exception.ImageNotFound("No image found with ID %s" % (image_id,))
 
 

@@ -18,7 +18,8 @@ import threading
 
 from glance_cache_mw import config as cfg, metrics as metrics_mod
 from glance_cache_mw.image_cache import drivers, followers as followers_mod, registry, space
-from glance_cache_mw.image_cache import fill as fill_mod, pump as pump_mod, stall, verify
+from glance_cache_mw.image_cache import fill as fill_mod, follow as follow_mod, pump as pump_mod
+from glance_cache_mw.image_cache import stall, verify
 from glance_cache_mw.image_cache.drivers import ondisk, safe_open
 
 LOG = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class ImageCache:
         ``hold_last_chunk`` (image_cache_verify_before_last_byte); other followers always
         wait for it. The pump wakes it after each chunk (``pump.Progress``), so it reads
         with no polling delay, as when it read the origin itself; followers that joined
-        poll the file every ``fill.POLL_INTERVAL_S`` (a wake-up per chunk for each of them
+        poll the file every ``follow.POLL_INTERVAL_S`` (a wake-up per chunk for each of them
         cost 1.5x the server CPU at 16 concurrent cold downloads). Its follower mark is
         taken before the pump starts, so the pump never sees a fill without a client at its
         start.
@@ -239,7 +240,7 @@ class ImageCache:
             os.close(fd)
             raise
         progress = pump_mod.Progress()
-        follower = fill_mod.FollowIterator(
+        follower = follow_mod.FollowIterator(
             tee.image_id, fd, tee.size, fallback=fallback, chunk_size=self.chunk_size,
             idle_timeout_s=self.follow_idle_timeout_s, mark_fd=mark,
             on_close=lambda: self._followers.remove_mark(tee.image_id),
@@ -294,7 +295,7 @@ class ImageCache:
         finally:
             tee.close()
 
-    def follow(self, image_id, size, fallback=None, poll_interval_s=fill_mod.POLL_INTERVAL_S):
+    def follow(self, image_id, size, fallback=None, poll_interval_s=follow_mod.POLL_INTERVAL_S):
         """A FollowIterator on the live fill of ``image_id``, or None if there is none.
 
         ``fallback(offset)`` returns the origin's bytes from ``offset`` and is used if the
@@ -321,7 +322,7 @@ class ImageCache:
             self._followers.unregister(image_id, mark)
             return None
         self.metrics.follower()
-        return fill_mod.FollowIterator(
+        return follow_mod.FollowIterator(
             image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
             poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
             mark_fd=mark, on_close=lambda: self._followers.remove_mark(image_id),

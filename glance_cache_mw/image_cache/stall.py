@@ -8,7 +8,7 @@ whichever thread or process notices the stall first. Its file loses its names
 
 - lets the next request start a fresh fill: one writer per image is decided by the public
   name, and the stalled writer's lock no longer guards it;
-- tells the clients following it (fill.FollowIterator) to read the rest from the origin at
+- tells the clients following it (follow.FollowIterator) to read the rest from the origin at
   once: a file with no name left that is not verified will never be completed;
 - tells the fill itself, should its origin wake up, that it can never commit
   (``CacheWriter.is_abandoned``, ``is_cancelled``): it stops at its next chunk, and if those

@@ -19,7 +19,7 @@ import webob
 import webob.exc
 
 from glance_cache_mw import config as cfg
-from glance_cache_mw import exception, metrics as metrics_mod, store
+from glance_cache_mw import bodies, exception, metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import fill
@@ -168,7 +168,7 @@ class CacheFilter:
         if wrapper is None or not (length == size
                                    or getattr(wrapper, "sends_from_position", False)
                                    or getattr(wrapper, "__module__", "") == "gunicorn.http.wsgi"):
-            return store.FileReader(handle, start, length, self.chunk_size)
+            return bodies.FileReader(handle, start, length, self.chunk_size)
         if start:
             handle.seek(start)                # a regular file: cannot fail for start < size
         return wrapper(handle, self.chunk_size)
@@ -237,7 +237,7 @@ class CacheFilter:
         can only end the connection (the server does that when the body raises). Counted
         as a ``cache_status`` download, its first byte ``started`` + the time until now."""
         try:
-            body = fill.PrimedIterator(body)
+            body = bodies.PrimedIterator(body)
         except fill.ImageDataMismatch as err:
             # Verified before the first byte and found wrong: the origin would send the same
             # bytes again, unverified. Say so instead (image_cache_verify_before_last_byte).
@@ -277,9 +277,7 @@ class CacheFilter:
         body = self.app(sub, capture)
         expected = "206" if offset else "20"
         if not status.get("line", "").startswith(expected):
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+            bodies.close_body(body)
             raise IOError("origin answered %s to a range from %d" % (status.get("line"), offset))
         return body
 

@@ -31,7 +31,6 @@ from glance_cache_mw.api import faults
 
 LOG = logging.getLogger(__name__)
 
-ENVIRON_KEY = "glance.context"
 REQUEST_ID_HEADER = "x-openstack-request-id"
 
 
@@ -69,7 +68,7 @@ class _ContextFilter:
             ctx = self.make_context(environ)
         except webob.exc.HTTPException as err:
             return err(environ, start_response)
-        environ[ENVIRON_KEY] = ctx
+        environ[glance_context.ENVIRON_KEY] = ctx
 
         def start_with_request_id(status, headers, exc_info=None):
             if not any(name.lower() == REQUEST_ID_HEADER for name, _ in headers):

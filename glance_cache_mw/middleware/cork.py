@@ -33,16 +33,21 @@ class CorkFileResponses:
             return body
         if not _set_cork(sock, 1):
             return body
-        close = getattr(body, "close", None)
+        # The body's own close() (gunicorn's wrapper has one only when its file has), kept
+        # before the attribute is replaced below: PEP 3333, close() must reach the file.
+        close = getattr(body, "close", _no_close)
 
         def close_and_uncork():
             try:
-                if close is not None:
-                    close()
+                close()
             finally:
                 _set_cork(sock, 0)
         body.close = close_and_uncork
         return body
+
+
+def _no_close():
+    pass
 
 
 def _set_cork(sock, value):

@@ -31,7 +31,6 @@ from glance_cache_mw import image_cache
 LOG = logging.getLogger(__name__)
 
 ADHOC_ATTRS = "webob.adhoc_attrs"
-OUR_ENVIRON_KEY = "glance.context"
 
 # Our setting name -> (oslo.config group or None, option name) in glance-api.conf.
 GLANCE_OPTIONS = {
@@ -63,7 +62,7 @@ def request_context(environ):
     Ours (``environ['glance.context']``) is used as it is; any other context with
     ``is_admin`` and a project is viewed through a ``RequestContext`` carrying its identity.
     """
-    ours = environ.get(OUR_ENVIRON_KEY)
+    ours = environ.get(cache_context.ENVIRON_KEY)
     if ours is not None:
         return ours
     other = foreign_context(environ)

@@ -1,12 +1,17 @@
 """The alembic migrations: they create exactly models.py, are idempotent, and keep a Glance DB."""
 
 import os
+import re
+import uuid
 
 import alembic.autogenerate
 import alembic.migration
+import pytest
 import sqlalchemy as sa
 
+from glance_cache_mw import exception
 from glance_cache_mw.db import engine as db_engine, migration, models
+from tests import dbfixtures
 
 
 def test_migrated_schema_matches_models(scratch_db):
@@ -95,3 +100,47 @@ def test_a_forked_child_never_uses_the_parents_connections(db):
         assert conn.exec_driver_sql(query).scalar() == parent_session
     if db.backend != "sqlite":
         assert child_session and child_session != str(parent_session)
+
+
+# -- prepare_database: the server's schema policy -----------------------------------------
+
+def test_prepare_database_creates_a_sqlite_file_and_its_directories(tmp_path):
+    path = tmp_path / "not" / "yet" / "images.sqlite"
+    migration.prepare_database("sqlite:///%s" % path)
+    engine = db_engine.create_engine("sqlite:///%s" % path)
+    try:
+        assert migration.version(engine) == migration.head()
+    finally:
+        engine.dispose()
+
+
+def test_prepare_database_accepts_a_synced_database(scratch_db):
+    migration.prepare_database(scratch_db.url)
+
+
+def test_prepare_database_names_the_database_it_cannot_create(tmp_path):
+    (tmp_path / "a-file").write_text("in the way of the directory")
+    url = "sqlite:///%s" % (tmp_path / "a-file" / "images.sqlite")
+    with pytest.raises(exception.GlanceException, match="database %s: " % re.escape(url)):
+        migration.prepare_database(url)
+
+
+@pytest.mark.realdb
+def test_prepare_database_refuses_an_unsynced_server_database():
+    admin_url = dbfixtures.server_url("postgresql")
+    name = "gcm_test_%s" % uuid.uuid4().hex[:12]
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("CREATE DATABASE %s" % name)
+        url = admin_url.set(database=name)
+        with pytest.raises(exception.GlanceException) as caught:
+            migration.prepare_database(url.render_as_string(hide_password=False))
+        message = str(caught.value)
+        assert message == ("database %s is at revision None, this version needs %s: run "
+                           "glance-cache-mw-manage --config FILE db sync"
+                           % (url.render_as_string(hide_password=True), migration.head()))
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+        admin.dispose()

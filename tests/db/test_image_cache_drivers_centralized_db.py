@@ -3,6 +3,7 @@ suite (tests/unit/ and tests/functional/test_image_cache_drivers.py, re-collecte
 module's fixtures) plus
 what only a shared database has: several nodes, each with its own rows."""
 
+import dataclasses
 import inspect
 import os
 
@@ -84,10 +85,9 @@ def test_configure_without_node_url_is_refused(shared_db, tmp_path):
 
 
 def test_configure_without_sql_connection_is_refused(shared_db, tmp_path):
-    values = cfg.Config.from_mapping(node_settings(shared_db, tmp_path, NODE_A)).as_dict()
-    values["sql_connection"] = None
+    conf = cfg.Config.from_mapping(node_settings(shared_db, tmp_path, NODE_A))
     with pytest.raises(exception.BadDriverConfiguration) as err:
-        drivers.load_driver("centralized_db", cfg.Config(values))
+        drivers.load_driver("centralized_db", dataclasses.replace(conf, sql_connection=None))
     assert "sql_connection is not set" in str(err.value)
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from glance_cache_mw import store as store_mod
+from glance_cache_mw import image_ids, store as store_mod
 from glance_cache_mw.db import api as db_api
 from glance_cache_mw.db import cache_api
 from glance_cache_mw.image_cache import ImageCache
@@ -47,7 +47,7 @@ def add_image(store, image_id, size=5000, **values):
     data = helpers.body(size, image_id.encode())
     db_api.image_create(admin_context(), {"id": image_id, "status": "active", "size": size,
                                           **helpers.hashes(data), **values})
-    if store_mod.is_valid_image_id(image_id):
+    if image_ids.is_store_id(image_id):
         store.add(image_id, io.BytesIO(data))
     return data
 

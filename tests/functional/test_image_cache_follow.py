@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from glance_cache_mw.image_cache import ImageCache
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import fill, follow
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import (
     GatedOrigin, Origin, cached_bytes, failing_after, start_fill)
@@ -37,7 +37,7 @@ def _follow(conn, settings, image_id, size, with_fallback_data=None):
                 conn.send(("first-chunk",))
             received += chunk
         conn.send(("done", bytes(received), follower.fell_back))
-    except (fill.FillAbandoned, fill.ImageDataMismatch) as err:
+    except (follow.FillAbandoned, fill.ImageDataMismatch) as err:
         conn.send(("failed", type(err).__name__, len(received)))
     finally:
         follower.close()

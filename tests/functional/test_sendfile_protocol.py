@@ -8,7 +8,8 @@ import warnings
 
 import pytest
 
-from glance_cache_mw.cmd import api, sendfile
+from glance_cache_mw.cmd import sendfile
+from glance_cache_mw.middleware.access_log import AccessLog
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="\\s*Eventlet is deprecated")
@@ -96,7 +97,7 @@ def test_body_is_sent_with_sendfile_from_the_file_position(serve, data_path, cap
     caplog.set_level(logging.DEBUG, logger=SENDFILE_LOG)
     caplog.set_level(logging.DEBUG, logger="tests.access")
     app = FileApp(data_path, offset=12345, length=SIZE - 20000)
-    head, body = fetch(serve(api.AccessLog(app, logging.getLogger("tests.access"))))
+    head, body = fetch(serve(AccessLog(app, logging.getLogger("tests.access"))))
     assert head.startswith("HTTP/1.1 200 OK") and "Content-Length: %d" % (SIZE - 20000) in head
     assert body == DATA[12345:SIZE - 20000 + 12345]
     assert "sent %d bytes with sendfile" % (SIZE - 20000) in caplog.text

@@ -342,14 +342,19 @@ def test_no_context_is_401_unless_configured(api, tmp_path, migrated_template):
     assert open_api.call("GET", "/v2/images", None).status_int == 200
 
 
-def test_bad_settings_are_configuration_errors(tmp_path):
+@pytest.mark.parametrize("key, raw, words", [
+    ("image_tag_quota", "many", "is not an integer"),
+    ("admin_without_context", "maybe", "is not a boolean"),
+    ("api_limit_max", "0", "must be at least 1"),
+    ("limit_param_default", "-1", "must be at least 1"),
+])
+def test_bad_settings_are_configuration_errors(tmp_path, key, raw, words):
     from glance_cache_mw import exception
-    with pytest.raises(exception.InvalidConfiguration, match="image_tag_quota"):
-        router.ApiSettings.from_mapping({"image_tag_quota": "many"})
-    with pytest.raises(exception.InvalidConfiguration, match="admin_without_context"):
-        router.ApiSettings.from_mapping({"admin_without_context": "maybe"})
-    with pytest.raises(exception.InvalidConfiguration, match="api_limit_max"):
-        router.ApiSettings.from_mapping({"api_limit_max": "0"})
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        router.app_factory({}, sql_connection="sqlite:///%s" % (tmp_path / "x.sqlite"),
+                           **{key: raw})
+    assert "%s=%r %s" % (key, raw, words) in str(caught.value)
+    assert not (tmp_path / "x.sqlite").exists()
 
 
 def test_unexpected_errors_are_500_without_traceback(api):

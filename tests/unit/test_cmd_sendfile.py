@@ -1,6 +1,6 @@
 """The built-in server's wsgi.file_wrapper (cmd/sendfile.py): FileWrapper and the sendfile
-loop. AccessLog passing it through is in test_cmd_api.py, CacheFilter handing range hits to it in
-test_middleware_cache_wrappers.py."""
+loop. AccessLog passing it through is in test_middleware_access_log.py, CacheFilter handing
+range hits to it in test_middleware_cache_wrappers.py."""
 
 import fcntl
 import io

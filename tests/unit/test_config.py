@@ -125,3 +125,40 @@ def test_glance_api_conf_is_read_for_our_keys_and_keeps_glances(tmp_path):
     ours.write_text("[DEFAULT]\nnode_staging_uri = file:///s\n")
     with pytest.raises(exception.InvalidConfiguration, match="unknown key node_staging_uri"):
         config.Config.from_file(str(ours))
+
+
+def test_config_is_a_frozen_object_with_one_typed_attribute_per_setting():
+    import dataclasses
+    conf = config.Config.from_mapping({"workers": "3"})
+    assert [field.name for field in dataclasses.fields(conf)] == \
+        [setting.name for setting in config.SETTINGS]
+    assert "_values" not in vars(conf) and conf.as_dict()["workers"] == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        conf.workers = 4
+    assert dataclasses.replace(conf, workers=4).workers == 4 and conf.workers == 3
+    with pytest.raises(AttributeError):
+        conf.no_such_setting   # noqa: B018 (the access is the test)
+    assert "sqlite:" not in repr(conf)   # a URL may carry a password
+
+
+def test_the_images_app_limits_are_settings_too():
+    conf = config.Config.from_mapping({"image_tag_quota": "-1", "admin_without_context": "on"})
+    assert (conf.image_tag_quota, conf.image_member_quota, conf.api_limit_max) == (-1, 128, 1000)
+    assert conf.admin_without_context is True
+
+
+@pytest.mark.parametrize("word, value", [("1", True), (" Yes ", True), ("ON", True),
+                                         ("true", True), ("0", False), ("no", False),
+                                         ("Off", False), ("FALSE", False)])
+def test_settings_and_the_db_api_take_the_same_boolean_words(word, value):
+    from glance_cache_mw.db import values
+    assert config.Config.from_mapping({"debug": word}).debug is value
+    assert values.to_bool("protected", word) is value
+
+
+def test_a_word_that_is_no_boolean_names_the_key_everywhere():
+    from glance_cache_mw.db import values
+    with pytest.raises(exception.InvalidConfiguration, match="debug='maybe'"):
+        config.Config.from_mapping({"debug": "maybe"})
+    with pytest.raises(exception.Invalid, match="protected='maybe'"):
+        values.to_bool("protected", "maybe")

@@ -1,4 +1,4 @@
-"""Followers (ImageCache.follow, fill.FollowIterator) in threads of one process: they tail a live
+"""Followers (ImageCache.follow, follow.FollowIterator) in threads of one process: they tail a live
 fill, never hang on a fill that died, and outlive a cancelled one. Followers in other processes
 and green threads are in tests/functional/test_image_cache_follow.py."""
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from glance_cache_mw.image_cache import fill
+from glance_cache_mw.image_cache import follow
 from tests.unit import cache_helpers as helpers
 from tests.unit.cache_helpers import (
     GatedOrigin, Origin, failing_after, incomplete, start_fill)
@@ -38,37 +38,59 @@ def test_follow_returns_none_without_a_live_fill(cache):
     assert incomplete(cache) == ["img"]
 
 
-def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
+def _fill_failing_after_4_chunks(cache):
+    """A fill of "img" whose origin fails after 4 chunks; its client has read the first."""
+    origin = GatedOrigin(helpers.chunks(DATA))
     tee = cache.fill("img", failing_after(origin, 4), SIZE, **GOOD)
     origin.release(5)
     next(tee)
+    return tee
+
+
+def test_a_follower_without_fallback_fails_instead_of_hanging(cache):
+    tee = _fill_failing_after_4_chunks(cache)
     follower = cache.follow("img", SIZE)
     assert len(next(follower)) == 4096
     with pytest.raises(IOError):
         helpers.drain(tee)
-    with pytest.raises(fill.FillAbandoned):
+    with pytest.raises(follow.FillAbandoned):
         helpers.drain(follower)
 
 
 def test_a_follower_whose_origin_fallback_ends_short_raises(cache):
     # A short body must never look complete: the server cuts the connection on the raise.
-    parts = helpers.chunks(DATA)
-    origin = GatedOrigin(parts)
-    tee = cache.fill("img", failing_after(origin, 4), SIZE, **GOOD)
-    origin.release(5)
-    next(tee)
+    tee = _fill_failing_after_4_chunks(cache)
     follower = cache.follow("img", SIZE, fallback=lambda offset: Origin([DATA[offset:-10]]))
     assert len(next(follower)) == 4096
     with pytest.raises(IOError):
         helpers.drain(tee)
     received = bytearray()
-    with pytest.raises(fill.FillAbandoned, match="origin ended at %d of %d" % (SIZE - 10, SIZE)):
+    with pytest.raises(follow.FillAbandoned, match="origin ended at %d of %d" % (SIZE - 10, SIZE)):
         for chunk in follower:
             received += chunk
     assert bytes(received) == DATA[4096:-10] and follower.fell_back
     follower.close()
+
+
+def test_a_follower_that_fell_back_closes_the_origin_body_when_its_client_leaves(cache):
+    # PEP 3333: close() must reach the fallback body itself, not only what iter() gave
+    # (Origin's __iter__ is a generator, not the body).
+    tee = _fill_failing_after_4_chunks(cache)
+    fallbacks = []
+
+    def fallback(offset):
+        fallbacks.append(Origin([DATA[offset:offset + 4096], DATA[offset + 4096:]]))
+        return fallbacks[-1]
+
+    follower = cache.follow("img", SIZE, fallback=fallback)
+    with pytest.raises(IOError):
+        helpers.drain(tee)
+    received = bytearray()
+    while not follower.fell_back:
+        received += next(follower)
+    assert bytes(received) == DATA[:len(received)] and not fallbacks[0].closed
+    follower.close()                    # the client leaves before the end
+    assert fallbacks[0].closed
 
 
 def test_a_cancelled_fill_lets_its_followers_finish_from_the_file(cache):

@@ -21,7 +21,7 @@ class RecordingApp:
 
     def __call__(self, environ, start_response):
         self.calls += 1
-        self.context = environ.get(context_mw.ENVIRON_KEY)
+        self.context = environ.get("glance.context")
         body = json.dumps(self.context.to_dict() if self.context else None).encode()
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(body)))])

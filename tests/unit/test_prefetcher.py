@@ -1,11 +1,12 @@
 """The prefetcher (prefetcher.py) driven directly: bounded concurrency, a stop that keeps the
-queue, one failing image, and the terminal Progress line. Prefetching through Maintenance is in
-test_maintenance.py, whose ``setup`` fixture these use."""
+queue, one failing image. Prefetching through Maintenance is in test_maintenance.py, whose
+``setup`` fixture these use; the terminal status line (cmd/progress.py) in test_cmd_progress.py."""
 
 import io
 import threading
 
 from glance_cache_mw import prefetcher as prefetcher_mod
+from glance_cache_mw.cmd import progress as progress_mod
 from glance_cache_mw.db import api as db_api
 from tests.unit.test_maintenance import setup  # noqa: F401  (fixture)
 
@@ -46,7 +47,7 @@ def test_a_stop_abandons_the_current_image_and_keeps_it_queued(setup):
     setup.add_image("second")
     stop = threading.Event()
 
-    class StoppingProgress(prefetcher_mod.Progress):
+    class StoppingProgress(progress_mod.Progress):
         def advance(self, image_id, nbytes):
             stop.set()   # as if SIGTERM arrived while the first chunk was copied
 
@@ -59,29 +60,6 @@ def test_a_stop_abandons_the_current_image_and_keeps_it_queued(setup):
     # Nothing partial left, nothing servable.
     assert not setup.cache.is_cached("first") and not setup.cache.is_being_cached("first")
     assert setup.maintenance.prefetch_once().fetched == 2
-
-
-class FakeTty(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_progress_shows_images_bytes_and_rate_on_a_terminal():
-    clock = iter(range(100)).__next__
-    progress = prefetcher_mod.Progress(FakeTty(), interval_s=0, clock=clock)
-    progress.begin(2)
-    progress.start("abc", 2048)
-    progress.advance("abc", 1024)
-    line = progress.line()
-    assert "0/2 images" in line and "abc 1.0 KiB 50%" in line and "/s" in line
-    progress.stop("abc")
-    assert progress.clear_line() is True
-    assert progress.stream.getvalue().endswith("\r\033[K")
-    quiet = prefetcher_mod.Progress(io.StringIO())
-    quiet.begin(1)
-    quiet.start("abc", 10)
-    quiet.advance("abc", 10)
-    assert not quiet.enabled and quiet.stream.getvalue() == ""
 
 
 def test_an_unexpected_error_fails_one_image_not_the_pass(setup):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, image_ids
 from glance_cache_mw import store as file_store
 
 IMAGE_ID = "0b5e8b6a-8f0e-4a43-9d52-6f3c0a0b6c1e"
@@ -157,7 +157,7 @@ def test_delete(store):
 @pytest.mark.parametrize("image_id", ["", ".", "..", "../etc", "a/b", "a\x00b", ".hidden",
                                       "x" * 37, None, 5, "/abs", "a\\b", "é"])
 def test_bad_ids_never_touch_the_filesystem(store, image_id):
-    assert not file_store.is_valid_image_id(image_id)
+    assert not image_ids.is_store_id(image_id)
     for call in (store.path_for, store.exists, store.delete, store.open_for_read):
         with pytest.raises(exception.ImageNotFound):
             call(image_id)
@@ -168,7 +168,7 @@ def test_bad_ids_never_touch_the_filesystem(store, image_id):
 
 @pytest.mark.parametrize("image_id", [IMAGE_ID, "a", "x" * 36, "A_b-c.d", "0"])
 def test_good_ids(image_id):
-    assert file_store.is_valid_image_id(image_id)
+    assert image_ids.is_store_id(image_id)
 
 
 def test_remove_stale_uploads(store):

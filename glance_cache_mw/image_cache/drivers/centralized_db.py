@@ -33,7 +33,6 @@ from glance_cache_mw.image_cache.drivers import base, ondisk
 
 LOG = logging.getLogger(__name__)
 
-SQLITE_DB_NAME = "cache.db"   # the sqlite driver's metadata file (imported once, see below)
 
 
 class CentralizedDbDriver(base.Driver):
@@ -43,7 +42,7 @@ class CentralizedDbDriver(base.Driver):
 
     def __init__(self, config):
         super().__init__(config)
-        self.node_url = getattr(self.config, "worker_self_reference_url", None)
+        self.node_url = self.config.worker_self_reference_url
         self.engine = None
         self._owns_engine = False
 
@@ -56,7 +55,7 @@ class CentralizedDbDriver(base.Driver):
         if not self.node_url:
             raise self._bad("worker_self_reference_url is not set: this driver keys the "
                             "node's cache rows by it (set it to this node's API URL)")
-        url = getattr(self.config, "sql_connection", None)
+        url = self.config.sql_connection
         if not url:
             raise self._bad("sql_connection is not set: this driver keeps its rows in the "
                             "main image database")
@@ -77,7 +76,7 @@ class CentralizedDbDriver(base.Driver):
         """Switching from the sqlite driver (Glance's sqlite_migration, §3.8): when this node
         has no rows yet, carry the hits and times of ``cache.db`` over for the files that are
         still here, so the LRU order survives. The sqlite file is only read, never changed."""
-        path = self.get_path(SQLITE_DB_NAME)
+        path = self.get_path(ondisk.SQLITE_DB_NAME)
         if not os.path.isfile(path) or cache_api.get_least_recently_accessed(
                 self.node_url, engine=self.engine) is not None:
             return 0

@@ -32,7 +32,7 @@ import secrets
 import stat
 import weakref
 
-from glance_cache_mw import exception
+from glance_cache_mw import exception, image_ids
 from glance_cache_mw.image_cache.drivers import safe_open
 
 LOG = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ LOG = logging.getLogger(__name__)
 INCOMPLETE = "incomplete"
 INVALID = "invalid"
 QUEUE = "queue"
-MAX_ID_LENGTH = 36
-RESERVED_NAMES = frozenset({INCOMPLETE, INVALID, QUEUE, "cache.db", "cache.db-wal",
-                            "cache.db-shm", "cache.db-journal"})
+SQLITE_DB_NAME = "cache.db"   # the sqlite driver's metadata file (Glance's name for it)
+RESERVED_NAMES = frozenset({INCOMPLETE, INVALID, QUEUE, SQLITE_DB_NAME}
+                           | {SQLITE_DB_NAME + suffix for suffix in ("-wal", "-shm", "-journal")})
 
 # A fill sets these mode bits with fchmod() once size and hashes matched, just before the
 # rename: a follower can then tell "verified" from "abandoned" on its own file descriptor,
@@ -83,16 +83,11 @@ class AlreadyBeingCached(exception.Conflict):
 
 
 def validate_image_id(image_id):
-    """Return ``image_id`` if it can safely be a file name, else raise InvalidImageId."""
-    if not isinstance(image_id, str) or not image_id:
-        raise InvalidImageId(image_id=image_id, reason="not a non-empty string")
-    if len(image_id) > MAX_ID_LENGTH:
-        raise InvalidImageId(image_id=image_id,
-                             reason="longer than %d characters" % MAX_ID_LENGTH)
-    if "/" in image_id or "\0" in image_id or ".." in image_id:
-        raise InvalidImageId(image_id=image_id, reason="contains '/', '..' or NUL")
-    if image_id.startswith(".") or image_id in RESERVED_NAMES:
-        raise InvalidImageId(image_id=image_id, reason="reserved for the cache's own files")
+    """Return ``image_id`` if it can safely be a file name here (the rule:
+    image_ids.file_name_problem), else raise InvalidImageId."""
+    problem = image_ids.file_name_problem(image_id, RESERVED_NAMES)
+    if problem is not None:
+        raise InvalidImageId(image_id=image_id, reason=problem)
     return image_id
 
 

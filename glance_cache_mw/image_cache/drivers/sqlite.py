@@ -24,11 +24,10 @@ import time
 
 from glance_cache_mw import exception
 from glance_cache_mw.db import wal
-from glance_cache_mw.image_cache.drivers import base
+from glance_cache_mw.image_cache.drivers import base, ondisk
 
 LOG = logging.getLogger(__name__)
 
-DB_NAME = "cache.db"
 BUSY_TIMEOUT_S = 30.0
 _BATCH = 500   # ids per IN (...) clause, well under SQLite's variable limit
 
@@ -65,7 +64,7 @@ class Driver(base.Driver):
 
     def __init__(self, config):
         super().__init__(config)
-        self.db_path = self.get_path(DB_NAME)
+        self.db_path = self.get_path(ondisk.SQLITE_DB_NAME)
         self._conn = None          # this process's connection (WAL index shared)
         self._conn_pid = None
         self._conn_file = None     # (st_dev, st_ino) of the file it has open

@@ -1,14 +1,14 @@
-"""cmd/api.py's AccessLog: it passes the server's wsgi.file_wrapper through and still counts
-other bodies."""
+"""AccessLog (middleware/access_log.py): the built-in server's file wrapper passes through it
+untouched (sendfile) and is logged at close(); other bodies are counted."""
 
 import logging
+import os
 
 import pytest
 import webob
 
-from glance_cache_mw.cmd import api, sendfile
-from tests.unit.test_cmd_sendfile import data_file  # noqa: F401  (fixture)
-
+from glance_cache_mw.cmd import sendfile
+from glance_cache_mw.middleware import access_log as access_log_mod
 
 class ListHandler(logging.Handler):
     def __init__(self):
@@ -29,8 +29,10 @@ def access_log():
     log.removeHandler(handler)
 
 
-def test_access_log_passes_the_servers_file_wrapper_through(access_log, data_file):
+def test_access_log_passes_the_servers_file_wrapper_through(access_log, tmp_path):
     log, lines = access_log
+    data_file = tmp_path / "image"
+    data_file.write_bytes(os.urandom(1000))
 
     def app(environ, start_response):
         start_response("206 Partial Content", [("Content-Length", "100"),
@@ -39,7 +41,7 @@ def test_access_log_passes_the_servers_file_wrapper_through(access_log, data_fil
 
     environ = webob.Request.blank("/v2/images/x/file").environ
     environ["wsgi.file_wrapper"] = sendfile.FileWrapper
-    body = api.AccessLog(app, log)(environ, lambda status, headers, exc_info=None: None)
+    body = access_log_mod.AccessLog(app, log)(environ, lambda status, headers, exc_info=None: None)
     assert type(body) is sendfile.FileWrapper     # what the server must see to sendfile
     assert lines == []
     body.sent = 100                               # as the server does after sendfile
@@ -57,7 +59,7 @@ def test_access_log_still_counts_other_bodies(access_log):
         return [b"abc", b"def"]
 
     environ = webob.Request.blank("/x").environ
-    body = api.AccessLog(app, log)(environ, lambda status, headers, exc_info=None: None)
+    body = access_log_mod.AccessLog(app, log)(environ, lambda status, headers, exc_info=None: None)
     assert not isinstance(body, sendfile.FileWrapper)
     assert b"".join(body) == b"abcdef"
     body.close()
