@@ -7,7 +7,6 @@ and the server's in-process loop (``image_cache_maintenance_interval``)::
 
     maintenance = Maintenance(cache, db_api, store, workers=4)
     maintenance.start(interval_s=300)      # a (green) thread; passes until stop()
-    maintenance.wake()                     # optional: prefetch now (an image was queued)
     ...
     maintenance.stop(timeout=30)           # finishes or abandons the current pass
 
@@ -18,9 +17,10 @@ worker processes) are safe: each task holds a non-blocking ``flock`` on
 taken for images, counted or deleted with them (W21).
 
 ``evict_gone`` is how a node learns that images were deleted or deactivated through another
-node (DESIGN "Invalidation", W11): every cached image whose database record is missing,
-deleted or not ``active`` is evicted, with any driver; with ``centralized_db`` the node's
-rows for such images are evicted as well, even where the file is already gone. A database
+node (W11): every cached image whose database record is missing, deleted or not ``active`` is
+evicted, with any driver, and a fill of such an image in flight is cancelled (it never
+commits; ``ImageCache.evict``); with ``centralized_db`` the node's rows for such images are
+evicted as well, even where the file is already gone. A database
 that knows fewer than half of the cached images is taken for a misconfiguration (a cron
 job's config without sql_connection gets the embedded SQLite default): nothing is evicted
 and the task fails (the command exits 1), naming the database URL without its password.
@@ -34,12 +34,11 @@ import time
 
 import sqlalchemy as sa
 
-from glance_cache_mw import exception, glance_origin, metrics as metrics_mod
+from glance_cache_mw import exception, glance_origin, image_cache, metrics as metrics_mod
 from glance_cache_mw import prefetcher as prefetcher_mod
 from glance_cache_mw import store as store_mod
 from glance_cache_mw.context import RequestContext
 from glance_cache_mw.db import api as db_api_mod
-from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk, safe_open
 
 LOG = logging.getLogger(__name__)
@@ -116,21 +115,22 @@ class Maintenance:
         self.prefetcher = prefetcher_mod.Prefetcher(cache, db_api, store, workers=workers,
                                                     context=self.context, progress=progress,
                                                     metrics=metrics)
-        self.lock_dir = cache.driver.base_dir
+        self.lock_dir = cache.base_dir
         self._owns_cache = owns_cache
         self._thread = None
         self._stop_event = None
-        self._wake = threading.Event()
 
     @classmethod
     def from_config(cls, config, cache=None, db_api=None, store=None, progress=None,
                     config_file=None):
-        """Build from a Config; what is not passed in is created (and the cache owned).
+        """Build from a Config; what is not passed in is created. The cache is this
+        process's shared one (``image_cache.shared``: the server's pipeline's); it is owned,
+        closed by close(), only when nothing else in the process used it (a command).
 
         ``config_file``: the file ``config`` was read from; when it is Glance's glance-api.conf
         (it configures glance_store), images are prefetched through Glance's stores, else from
         ``filesystem_store_datadir``."""
-        owns_cache = cache is None
+        owns_cache = cache is None and not image_cache.is_shared(config)
         if db_api is None:
             db_api = db_api_mod.configured(config.sql_connection)
         if store is None:
@@ -139,7 +139,7 @@ class Maintenance:
             else:
                 store = store_mod.FileStore.from_config(config)
         if cache is None:
-            cache = ImageCache.from_config(config)
+            cache = image_cache.shared(config)
         return cls(cache, db_api, store, stall_time_s=config.image_cache_stall_time,
                    workers=config.cache_prefetcher_workers, progress=progress,
                    owns_cache=owns_cache, db_url=config.sql_connection, metrics=cache.metrics)
@@ -188,19 +188,18 @@ class Maintenance:
         return self._locked(EVICT, self._evict_gone)
 
     def _evict_gone(self):
-        cached = [entry["image_id"] for entry in self.cache.get_cached_images()]
-        states = self._database_states(cached)
-        if len(states) < len(cached) * MIN_KNOWN_FRACTION:
-            raise WrongImageDatabase(known=len(states), cached=len(cached),
+        held = sorted({entry["image_id"] for entry in self.cache.get_cached_images()}
+                      | set(self.cache.get_filling_images()))
+        states = self._database_states(held)
+        if len(states) < len(held) * MIN_KNOWN_FRACTION:
+            raise WrongImageDatabase(known=len(states), cached=len(held),
                                      cache_dir=self.lock_dir, url=self._safe_db_url())
-        gone = {image_id for image_id in cached
+        gone = {image_id for image_id in held
                 if image_id not in states or states[image_id] != USABLE}
-        get_stale = getattr(self.cache.driver, "get_stale_cached_images", None)
-        if get_stale is not None:   # centralized_db: rows whose image went away elsewhere
-            gone.update(get_stale())
+        # centralized_db: this node's rows whose image went away through another node.
+        gone.update(self.cache.get_stale_cached_images())
         if gone:
-            removed = self.cache.driver.delete_cached_images(sorted(gone))
-            self.metrics.evicted("gone", len(removed))
+            self.cache.evict(sorted(gone), "gone")
         LOG.info("evicted %d cached images deleted, deactivated or gone from the database%s",
                  len(gone), (": " + ", ".join(sorted(gone))) if gone else "")
         return len(gone)
@@ -266,35 +265,23 @@ class Maintenance:
         """Run a pass every ``interval_s`` seconds until ``stop_event`` is set.
 
         ``stop_event`` is a threading.Event (green under eventlet's monkey patching). The loop
-        sleeps in steps of at most a second, so a stop is seen quickly on any hub; ``wake()``
-        makes it run a prefetch at once (then it keeps its schedule). A stop during a prefetch
-        abandons the image being fetched (nothing partial is ever servable) and leaves it
-        queued. ``on_pass(results)`` is called after every pass.
+        waits on ``stop_event`` in steps of at most a second, so a stop is seen at once on any
+        hub. A stop during a prefetch abandons the image being fetched (nothing partial is ever
+        servable) and leaves it queued. ``on_pass(results)`` is called after every pass.
         """
         LOG.info("cache maintenance of %s every %s s: %s", self.lock_dir, interval_s,
                  ", ".join(tasks))
         next_pass = time.monotonic()
         while not stop_event.is_set():
             now = time.monotonic()
-            if now >= next_pass:
-                self._wake.clear()
-                results = self.run_pass(stop_event, tasks)
-                next_pass = time.monotonic() + interval_s
-            elif self._wake.is_set():
-                self._wake.clear()
-                if PREFETCH not in tasks:
-                    continue
-                results = self.run_pass(stop_event, (PREFETCH,))
-            else:
-                self._wake.wait(min(next_pass - now, WAIT_STEP_S))
+            if now < next_pass:
+                stop_event.wait(min(next_pass - now, WAIT_STEP_S))
                 continue
+            results = self.run_pass(stop_event, tasks)
+            next_pass = time.monotonic() + interval_s
             if on_pass is not None:
                 on_pass(results)
         LOG.info("cache maintenance of %s stopped", self.lock_dir)
-
-    def wake(self):
-        """Ask the running loop to prefetch now (e.g. right after an image was queued)."""
-        self._wake.set()
 
     def start(self, interval_s, tasks=TASKS):
         """Run ``run_loop`` in a daemon thread (a green thread in a monkey-patched server)."""
@@ -314,8 +301,7 @@ class Maintenance:
     def stop(self, timeout=None):
         """Ask the loop to stop and wait up to ``timeout`` seconds; True once it stopped."""
         if self._stop_event is not None:
-            self._stop_event.set()
-            self._wake.set()   # cut the current sleep short
+            self._stop_event.set()   # also cuts the loop's wait short
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

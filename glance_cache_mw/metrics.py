@@ -217,20 +217,16 @@ class CacheCollector:
         self.cache = cache
 
     def collect(self):
-        entries = self.cache.driver.list_entries()
+        entries = self.cache.list_entries()
         gauges = (
             ("cache_size_bytes", "Bytes of cached images.", sum(e.size for e in entries)),
             ("cache_entries", "Cached images.", len(entries)),
             ("cache_max_size_bytes", "image_cache_max_size.", self.cache.max_size),
             ("cache_free_bytes", "Bytes free (for unprivileged users) on the cache's "
-             "filesystem.", _free_bytes(self.cache.driver.base_dir)),
+             "filesystem.", self.cache.free_bytes()),
             ("queued_images", "Images queued for the prefetcher.",
              len(self.cache.get_queued_images())),
         )
         for name, text, value in gauges:
             yield core.GaugeMetricFamily(PREFIX + name, text, value=value)
 
-
-def _free_bytes(path):
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize

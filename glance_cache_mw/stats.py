@@ -71,7 +71,6 @@ def cache_stats(cache, top=TOP):
     """Entries, size, fullness, free bytes, oldest entries and the top images of ``cache``."""
     entries = cache.get_cached_images()
     size = sum(e["size"] for e in entries)
-    st = os.statvfs(cache.driver.base_dir)
     for entry in entries:
         entry["bytes_saved"] = entry["hits"] * entry["size"]
     oldest = min(entries, key=lambda e: (e["last_modified"], e["image_id"]), default=None)
@@ -85,7 +84,7 @@ def cache_stats(cache, top=TOP):
         "size": size,
         "max_size": cache.max_size,
         "fullness": size / cache.max_size if cache.max_size else None,
-        "free_bytes": st.f_bavail * st.f_frsize,
+        "free_bytes": cache.free_bytes(),
         "queued_images": len(cache.get_queued_images()),
         "oldest_entry": brief(oldest) if oldest else None,
         "least_recently_used": brief(lru) if lru else None,

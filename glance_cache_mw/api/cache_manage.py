@@ -14,7 +14,6 @@ image from the origin right now (a cluster's fill claim, db/fill_claims.py) is n
 ``X-Image-Cache-Filling-Node`` header.
 """
 
-import datetime
 import json
 import logging
 import re
@@ -27,8 +26,6 @@ from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
 from glance_cache_mw.api import faults
 from glance_cache_mw.db import api as db_api_module
-from glance_cache_mw.db import fill_claims
-from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import glance_compat
 
@@ -46,9 +43,7 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        with glance_compat.cache_init_lock(config.image_cache_dir):
-            cache = ImageCache.from_config(config)
-        return CacheManageFilter(app, cache, db_api)
+        return CacheManageFilter(app, glance_compat.shared_cache(config), db_api)
     return make_filter
 
 
@@ -101,8 +96,7 @@ class CacheManageFilter:
     def list_cache(self, req, context):
         if req.body:
             raise webob.exc.HTTPBadRequest(explanation="This request takes no body.")
-        cached = [_entry_json(entry) for entry in self.cache.get_cached_images()]
-        return _json({"cached_images": cached,
+        return _json({"cached_images": self.cache.get_cached_images(),
                       "queued_images": self.cache.get_queued_images()})
 
     def queue_image(self, req, context, image_id):
@@ -151,7 +145,7 @@ class CacheManageFilter:
                             "cache driver.") from None
         self._image(context, image_id)
         response = _json(nodes)
-        filler = fill_claims.filler(image_id, engine=self.cache.driver.engine)
+        filler = self.cache.get_filling_node(image_id)
         if filler is not None:
             response.headers[FILLING_NODE_HEADER] = filler
         return response
@@ -162,15 +156,6 @@ class CacheManageFilter:
         except (exception.NotFound, exception.Forbidden):
             raise webob.exc.HTTPNotFound(
                 explanation="No image found with ID %s" % image_id) from None
-
-
-def _entry_json(entry):
-    return {key: (_timestamp(value) if isinstance(value, datetime.datetime) else value)
-            for key, value in dict(entry).items()}
-
-
-def _timestamp(value):
-    return value.replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 def _json(payload, status=200):

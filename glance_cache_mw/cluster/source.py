@@ -72,7 +72,7 @@ class ClusterNode:
                    peer_timeout_s=config.cluster_peer_timeout,
                    signature_ttl_s=config.cluster_signature_ttl,
                    ca_file=config.cluster_ca_file, chunk_size=config.chunk_size,
-                   engine=getattr(cache.driver, "engine", None), metrics=metrics)
+                   engine=cache.shared_engine, metrics=metrics)
 
     def source(self, image, origin):
         """A ClusterSource of ``image`` (a dict with id and size); ``origin(offset,

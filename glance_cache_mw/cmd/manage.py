@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from glance_cache_mw import exception
 from glance_cache_mw.cmd import common
 from glance_cache_mw.context import RequestContext
-from glance_cache_mw.db import engine as db_engine, fill_claims, migration
+from glance_cache_mw.db import engine as db_engine, migration
 from glance_cache_mw.image_cache.drivers import ondisk
 
 CLEAR_TARGETS = ("cache", "queue")
@@ -187,12 +187,13 @@ def _cache_clear(args, conf, cache):
 
 
 def _cache_nodes(args, conf, cache):
-    if cache.driver.name != "centralized_db":
+    try:
+        nodes = cache.get_cached_nodes(args.image_id)
+    except NotImplementedError:
         sys.stderr.write("error: 'cache nodes' needs image_cache_driver = centralized_db (the "
-                         "%s driver only knows this node's cache)\n" % cache.driver.name)
+                         "%s driver only knows this node's cache)\n" % conf.image_cache_driver)
         return 2
-    nodes = cache.get_cached_nodes(args.image_id)
-    filling = fill_claims.filler(args.image_id, engine=cache.driver.engine)
+    filling = cache.get_filling_node(args.image_id)
     if args.format == "json":
         return _json({"image_id": args.image_id, "nodes": nodes, "filling": filling})
     if not nodes:
@@ -206,12 +207,8 @@ def _cache_nodes(args, conf, cache):
 
 def _cache_stats(args, conf, cache):
     from glance_cache_mw import stats
-    from glance_cache_mw.db import cache_api
 
-    nodes = None
-    if cache.driver.name == "centralized_db":
-        nodes = cache_api.get_node_summaries(engine=cache.driver.engine)
-    result = stats.collect(cache, conf.metrics_dir, nodes)
+    result = stats.collect(cache, conf.metrics_dir, cache.get_node_summaries())
     result["node"] = conf.worker_self_reference_url
     if args.format == "json":
         return _json(result)

@@ -1,21 +1,23 @@
-"""The image cache: hit lookup, verified fills with coalescing, admission, prune, clean, queue.
+"""The image cache: the one door to cached images, and the policies that span files and metadata.
 
-``ImageCache`` is what the CacheFilter, the management API and the maintenance commands use.
-It wraps a driver (``drivers.load_driver``) and adds the policies that span files and
-metadata: admission (make room before a fill, within ``image_cache_max_size`` and leaving
-``image_cache_min_free`` bytes on the disk), one-pass LRU pruning under a lock file, and the
-follower bookkeeping that lets a fill outlive its client while others read it.
+``ImageCache`` is what every caller uses: the CacheFilter, the management API, the
+maintenance tasks, the prefetcher, ``glance-cache-mw-manage cache`` and the metrics. Nobody
+calls its driver (``drivers.load_driver``: files and usage metadata) directly, so each rule
+holds whichever way in: admission (make room before a fill, within ``image_cache_max_size``
+and leaving ``image_cache_min_free`` bytes on the disk, space.py), eviction that cancels the
+image's fill in flight, one-pass LRU pruning under a lock file, and the follower bookkeeping
+that lets a fill outlive its client while others read it (followers.py). The fill itself is
+in fill.py (tee, followers' iterator), pump.py (at the origin's pace), verify.py and stall.py.
+
+A server process keeps one ImageCache per cache directory: ``shared(config)`` (registry.py).
 """
 
-import contextlib
-import fcntl
 import logging
 import os
 import threading
-import time
 
 from glance_cache_mw import config as cfg, metrics as metrics_mod
-from glance_cache_mw.image_cache import drivers
+from glance_cache_mw.image_cache import drivers, followers as followers_mod, registry, space
 from glance_cache_mw.image_cache import fill as fill_mod, follow as follow_mod, pump as pump_mod
 from glance_cache_mw.image_cache import stall, verify
 from glance_cache_mw.image_cache.drivers import ondisk, safe_open
@@ -24,8 +26,6 @@ LOG = logging.getLogger(__name__)
 
 ADMIT = object()   # fill(writer=ADMIT): the fill asks for admission itself
 
-LOCK_NAME = ".maintenance.lock"
-LOCK_POLL_S = 0.01
 FOLLOW_IDLE_TIMEOUT_S = 300   # image_cache_follow_idle_timeout: a bound on origin stalls
 
 
@@ -50,6 +50,7 @@ class ImageCache:
         self.complete_fill_on_disconnect = complete_fill_on_disconnect
         self.follow_idle_timeout_s = follow_idle_timeout_s
         self._mutex = threading.Lock()   # one contender per process for the lock file
+        self._followers = followers_mod.Followers(driver)
 
     @classmethod
     def from_config(cls, config, **kwargs):
@@ -65,10 +66,21 @@ class ImageCache:
                    chunk_size=config.chunk_size, **kwargs)
 
     def close(self):
-        """Flush pending hit statistics; call when the process stops using the cache."""
+        """Flush pending hit statistics; call when the process stops using the cache (a
+        closed cache is no longer ``shared``: the next user builds a new one)."""
+        _REGISTRY.forget(self)
         self.driver.close()
 
-    # -- lookups (the driver's seed interface) --------------------------------------------
+    @property
+    def base_dir(self):
+        """The cache directory (``image_cache_dir``, absolute)."""
+        return self.driver.base_dir
+
+    def free_bytes(self):
+        """Bytes free for unprivileged users on the cache's file system."""
+        return space.free_bytes(self.driver.base_dir)
+
+    # -- lookups (the driver's, for the callers that need them) ---------------------------
 
     def is_cached(self, image_id):
         return self.driver.is_cached(image_id)
@@ -76,29 +88,59 @@ class ImageCache:
     def is_being_cached(self, image_id):
         return self.driver.is_being_cached(image_id)
 
-    def is_cacheable(self, image_id):
-        return self.driver.is_cacheable(image_id)
-
     def is_queued(self, image_id):
         return self.driver.is_queued(image_id)
 
+    def list_entries(self):
+        """Every cached image as an ondisk.CacheEntry (one metadata read)."""
+        return self.driver.list_entries()
+
     def get_cached_images(self):
+        """Dicts image_id, hits, last_modified, last_accessed, size, ordered by id."""
         return self.driver.get_cached_images()
+
+    def get_filling_images(self):
+        """Ids of the images being cached now (their writer is alive), in any process."""
+        return sorted({image_id for image_id, _size, _written in space.live_fills(self.driver)})
+
+    def get_fill_size(self, image_id):
+        """The size a live fill of ``image_id`` in any process was admitted for, or None
+        (its reservation file's name carries it: drivers/ondisk.py; no database read)."""
+        for filling_id, size, _written in space.live_fills(self.driver):
+            if filling_id == image_id:
+                return size
+        return None
+
+    @property
+    def shared_engine(self):
+        """The engine of the database the nodes share (centralized_db), or None."""
+        return self.driver.engine
+
+    def get_stale_cached_images(self):
+        """Ids this node's shared-database rows hold for images deleted or deactivated
+        through another node (centralized_db); [] with a driver that has no such rows."""
+        return self.driver.get_stale_cached_images()
 
     def get_cache_size(self):
         return self.driver.get_cache_size()
 
-    def get_hit_count(self, image_id):
-        return self.driver.get_hit_count(image_id)
-
     def get_cached_nodes(self, image_id):
+        """Node URLs caching the image; NotImplementedError without a shared database."""
         return self.driver.get_cached_nodes(image_id)
 
-    def get_least_recently_accessed(self):
-        return self.driver.get_least_recently_accessed()
+    def get_filling_node(self, image_id):
+        """The node filling the image from the origin for the cluster now, or None;
+        NotImplementedError without a shared database."""
+        return self.driver.get_filling_node(image_id)
 
-    def get_image_size(self, image_id):
-        return self.driver.get_image_size(image_id)
+    def get_node_summaries(self):
+        """Per-node usage of a shared-database cache (centralized_db), else None."""
+        try:
+            return self.driver.get_node_summaries()
+        except NotImplementedError:
+            return None
+
+    # -- the prefetch queue --------------------------------------------------------------
 
     def get_queued_images(self):
         return self.driver.get_queued_images()
@@ -107,12 +149,27 @@ class ImageCache:
         """Queue for prefetching; False when cached, being cached or already queued."""
         return self.driver.queue_image(image_id)
 
+    def delete_queued_image(self, image_id):
+        self.driver.delete_queued_image(image_id)
+
+    def delete_all_queued_images(self):
+        return self.driver.delete_all_queued_images()
+
+    # -- eviction ------------------------------------------------------------------------
+
+    def evict(self, image_ids, reason):
+        """Evict ``image_ids`` and cancel their fills in flight, so that none commits a copy
+        of an image that was just deleted, deactivated or evicted (W11); the ids removed.
+        ``reason``: the evictions' label in the metrics (files removed are counted)."""
+        for image_id in image_ids:
+            self.cancel_fill(image_id)
+        removed = self.driver.delete_cached_images(list(image_ids))
+        self.metrics.evicted(reason, len(removed))
+        return removed
+
     def delete_cached_image(self, image_id, reason="manual"):
-        """Evict the image and cancel a fill in flight, so that it does not commit a copy of
-        an image that was just deleted or deactivated (W11). ``reason``: the eviction's label
-        in the metrics (counted if a file was removed)."""
-        self.cancel_fill(image_id)
-        self.metrics.evicted(reason, len(self.driver.delete_cached_images([image_id])))
+        """Evict one image (``evict``); ``reason`` as there."""
+        self.evict([image_id], reason)
 
     def cancel_fill(self, image_id):
         """Make a live fill of ``image_id`` end uncommitted (its client still gets the body);
@@ -124,12 +181,6 @@ class ImageCache:
         count = self.driver.delete_all_cached_images()
         self.metrics.evicted("manual", count)
         return count
-
-    def delete_queued_image(self, image_id):
-        self.driver.delete_queued_image(image_id)
-
-    def delete_all_queued_images(self):
-        return self.driver.delete_all_queued_images()
 
     # -- hits ----------------------------------------------------------------------------
 
@@ -146,9 +197,6 @@ class ImageCache:
             return None
         self.driver.record_hit(image_id)
         return handle
-
-    def open_for_read(self, image_id):
-        return self.driver.open_for_read(image_id)
 
     # -- fills ---------------------------------------------------------------------------
 
@@ -185,7 +233,7 @@ class ImageCache:
             self._read_back(verifier, writer)
         return fill_mod.TeeIterator(
             image_id, source, writer, verifier, complete_in_background=complete_in_background,
-            has_followers=None if pumped else lambda: self._has_followers(image_id),
+            has_followers=None if pumped else lambda: self._followers.has_followers(image_id),
             hold_last_chunk=hold_last_chunk, metrics=self.metrics)
 
     def start_fill(self, tee, fallback=None):
@@ -205,7 +253,7 @@ class ImageCache:
         writer = tee.writer
         fd = writer.open_reader()
         try:
-            mark = self._register_follower(tee.image_id)
+            mark = self._followers.register(tee.image_id)
         except BaseException:
             os.close(fd)
             raise
@@ -213,7 +261,7 @@ class ImageCache:
         follower = follow_mod.FollowIterator(
             tee.image_id, fd, tee.size, fallback=fallback, chunk_size=self.chunk_size,
             idle_timeout_s=self.follow_idle_timeout_s, mark_fd=mark,
-            on_close=lambda: self._remove_follower_mark(tee.image_id),
+            on_close=lambda: self._followers.remove_mark(tee.image_id),
             await_verdict=self.hold_last_chunk, progress=progress,
             on_stall=lambda fd: self.abandon_if_stalled(tee.image_id, tee.size, fd))
         try:
@@ -234,12 +282,12 @@ class ImageCache:
         if writer.closed or writer.is_abandoned():   # abandoned: given up as stalled
             return False
         if writer.is_cancelled():
-            return self._has_followers(writer.image_id)
+            return self._followers.has_followers(writer.image_id)
         if prefetch or self.complete_fill_on_disconnect:
             return True
         if writer.size and 2 * writer.bytes_written > writer.size:
             return True
-        return self._has_followers(writer.image_id)
+        return self._followers.has_followers(writer.image_id)
 
     @staticmethod
     def _read_back(verifier, writer):
@@ -276,14 +324,14 @@ class ImageCache:
         ``offset``: where the iterator starts (FollowIterator).
         """
         path = self.driver.get_image_filepath(image_id, ondisk.INCOMPLETE)
-        mark = self._register_follower(image_id)
+        mark = self._followers.register(image_id)
         try:
             fd = safe_open.open_regular(path)
         except BaseException:
-            self._unregister_follower(image_id, mark)
+            self._followers.unregister(image_id, mark)
             raise
         if fd is None:
-            self._unregister_follower(image_id, mark)
+            self._followers.unregister(image_id, mark)
             return None
         stalled = stall.is_stalled(fd, size, self.follow_idle_timeout_s)
         if stalled or stall.is_given_up(fd) or (
@@ -291,13 +339,13 @@ class ImageCache:
             if stalled:
                 self.abandon_if_stalled(image_id, size, fd)
             os.close(fd)
-            self._unregister_follower(image_id, mark)
+            self._followers.unregister(image_id, mark)
             return None
         self.metrics.follower()
         return follow_mod.FollowIterator(
             image_id, fd, size, fallback=fallback, chunk_size=self.chunk_size,
             poll_interval_s=poll_interval_s, idle_timeout_s=self.follow_idle_timeout_s,
-            mark_fd=mark, on_close=lambda: self._remove_follower_mark(image_id),
+            mark_fd=mark, on_close=lambda: self._followers.remove_mark(image_id),
             on_stall=lambda stalled_fd: self.abandon_if_stalled(image_id, size, stalled_fd),
             offset=offset)
 
@@ -307,104 +355,14 @@ class ImageCache:
         it was. Its thread may be stuck in the origin's read: it is not interrupted (it
         cannot be, in an OS thread), it just can never commit (stall.py)."""
         try:
-            with self._maintenance_lock():
+            with space.maintenance_lock(self.driver, self._mutex):
                 return stall.abandon_if_stalled(self.driver, image_id, size,
                                                 self.follow_idle_timeout_s, fd)
         except OSError as err:
             LOG.warning("could not abandon the stalled fill of image %s: %s", image_id, err)
             return False
 
-    def _follower_mark_path(self, image_id):
-        return self.driver.get_path(ondisk.INCOMPLETE, ".f.%s" % image_id)
-
-    def _register_follower(self, image_id):
-        """Hold a shared flock on ``incomplete/.f.{id}`` while following (any process)."""
-        path = self._follower_mark_path(image_id)
-        while True:
-            fd = safe_open.open_housekeeping(path)
-            while not ondisk.try_lock(fd, shared=True):   # held only for an instant
-                time.sleep(LOCK_POLL_S)
-            if ondisk.same_file(fd, path):
-                return fd
-            os.close(fd)   # removed by a leaving follower meanwhile: take the new one
-
-    def _unregister_follower(self, image_id, mark_fd):
-        os.close(mark_fd)
-        self._remove_follower_mark(image_id)
-
-    def _remove_follower_mark(self, image_id):
-        try:
-            ondisk.remove_if_abandoned(self._follower_mark_path(image_id))
-        except OSError as err:
-            LOG.debug("follower mark of %s not removed: %s", image_id, err)
-
-    def _has_followers(self, image_id):
-        fd = safe_open.open_regular(self._follower_mark_path(image_id))
-        if fd is None:
-            return False
-        try:
-            if ondisk.try_lock(fd):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                return False
-            return True
-        finally:
-            os.close(fd)
-
     # -- admission and pruning -----------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _maintenance_lock(self):
-        """Exclusive across threads and processes; polls so an eventlet hub never blocks."""
-        with self._mutex:
-            fd = safe_open.open_housekeeping(self.driver.get_path(LOCK_NAME), os.O_RDWR)
-            try:
-                while not ondisk.try_lock(fd):
-                    time.sleep(LOCK_POLL_S)
-                yield
-            finally:
-                os.close(fd)
-
-    def _free_bytes(self):
-        st = os.statvfs(self.driver.base_dir)
-        return st.f_bavail * st.f_frsize
-
-    def _reservations(self):
-        """(bytes reserved by live fills, bytes they still have to write)."""
-        reserved = pending = 0
-        incomplete = self.driver.get_path(ondisk.INCOMPLETE)
-        with os.scandir(incomplete) as it:
-            for dirent in it:
-                parsed = ondisk.parse_reservation(dirent.name)
-                if parsed is None:
-                    continue
-                fd = safe_open.open_regular(dirent.path)
-                if fd is None:
-                    continue
-                try:
-                    if ondisk.is_writer_alive(fd):
-                        reserved += parsed[1]
-                        pending += max(parsed[1] - os.fstat(fd).st_size, 0)
-                finally:
-                    os.close(fd)
-        return reserved, pending
-
-    def _evict(self, entries, to_free, reason):
-        """Evict LRU-first ``entries`` until ``to_free`` bytes are gone; (count, bytes)."""
-        victims, planned = {}, 0
-        for entry in entries:
-            if planned >= to_free:
-                break
-            victims[entry.image_id] = entry.size
-            planned += entry.size
-        if not victims:
-            return 0, 0
-        # Count only what this pass removed (a file deleted meanwhile is not ours to count).
-        removed = self.driver.delete_cached_images(list(victims))
-        freed = sum(victims[image_id] for image_id in removed)
-        self.metrics.evicted(reason, len(removed))
-        LOG.info("evicted %d images (%d bytes) from %s", len(removed), freed,
-                 self.driver.base_dir)
-        return len(removed), freed
 
     def admit(self, image_id, size):
         """Reserve the right to cache ``size`` bytes of ``image_id``: a CacheWriter, or None
@@ -419,14 +377,14 @@ class ImageCache:
         try:
             return self._admit(image_id, size)
         except Exception:
-            # DESIGN "The miss path" step 6: caching trouble (a file system without hard
-            # links, a database outage) never stops the download; it is served uncached.
+            # Caching trouble (a file system without hard links, a database outage) never
+            # stops the download: it is served uncached.
             LOG.exception("not caching image %s: admission failed", image_id)
             self.metrics.fill_failed("admission")
             return None
 
     def _admit(self, image_id, size):
-        with self._maintenance_lock():
+        with space.maintenance_lock(self.driver, self._mutex):
             try:
                 writer = self.driver.open_for_write(image_id, size)
             except ondisk.AlreadyBeingCached:
@@ -435,17 +393,15 @@ class ImageCache:
                 if self.driver.is_cached(image_id):   # committed by a writer that just left
                     writer.discard("already cached")
                     return None
-                used = self.driver.get_cache_size()
-                reserved, pending = self._reservations()   # includes this fill
-                to_free = max(used + reserved - self.max_size,
-                              self.min_free + pending - self._free_bytes(), 0)
+                to_free = space.bytes_to_free(   # this fill's reservation included
+                    self.driver, self.driver.get_cache_size(), self.max_size, self.min_free)
                 if to_free:   # only now read the metadata: most misses need no eviction
                     entries = self.driver.get_entries_by_last_accessed()
                     if to_free > sum(entry.size for entry in entries):
                         writer.discard("no room for %d bytes" % size)
                         self.metrics.fill_failed("admission")
                         return None
-                    self._evict(entries, to_free, "admission")
+                    space.evict_lru(entries, to_free, self.evict, "admission")
             except BaseException:
                 writer.discard("admission failed")
                 raise
@@ -455,17 +411,21 @@ class ImageCache:
         """Evict least recently used images until the cache fits image_cache_max_size and
         leaves image_cache_min_free bytes on the disk; one ordered pass, under the lock.
         Returns (files removed, bytes freed)."""
-        with self._maintenance_lock():
+        with space.maintenance_lock(self.driver, self._mutex):
             entries = self.driver.get_entries_by_last_accessed()
-            used = sum(entry.size for entry in entries)
-            _reserved, pending = self._reservations()
-            to_free = max(used - self.max_size,
-                          self.min_free + pending - self._free_bytes(), 0)
+            to_free = space.bytes_to_free(self.driver, sum(entry.size for entry in entries),
+                                          self.max_size, self.min_free, count_reserved=False)
             if to_free == 0:
                 return 0, 0
-            return self._evict(entries, to_free, "prune")
+            return space.evict_lru(entries, to_free, self.evict, "prune")
 
     def clean(self, stall_time=None):
         """Remove invalid/ files and abandoned incomplete/ files older than ``stall_time``
         seconds (default image_cache_stall_time); a live fill is never touched."""
         return self.driver.clean(stall_time)
+
+
+# One ImageCache per process and cache directory, shared by its users (registry.py).
+_REGISTRY = registry.Registry(ImageCache.from_config)
+shared = _REGISTRY.get
+is_shared = _REGISTRY.has

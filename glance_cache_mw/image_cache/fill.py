@@ -93,7 +93,7 @@ class TeeIterator:
             except Exception as err:
                 self._done = True
                 # W8: an origin failure is passed on, never turned into a silently short body.
-                self._end_writer("invalidate", "origin failed: %r" % (err,), "origin")
+                self._invalidate_writer("origin failed: %r" % (err,), "origin")
                 self._close_verifier()
                 raise
             if not chunk:
@@ -149,8 +149,8 @@ class TeeIterator:
                 problem = "got %d bytes, expected %d" % (self._bytes_seen, self.size)
         if problem is not None:
             self.mismatch = problem
-            self._end_writer("invalidate", problem,
-                             "size" if short or problem.startswith("got ") else "verification")
+            outcome = "size" if short or problem.startswith("got ") else "verification"
+            self._invalidate_writer(problem, outcome)
             if raise_mismatch or short:
                 # A short body always fails: the server must end the connection rather than
                 # keep it alive after fewer bytes than Content-Length.
@@ -163,10 +163,17 @@ class TeeIterator:
             self.committed = self._writer.commit()
             self._count_commit()
 
-    def _end_writer(self, how, reason, outcome):
+    def _invalidate_writer(self, reason, outcome):
+        """Stop caching: the bytes go to invalid/ (kept for debugging); counted as ``outcome``."""
         if self.caching:
             self._count_failure(outcome)   # first: once the file is gone, it is counted
-            getattr(self._writer, how)(reason)
+            self._writer.invalidate(reason)
+
+    def _discard_writer(self, reason, outcome):
+        """Stop caching: the partial file is removed; counted as ``outcome``."""
+        if self.caching:
+            self._count_failure(outcome)
+            self._writer.discard(reason)
 
     # The fill's verdict, counted once where it is decided (metrics.py: fills_*).
     def _count_commit(self):
@@ -201,8 +208,8 @@ class TeeIterator:
             try:
                 if self.caching and self._writer.is_cancelled():
                     outcome = "cancelled"
-                self._end_writer("discard", "ended before the origin's end (%s)" % outcome,
-                                 outcome)
+                self._discard_writer("ended before the origin's end (%s)" % outcome,
+                                     outcome)
             finally:
                 self._close_verifier()
 
@@ -220,7 +227,7 @@ class TeeIterator:
             self._finish()
         except Exception as err:  # background: nobody to raise to
             LOG.warning("background fill of image %s failed: %s", self.image_id, err)
-            self._end_writer("invalidate", "origin failed: %r" % (err,), "origin")
+            self._invalidate_writer("origin failed: %r" % (err,), "origin")
         finally:
             try:
                 bodies.close_body(self._source)

@@ -24,7 +24,7 @@ from glance_cache_mw import bodies, exception, metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.cluster import source as cluster_source
 from glance_cache_mw.db import api as db_api_module
-from glance_cache_mw.image_cache import ImageCache, fill
+from glance_cache_mw.image_cache import fill
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import download, glance_compat
 
@@ -44,13 +44,12 @@ def filter_factory(global_conf, **local_conf):
 
     def make_filter(app):
         db_api = db_api_module.configured(config.sql_connection)
-        metrics = metrics_mod.shared()
-        with glance_compat.cache_init_lock(config.image_cache_dir):
-            cache = ImageCache.from_config(config, metrics=metrics)
+        cache = glance_compat.shared_cache(config)
         return CacheFilter(app, cache, db_api,
-                           chunk_size=config.chunk_size, metrics=metrics,
+                           chunk_size=config.chunk_size, metrics=cache.metrics,
                            authorize=glance_compat.DownloadPolicy.if_in_glance(),
-                           cluster=cluster_source.ClusterNode.from_config(config, cache, metrics))
+                           cluster=cluster_source.ClusterNode.from_config(config, cache,
+                                                                          cache.metrics))
     return make_filter
 
 

@@ -26,6 +26,7 @@ import sys
 import webob.exc
 
 from glance_cache_mw import context as cache_context
+from glance_cache_mw import image_cache
 
 LOG = logging.getLogger(__name__)
 
@@ -151,6 +152,15 @@ def cache_init_lock(image_cache_dir):
     os.makedirs(lock_path, exist_ok=True)
     with lockutils.lock("image_cache_db_init", external=True, lock_path=lock_path):
         yield
+
+
+def shared_cache(config):
+    """The ImageCache every filter of a pipeline uses (``image_cache.shared``: one per process
+    and cache directory), built under ``cache_init_lock`` the first time."""
+    if image_cache.is_shared(config):
+        return image_cache.shared(config)
+    with cache_init_lock(config.image_cache_dir):
+        return image_cache.shared(config)
 
 
 # -- policy -----------------------------------------------------------------------------------

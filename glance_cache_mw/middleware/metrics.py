@@ -17,7 +17,7 @@ import logging
 import webob
 
 from glance_cache_mw import config as cfg, exception, metrics as metrics_mod
-from glance_cache_mw.image_cache import ImageCache
+from glance_cache_mw.middleware import glance_compat
 
 LOG = logging.getLogger(__name__)
 
@@ -91,12 +91,13 @@ def _text(status, text):
 
 def filter_factory(global_conf, **local_conf):
     """Paste filter factory: ``[filter:metrics] use = egg:glance_cache_mw#metrics``."""
-    config = cfg.Config.from_mapping({**global_conf, **local_conf})
+    # Inside Glance, unset keys come from the glance-api.conf it loaded, as for the cache.
+    config = cfg.Config.from_mapping(glance_compat.merged_settings({**global_conf, **local_conf}))
     allowed = parse_networks("metrics_allowed_clients", config.metrics_allowed_clients)
     path = local_conf.get("path") or DEFAULT_PATH
 
     def make_filter(app):
-        metrics = metrics_mod.shared()
-        cache = ImageCache.from_config(config, metrics=metrics)
-        return MetricsFilter(app, metrics, allowed, (metrics_mod.CacheCollector(cache),), path)
+        cache = glance_compat.shared_cache(config)   # the pipeline's cache, for its gauges
+        return MetricsFilter(app, metrics_mod.shared(), allowed,
+                             (metrics_mod.CacheCollector(cache),), path)
     return make_filter

@@ -29,7 +29,6 @@ from glance_cache_mw import config as cfg
 from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.api import faults
 from glance_cache_mw.cluster import signing
-from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import ondisk
 from glance_cache_mw.middleware import download, glance_compat
 
@@ -48,11 +47,9 @@ def filter_factory(global_conf, **local_conf):
     def make_filter(app):
         if not cluster.is_enabled(config):
             return PeerFilter(app, None, None)
-        metrics = metrics_mod.shared()
-        with glance_compat.cache_init_lock(config.image_cache_dir):
-            cache = ImageCache.from_config(config, metrics=metrics)
+        cache = glance_compat.shared_cache(config)   # the cache filter's, one per process
         return PeerFilter(app, cache, config.cluster_secret, ttl_s=config.cluster_signature_ttl,
-                          chunk_size=config.chunk_size, metrics=metrics)
+                          chunk_size=config.chunk_size, metrics=cache.metrics)
     return make_filter
 
 
@@ -165,17 +162,11 @@ class PeerFilter:
         return body
 
     def _fill_size(self, image_id):
-        """The size a fill of ``image_id`` here was admitted for, or None: its reservation
-        file's name carries it (drivers/ondisk.py), so no database read is needed."""
+        """The size a fill of ``image_id`` here was admitted for, or None."""
         try:
-            names = os.listdir(self.cache.driver.get_path(ondisk.INCOMPLETE))
+            return self.cache.get_fill_size(image_id)
         except OSError:
             return None
-        for name in names:
-            parsed = ondisk.parse_reservation(name)
-            if parsed is not None and parsed[0] == image_id:
-                return parsed[1]
-        return None
 
 
 def _span(range_header, size, cache_status):

@@ -123,5 +123,5 @@ def test_prefetch_on_every_database(make_node, store):
     result = node.prefetch_once()
     assert (result.fetched, result.failed, result.dropped) == (1, 1, 1)
     assert cached(node) == ["good"] and cache_api.get_cached_nodes("good") == [NODE_A]
-    with node.cache.open_for_read("good") as handle:
+    with node.cache.open_hit("good") as handle:
         assert handle.read() == good

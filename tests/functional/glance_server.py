@@ -129,6 +129,12 @@ class GlanceServer:
         return os.path.join(os.path.dirname(self.python), name)
 
     def start(self):
+        env = self.prepare()
+        self._start_uwsgi(env)
+
+    def prepare(self):
+        """Write glance-api.conf, the paste file and the policy, and sync Glance's database;
+        the environment for a Glance process reading them."""
         for sub in ("images", "staging", "locks", "image-cache"):
             os.makedirs(os.path.join(self.workdir, sub), exist_ok=True)
         with open(os.path.join(self.workdir, "glance-api.conf"), "w") as handle:
@@ -155,6 +161,9 @@ class GlanceServer:
                               env=env, capture_output=True, text=True, timeout=180)
         assert sync.returncode == 0, "glance-manage db_sync failed:\n%s%s" % (
             sync.stdout, sync.stderr[-4000:])
+        return env
+
+    def _start_uwsgi(self, env):
         wsgi_file = glance_file(self.python, "lib", "python%s" % _python_version(self.python),
                                 "site-packages", "glance", "wsgi", "api.py")
         argv = [self.bin("uwsgi"), "--http-socket", "127.0.0.1:%d" % self.port,

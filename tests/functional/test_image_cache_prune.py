@@ -49,10 +49,10 @@ def test_clean_never_removes_a_live_fill_of_another_process(tmp_path, cache):
     with open(cache.driver.get_path("invalid", "bad"), "wb"):
         pass
     assert cache.clean(stall_time=0) == 1
-    assert cache.is_being_cached("live") and not cache.is_cacheable("live")
+    assert cache.is_being_cached("live") and not cache.is_cached("live")
     conn.send(("go",))
     assert helpers.recv(conn) == ("committed", True)
     process.join(helpers.WAIT_S)
     conn.close()
-    assert cache.get_image_size("live") == 10
+    assert [(e.image_id, e.size) for e in cache.list_entries()] == [("live", 10)]
     assert helpers.listing(cache.driver.get_path("incomplete")) == []

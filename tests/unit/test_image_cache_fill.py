@@ -182,7 +182,7 @@ def test_a_disconnect_abandons_the_fill_at_once(cache):
     tee.close()
     assert origin.closed
     assert incomplete(cache) == [] and invalid(cache) == []
-    assert not cache.is_cached("img") and cache.is_cacheable("img")
+    assert not cache.is_cached("img") and not cache.is_being_cached("img")
 
 
 def test_a_disconnect_can_complete_the_fill_in_the_background(cache):

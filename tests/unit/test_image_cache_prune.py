@@ -60,7 +60,7 @@ def test_prune_to_zero_empties_the_cache(cache):
     for image_id in ("a", "b"):
         store(cache, image_id)
     assert with_max_size(cache, 0).prune() == (2, 20)
-    assert cache.get_cached_images() == [] and cache.get_least_recently_accessed() is None
+    assert cache.get_cached_images() == [] and cache.get_cache_size() == 0
 
 
 def test_prune_is_one_ordered_pass(tmp_path):

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import threading
-import time
 
 import pytest
 
@@ -72,7 +71,7 @@ def test_prefetch_caches_good_images_and_reports_the_broken_ones(setup, caplog):
         fetched=3, failed=2, dropped=0, skipped=0, interrupted=0)
     assert setup.cached_ids() == sorted(good)
     for image_id, data in good.items():
-        with setup.cache.open_for_read(image_id) as handle:
+        with setup.cache.open_hit(image_id) as handle:
             assert handle.read() == data
     assert setup.cache.get_queued_images() == []   # failed images are dropped, see docstring
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -137,6 +136,20 @@ def test_evict_gone_removes_deleted_deactivated_and_purged_images(setup):
     assert setup.maintenance.evict_gone() == 3
     assert setup.cached_ids() == ["keep"]
     assert setup.maintenance.evict_gone() == 0
+
+
+def test_evict_gone_cancels_a_live_fill_of_a_deactivated_image(setup):
+    data = setup.add_image("live", queue=False)
+    tee = setup.cache.fill("live", helpers.chunks(data), len(data), **helpers.hashes(data))
+    received = [next(tee)]   # the fill is live: its client has the first chunk
+    assert tee.caching and setup.cache.is_being_cached("live")
+    db_api.image_update(ADMIN, "live", {"status": "deactivated"})   # through another node
+    assert setup.maintenance.evict_gone() == 1
+    received.extend(tee)
+    tee.close()
+    assert b"".join(received) == data   # its client still got every byte
+    assert not tee.committed and not setup.cache.is_cached("live")
+    assert helpers.incomplete(setup.cache) == []
 
 
 def test_evict_gone_on_a_database_that_knows_too_few_images_evicts_nothing(setup, caplog):
@@ -241,30 +254,11 @@ def test_start_and_stop_run_passes_in_a_thread(setup):
     assert setup.maintenance.stop(helpers.WAIT_S) and not setup.maintenance.running
 
 
-def test_wake_prefetches_at_once_between_passes(setup):
-    setup.add_image("first")
-    setup.maintenance.start(3600)
-    try:
-        wait_until(lambda: setup.cached_ids() == ["first"])
-        setup.add_image("second")
-        setup.maintenance.wake()
-        wait_until(lambda: setup.cached_ids() == ["first", "second"])
-    finally:
-        assert setup.maintenance.stop(helpers.WAIT_S)
-
-
-def wait_until(predicate):
-    deadline = time.monotonic() + helpers.WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
 def test_images_without_hashes_are_cached_when_the_size_matches(setup):
     data = helpers.body(3000)
     db_api.image_create(ADMIN, {"id": "plain", "status": "active", "size": len(data)})
     setup.store.add("plain", io.BytesIO(data))
     setup.cache.queue_image("plain")
     assert setup.maintenance.prefetch_once().fetched == 1
-    with setup.cache.open_for_read("plain") as handle:
+    with setup.cache.open_hit("plain") as handle:
         assert hashlib.sha256(handle.read()).digest() == hashlib.sha256(data).digest()

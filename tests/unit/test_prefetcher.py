@@ -57,7 +57,8 @@ def test_a_stop_abandons_the_current_image_and_keeps_it_queued(setup):
     assert result.fetched == 0 and result.interrupted == 2 and result.failed == 0
     assert setup.cached_ids() == []
     assert setup.cache.get_queued_images() == ["first", "second"]
-    assert setup.cache.is_cacheable("first")   # nothing partial left, nothing servable
+    # Nothing partial left, nothing servable.
+    assert not setup.cache.is_cached("first") and not setup.cache.is_being_cached("first")
     assert setup.maintenance.prefetch_once().fetched == 2
 
 

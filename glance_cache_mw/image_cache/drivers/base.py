@@ -1,17 +1,19 @@
 """The cache driver contract: files on local disk (shared here), metadata in a subclass.
 
 The base class implements the whole seed interface on top of the directory protocol in
-``ondisk.py``. A subclass only keeps metadata (hits, last access, commit time) by implementing
-the abstract hooks ``configure_metadata``, ``load_metadata``, ``record_commit``, ``forget``,
-``forget_all`` and ``apply_hits`` (and, where useful, ``before_publish``, ``get_metadata``,
-``get_cached_nodes``).
+``ondisk.py`` (a fill's writer: ``writer.py``). A subclass only keeps metadata (hits, last
+access, commit time) by implementing the abstract hooks ``configure_metadata``,
+``load_metadata``, ``record_commit``, ``forget``, ``forget_all`` and ``apply_hits`` (and,
+where useful, ``before_publish``, ``get_metadata``, and with a shared database
+``get_cached_nodes``, ``get_node_summaries``, ``get_stale_cached_images``). Callers use a
+driver through ``ImageCache``, never directly.
 
 What counts as cached is always the file system: ``{dir}/{id}`` exists. Metadata only orders
 and annotates entries; a file without metadata (a crash between rename and insert, a driver
 switch) is still listed, counted and evictable, with its mtime as last access (W2, W4).
 Hits are counted in memory and written in one batch by ``flush_hits()``: by a timer at most
 ``hit_flush_interval_s`` after the first pending hit, before any read of the statistics, and
-on ``close()`` — never on the hit path itself (DESIGN "The hit path" step 6).
+on ``close()`` — never on the hit path itself: a response never waits for a database write.
 """
 
 import abc
@@ -27,7 +29,7 @@ import weakref
 
 from glance_cache_mw import config as cfg
 from glance_cache_mw import exception
-from glance_cache_mw.image_cache.drivers import ondisk, safe_open
+from glance_cache_mw.image_cache.drivers import ondisk, safe_open, writer
 
 LOG = logging.getLogger(__name__)
 
@@ -197,6 +199,21 @@ class Driver(abc.ABC):
         """Node URLs caching the image: only drivers with a shared database know."""
         raise NotImplementedError("driver %s has no multi-node view" % self.name)
 
+    engine = None   # the SQLAlchemy engine of a database the nodes share (centralized_db)
+
+    def get_filling_node(self, image_id):
+        """The node reading the image from the origin for the cluster now (its fill claim,
+        db/fill_claims.py), or None: only drivers with a shared database know."""
+        raise NotImplementedError("driver %s has no multi-node view" % self.name)
+
+    def get_node_summaries(self):
+        """Per-node usage (images, bytes, hits): only drivers with a shared database know."""
+        raise NotImplementedError("driver %s has no multi-node view" % self.name)
+
+    def get_stale_cached_images(self):
+        """Ids of rows kept for images gone elsewhere: none without a shared database."""
+        return []
+
     # -- reading and hits ----------------------------------------------------------------
 
     def open_cached_file(self, image_id):
@@ -266,7 +283,7 @@ class Driver(abc.ABC):
         Raises AlreadyBeingCached when a live writer holds the image (any thread or process).
         """
         ondisk.validate_image_id(image_id)
-        return ondisk.CacheWriter(self, image_id, size)
+        return writer.CacheWriter(self, image_id, size)
 
     def before_publish(self, fd, image_id, size):
         """Hook: runs on the verified, fsynced file just before it is renamed into place."""

@@ -27,7 +27,7 @@ import sqlite3
 import sqlalchemy as sa
 
 from glance_cache_mw import exception
-from glance_cache_mw.db import cache_api
+from glance_cache_mw.db import cache_api, fill_claims
 from glance_cache_mw.db import engine as db_engine
 from glance_cache_mw.image_cache.drivers import base, ondisk
 
@@ -190,6 +190,14 @@ class CentralizedDbDriver(base.Driver):
     def get_cached_nodes(self, image_id):
         """URLs of every node that has the image cached (sorted), this one included."""
         return cache_api.get_cached_nodes(image_id, engine=self.engine)
+
+    def get_filling_node(self, image_id):
+        """The node holding the cluster-wide fill claim of the image (unexpired), or None."""
+        return fill_claims.filler(image_id, engine=self.engine)
+
+    def get_node_summaries(self):
+        """Every node's images, bytes, hits, bytes saved and oldest entry."""
+        return cache_api.get_node_summaries(engine=self.engine)
 
     def get_stale_cached_images(self):
         """Ids this node caches whose image is deleted, not active or gone from the database
