@@ -1,5 +1,10 @@
-"""cmd/sendfile.SendfileProtocol in-process: eventlet.wsgi.server on 127.0.0.1:0 in a
-greenthread, tiny WSGI apps, a raw green-socket client (no monkey-patching needed)."""
+"""cmd/sendfile.SendfileProtocol: eventlet.wsgi.server on 127.0.0.1:0 in a greenthread, tiny
+WSGI apps, a raw green-socket client (no monkey-patching needed).
+
+Run in a pytest process of their own by test_cmd_sendfile_protocol.py: with this module in the
+suite's process, in-process HTTP stubs of other tests (tests/unit/peer_stub.py, in threads)
+left requests unanswered, even when these cases ran after them (cause not found yet).
+"""
 
 import io
 import logging
