@@ -20,7 +20,7 @@ SORT_DIRS = ("asc", "desc")
 _LIST_CONTROLS = frozenset({"limit", "marker", "sort", "sort_key", "sort_dir",
                             "member_status", "tag"})
 _IGNORED_FILTERS = frozenset({"deleted", "changes-since"})
-# Lists images for a caller without a project (docs/db-api.md): a project id no image or
+# Lists images for a caller without a project (docs/glance-differences.md): a project id no image or
 # membership can have, as the DB API refuses owners and members over 255 characters.
 _NO_PROJECT = "(no project)" + "-" * 256
 

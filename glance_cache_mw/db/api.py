@@ -1,7 +1,7 @@
 """Glance's Database Public API on SQLAlchemy: images and, re-exported, their child rows.
 
 Functions take the request context first, take and return plain dicts, use naive UTC datetimes
-and raise Glance's exceptions (reference/glance-db-api.md). A page of images costs two SQL
+and raise Glance's exceptions (glance_cache_mw.exception, Glance's names). A page of images costs two SQL
 statements (three with a marker): the page, then every property, location and tag of its images
 in one UNION ALL.
 """

@@ -1,6 +1,6 @@
 """Shared-cache bookkeeping in the main database: which node caches which image, and how it is used.
 
-These are Glance's centralized_db functions (reference/glance-cache.md §3.5) with Glance's names,
+These are Glance's centralized_db functions (glance/db/sqlalchemy/api.py) with Glance's names,
 keyed by ``(image_id, node_url)``, minus Glance's defects:
 
 * ``get_least_recently_accessed`` returns ``None`` when the node has no rows (W2);

@@ -1,6 +1,6 @@
 """Glance's image schema as SQLAlchemy Core tables, plus the shared-cache tables.
 
-Names, types, defaults and indexes follow Glance's models (see reference/glance-db-api.md §1), so
+Names, types, defaults and indexes follow Glance's models (glance/db/sqlalchemy/models.py), so
 this package can read a database Glance created. One addition: an index on
 cached_images.last_accessed, because the pruner orders by it. One table of ours:
 glance_cache_mw_fills (which node fills which image now, for the cluster).

@@ -5,7 +5,7 @@ in ``cached_images`` under its ``worker_self_reference_url`` (a ``node_reference
 that operators see every node's cache in one place (``get_cached_nodes``). The files decide
 what is cached (base class); the rows only order and annotate them.
 
-Unlike Glance's driver (reference/glance-cache.md §3.5, §6):
+Unlike Glance's driver (its differences are listed in docs/glance-differences.md):
 
 * configure() fails with BadDriverConfiguration, naming the cause, when
   worker_self_reference_url or sql_connection is missing or the database cannot be used;
