@@ -1,9 +1,9 @@
 """Glance's Database Public API on SQLAlchemy: images and, re-exported, their child rows.
 
 Functions take the request context first, take and return plain dicts, use naive UTC datetimes
-and raise Glance's exceptions (glance_cache_mw.exception, Glance's names). A page of images costs two SQL
-statements (three with a marker): the page, then every property, location and tag of its images
-in one UNION ALL.
+and raise Glance's exceptions (glance_cache_mw.exception, with Glance's names). A page of images
+costs two SQL statements (three with a marker): the page, then every property, location and
+tag of its images in one UNION ALL.
 """
 
 import json
