@@ -4,13 +4,9 @@ close(). The rest of the contract is tests/unit/test_image_cache_drivers.py, who
 use; tests/db/test_image_cache_drivers_centralized_db.py runs both on every database."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
-
-import pytest
 
 from tests.unit import cache_helpers as helpers
 from tests.unit.test_image_cache_drivers import (  # noqa: F401  (fixtures)
@@ -39,16 +35,7 @@ NO_XATTR_FS = textwrap.dedent("""
 
 def test_xattr_refuses_a_filesystem_without_user_xattrs(tmp_path):
     """ramfs has no user xattrs: mounted for real in a private mount namespace (needs root)."""
-    unshare = shutil.which("unshare")
-    if unshare is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare(1) to mount a ramfs")
-    result = subprocess.run(
-        [unshare, "--mount", "--propagation", "private", sys.executable, "-W", "ignore",
-         "-c", NO_XATTR_FS, str(tmp_path / "ramfs")],
-        capture_output=True, text=True, timeout=helpers.WAIT_S, check=False, cwd=REPO)
-    if result.stdout.startswith("skip:"):
-        pytest.skip(result.stdout.strip())
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    helpers.run_with_a_mount(NO_XATTR_FS, tmp_path / "ramfs", "a ramfs")
 
 
 HIT_AND_EXIT = textwrap.dedent("""

@@ -3,10 +3,7 @@ at any point, EFBIG from RLIMIT_FSIZE, a full disk, a dying filler."""
 
 import os
 import resource
-import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -164,17 +161,7 @@ FULL_DISK = textwrap.dedent("""
 
 def test_a_full_disk_stops_caching_but_not_the_download(tmp_path):
     """ENOSPC from a real 1 MiB tmpfs, mounted in a private mount namespace (needs root)."""
-    unshare = shutil.which("unshare")
-    if unshare is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare(1) to mount a small tmpfs")
-    result = subprocess.run(
-        [unshare, "--mount", "--propagation", "private", sys.executable, "-W", "ignore",
-         "-c", FULL_DISK, str(tmp_path / "small")],
-        capture_output=True, text=True, timeout=helpers.WAIT_S, check=False,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    if result.stdout.startswith("skip:"):
-        pytest.skip(result.stdout.strip())
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    helpers.run_with_a_mount(FULL_DISK, tmp_path / "small", "a small tmpfs")
 
 
 # -- one writer among processes ---------------------------------------------------------

@@ -4,6 +4,11 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 from glance_cache_mw.image_cache import ImageCache
 from glance_cache_mw.image_cache.drivers import xattr as xattr_driver
@@ -181,3 +186,20 @@ def invalid(cache):
 def cached_bytes(cache, image_id):
     with open(cache.driver.get_image_filepath(image_id), "rb") as handle:
         return handle.read()
+
+
+def run_with_a_mount(script, mount_dir, what):
+    """Run ``script`` (``python -c``, argv[1] = ``mount_dir``) in a private mount namespace,
+    where it mounts ``what`` for real; it prints "ok" when its checks passed, or "skip: why".
+    Needs root and unshare(1): the test is skipped without them."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount %s" % what)
+    result = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", sys.executable, "-W", "ignore",
+         "-c", script, str(mount_dir)],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if result.stdout.startswith("skip:"):
+        pytest.skip(result.stdout.strip())
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
