@@ -208,7 +208,6 @@ def start_gunicorn(tmp_path, *args, testing=False, settings=None, origin_stall_s
     return url, process
 
 
-
 UWSGI_APP_READY = "WSGI app 0 (mountpoint='') ready"
 UWSGI_APP_FAILED = "unable to load app"
 
