@@ -1,9 +1,14 @@
 """cmd/sendfile.SendfileProtocol: eventlet.wsgi.server on 127.0.0.1:0 in a greenthread, tiny
 WSGI apps, a raw green-socket client (no monkey-patching needed).
 
-Run in a pytest process of their own by test_cmd_sendfile_protocol.py: with this module in the
-suite's process, in-process HTTP stubs of other tests (tests/unit/peer_stub.py, in threads)
-left requests unanswered, even when these cases ran after them (cause not found yet).
+Run in a pytest process of their own by test_cmd_sendfile_protocol.py, because importing
+eventlet.wsgi changes the process for every later test: eventlet's patcher.inject imports green
+copies of http.server (and http.client, when it was not imported yet) and leaves the ``http``
+package's attributes pointing at them, monkey-patching or not. In the suite's process, the
+cluster tests' HTTP stub (tests/unit/peer_stub.py, which reached ``http.server.X``) then
+started its handlers as green threads that never ran: requests accepted, never answered. The
+stub now imports its classes from sys.modules; keeping eventlet.wsgi out of the suite's process
+keeps any other ``http.*`` user safe too.
 """
 
 import io

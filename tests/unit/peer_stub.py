@@ -6,14 +6,21 @@ says: "silent" (half the body, then nothing), "reset" (half, then RST), "short" 
 FIN), "status" (404), "ignore-range" (200 from byte 0 whatever the Range). ``data`` may be
 replaced (e.g. by other bytes of the same size: a corrupt peer). Used by
 tests/unit/test_cluster_client.py and tests/unit/test_cluster_source.py.
+
+The server classes are imported with ``from http.server import``, not reached as
+``http.server.X``: once anything in the process imported eventlet.wsgi (the SendfileProtocol
+cases do), the ``http`` package's ``server`` attribute is eventlet's green copy of the module
+(eventlet's patcher.inject restores sys.modules, not the package attribute). Its threading
+server starts each handler as a green thread in the serving thread, which never yields to a hub:
+requests were accepted and never answered.
 """
 
-import http.server
 import os
 import re
 import socket
 import struct
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from glance_cache_mw import cluster
 from glance_cache_mw.cluster import signing
@@ -26,7 +33,7 @@ TTL_S = 30
 _RANGE = re.compile(r"^bytes=(\d+)-$")
 
 
-class PeerHandler(http.server.BaseHTTPRequestHandler):
+class PeerHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
@@ -69,7 +76,7 @@ class PeerHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class QuietServer(http.server.ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address):
