@@ -28,7 +28,8 @@ import secrets
 from prometheus_client import parser as metrics_parser
 
 from tests.functional import serving
-from tests.functional.server import ServerProcess, fetch
+from tests.functional.server import (ServerProcess, fetch, uwsgi_command,
+                                     wait_for_uwsgi_workers)
 
 METRIC_PREFIX = "glance_cache_mw_"
 CLIENT_TIMEOUT_S = 120
@@ -48,27 +49,71 @@ class Download:
             self.node, self.status, self.cache, len(self.body or b""), self.ended)
 
 
-class GunicornNode(ServerProcess):
-    """A node served by gunicorn (``workers`` gthread workers, as docs/deployment.md runs
-    it) on ``port``, with the same INI as a ServerProcess; SIGKILL reaches the master only."""
+class WsgiNode(ServerProcess):
+    """A node served by another WSGI server on ``port`` with the same INI as a ServerProcess
+    (named by GLANCE_CACHE_MW_CONFIG); subclasses give the command line. SIGKILL reaches the
+    server's master process only."""
 
-    def __init__(self, workdir, port, workers=2, **kwargs):
+    name = "a WSGI server"
+
+    def __init__(self, workdir, port, **kwargs):
         super().__init__(workdir, **kwargs)
         self.url = "http://127.0.0.1:%d" % port
-        self.workers = workers
+
+    def command(self):
+        raise NotImplementedError
 
     def start(self, timeout_s=60):
-        argv = [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
-                "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
-                "--timeout", "0", "glance_cache_mw.wsgi:application"]
         env = serving.subprocess_env(GLANCE_CACHE_MW_CONFIG=self.config_path)
-        self.process = serving.start_process(argv, self.workdir, env, self.stdout_path,
-                                             self.stderr_path)
+        self.process = serving.start_process(self.command(), self.workdir, env,
+                                             self.stdout_path, self.stderr_path)
         if serving.wait_until(lambda: serving.status_of(self.url) == 200, self.process,
                               timeout_s):
+            self.started(timeout_s)
             return self
         self.stop()
-        raise RuntimeError("gunicorn did not answer on %s:\n%s" % (self.url, self.stderr()))
+        raise RuntimeError("%s did not answer on %s:\n%s" % (self.name, self.url,
+                                                             self.stderr()))
+
+    def started(self, timeout_s):
+        """Called once the node answers /healthcheck; may wait for more."""
+
+
+class GunicornNode(WsgiNode):
+    """A node served by gunicorn (``workers`` gthread workers, as docs/deployment.md runs it)."""
+
+    name = "gunicorn"
+
+    def __init__(self, workdir, port, workers=2, **kwargs):
+        super().__init__(workdir, port, **kwargs)
+        self.workers = workers
+
+    def command(self):
+        return [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
+                "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
+                "--timeout", "0", "glance_cache_mw.wsgi:application"]
+
+
+class UwsgiNode(WsgiNode):
+    """A node served by uWSGI with the command line of docs/deployment.md (``processes`` x
+    ``threads``, --lazy-apps: each worker builds the app, its fills and claims after the fork);
+    started once every worker has loaded the app (uWSGI logs on stderr)."""
+
+    name = "uWSGI"
+
+    def __init__(self, workdir, port, processes=2, threads=8, **kwargs):
+        super().__init__(workdir, port, **kwargs)
+        self.processes, self.threads = processes, threads
+
+    def command(self):
+        return uwsgi_command("127.0.0.1:%d" % self.port, self.config_path, self.processes,
+                             self.threads)
+
+    def started(self, timeout_s):
+        wait_for_uwsgi_workers(self.process, self.stderr_path, self.processes, timeout_s)
+
+
+NODE_CLASSES = {"eventlet": ServerProcess, "gunicorn": GunicornNode, "uwsgi": UwsgiNode}
 
 
 class Cluster:
@@ -78,8 +123,8 @@ class Cluster:
     def __init__(self, workdir, db_url, n=3, origin_rate=None, flavor="noauth", cluster=True,
                  sync=False, server="eventlet", **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
-        first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api)
-        or "gunicorn" (GunicornNode); ``settings``: more [DEFAULT] keys, for every node."""
+        first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api),
+        "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``settings``: more [DEFAULT] keys, for every node."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
@@ -100,8 +145,10 @@ class Cluster:
             workdir = os.path.join(self.workdir, "node%d" % index)
             kwargs = {"flavor": flavor, "settings": node_settings,
                       "origin_bytes_per_s": origin_rate}
-            self.nodes.append(GunicornNode(workdir, port, **kwargs) if server == "gunicorn"
-                              else ServerProcess(workdir, **kwargs))
+            if server == "eventlet":
+                self.nodes.append(ServerProcess(workdir, **kwargs))
+            else:
+                self.nodes.append(NODE_CLASSES[server](workdir, port, **kwargs))
         self._sync = sync
 
     def start(self):
