@@ -19,9 +19,10 @@ import os
 import signal
 
 import pytest
+import sqlalchemy as sa
 
-from glance_cache_mw.cluster import peer_path
-from glance_cache_mw.db import cache_api, fill_claims
+from glance_cache_mw.cluster import peer_path, signing
+from glance_cache_mw.db import cache_api, fill_claims, models
 from tests import dbfixtures
 from tests.functional import cluster as cluster_mod
 from tests.functional.server import wait_for
@@ -58,15 +59,17 @@ def pg_cluster(postgres, tmp_path_factory):
         yield cluster
 
 
-def assert_storm(cluster, db):
-    """3 x 16 concurrent cold downloads: 1 origin read, 48 identical bodies, 3 copies."""
-    data = os.urandom(4 * MIB + 123)
+def assert_storm(cluster, db, per_node=PER_NODE, size=4 * MIB + 123):
+    """3 x ``per_node`` concurrent cold downloads of ``size`` bytes: 1 origin read, identical
+    bodies, 3 copies, the other two nodes' bytes from peers."""
+    data = os.urandom(size)
     image_id = cluster.upload(data, headers=OWNER)
     reads_before = cluster.origin_reads()
     ok_before = cluster.metric("peer_reads_total", outcome="ok")
     corrupt_before = cluster.metric("peer_reads_total", outcome="corrupt")
-    results = cluster.download_all(image_id, PER_NODE, headers=OWNER)
-    assert len(results) == 3 * PER_NODE
+    peer_bytes_before = cluster.metric("peer_bytes_read_total")
+    results = cluster.download_all(image_id, per_node, headers=OWNER)
+    assert len(results) == 3 * per_node
     bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
     assert not bad, bad
     assert cluster.origin_reads() - reads_before == 1, cluster.fill_log()
@@ -78,6 +81,9 @@ def assert_storm(cluster, db):
     assert cache_api.get_cached_nodes(image_id, engine=db.engine) == sorted(cluster.urls)
     assert cluster.metric("peer_reads_total", outcome="ok") >= ok_before + 2
     assert cluster.metric("peer_reads_total", outcome="corrupt") == corrupt_before
+    # The two nodes that did not read the origin filled every byte from peers.
+    assert (cluster.metric("peer_bytes_read_total") - peer_bytes_before == 2 * len(data)), \
+        cluster.fill_log()
     assert fill_claims.filler(image_id, engine=db.engine) is None   # released
 
 
@@ -205,3 +211,81 @@ def _filled(cluster, node, image_id):
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0
+
+
+# -- nodes under uWSGI (docs/deployment.md's command line) -----------------------------------
+
+@pytest.fixture(scope="module")
+def uwsgi_cluster(postgres, tmp_path_factory):
+    """Three nodes under uWSGI on PostgreSQL: 2 processes x 8 threads each, --lazy-apps (each
+    worker builds the app, with its own claims, lease renewals and peer requests); a 3 s
+    claim lease, renewed every second, so that a test sees a renewal."""
+    with cluster_mod.Cluster(tmp_path_factory.mktemp("uwsgi-cluster"), postgres.url, 3,
+                             flavor="context", server="uwsgi", cluster_fill_lease="3",
+                             image_cache_verify_before_last_byte="true") as cluster:
+        yield cluster
+
+
+def test_3_uwsgi_nodes_x_4_cold_downloads_read_the_origin_once(uwsgi_cluster, postgres):
+    assert_storm(uwsgi_cluster, postgres, per_node=4, size=16 * MIB + 7)
+
+
+def test_a_uwsgi_node_serves_its_growing_fill_to_the_other_nodes(uwsgi_cluster, postgres):
+    """The node reading a slowed origin serves PEER-FILL (its incomplete file, from whichever
+    of its worker processes the peer request reaches) to both other nodes, and its worker's
+    lease-renewal thread keeps the claim while it reads."""
+    cluster = uwsgi_cluster
+    data = os.urandom(6 * MIB + 9)
+    image_id = cluster.upload(data, headers=OWNER)
+    fills_before = cluster.metric("peer_requests_total", [0], outcome="fill")
+    with cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(6) as pool:
+        first = [pool.submit(cluster.download, 0, image_id, OWNER) for _ in range(2)]
+        wait_for(lambda: fill_claims.filler(image_id, engine=postgres.engine)
+                 == cluster.urls[0], what="node 0 to claim the fill")
+        claimed_until = _lease_end(postgres, image_id)
+        peers = [pool.submit(cluster.download, node, image_id, OWNER)
+                 for node in (1, 2) for _ in range(2)]
+        wait_for(lambda: cluster.metric("peer_requests_total", [0], outcome="fill")
+                 >= fills_before + 2, what="node 0 to serve its fill to nodes 1 and 2")
+        wait_for(lambda: (_lease_end(postgres, image_id) or claimed_until) > claimed_until,
+                 what="node 0 to renew its claim")
+        assert cluster.cached_file(0, image_id) is None   # still growing
+        assert fill_claims.filler(image_id, engine=postgres.engine) == cluster.urls[0]
+        results = [future.result() for future in first + peers]
+    bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
+    assert not bad, bad
+    assert [line for line in cluster.origin_log() if line.startswith(image_id)] == [
+        image_id + " -"]
+    for node in range(3):
+        wait_for(lambda: cluster.cached_file(node, image_id) == data,
+                 what="node %d to cache the image" % node)
+    for node in (1, 2):
+        assert ("image %s: filling from peer %s at byte 0" % (image_id, cluster.urls[0])
+                in cluster.nodes[node].stderr()), cluster.fill_log()
+    assert "serving the fill of image %s to peer" % image_id in cluster.nodes[0].stderr()
+
+
+def test_the_peer_endpoint_under_uwsgi(uwsgi_cluster, postgres):
+    """Unsigned → 403; signed with a Range (a failover resuming at an offset) → 206 with
+    exactly those bytes, although uWSGI's file_wrapper always sends a file from its start."""
+    cluster = uwsgi_cluster
+    data = os.urandom(2 * MIB + 3)
+    image_id = cluster.upload(data, headers=OWNER)
+    assert cluster.download(0, image_id, OWNER).body == data
+    wait_for(lambda: cluster.cached_file(0, image_id) == data, what="node 0 to cache it")
+    path = peer_path(image_id)
+    status, _, body = cluster.nodes[0].request("GET", path)
+    assert status == 403 and b"unsigned request" in body, body
+    headers = signing.signed_headers(cluster.secret, "GET", path, image_id, cluster.urls[1],
+                                     30)
+    status, got, body = cluster.nodes[0].request(
+        "GET", path, headers={**headers, "Range": "bytes=%d-" % MIB})
+    assert (status, got["x-image-cache"]) == (206, "PEER-HIT")
+    assert body == data[MIB:]
+
+
+def _lease_end(db, image_id):
+    """The lease end of the fill claim on ``image_id`` (None without one)."""
+    with db.engine.connect() as conn:
+        return conn.execute(sa.select(models.fills.c.lease_expires_at)
+                            .where(models.fills.c.image_id == image_id)).scalar()
