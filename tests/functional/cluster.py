@@ -240,6 +240,19 @@ class Cluster:
         except FileNotFoundError:
             return []
 
+    def fill_writer(self, node, image_id):
+        """The pid of the process of node ``node`` (its server process or one of its workers)
+        that has ``image_id``'s incomplete/ file open for writing (its filler), or None."""
+        path = os.path.join(self.nodes[node].data_dir, "image-cache", "incomplete", image_id)
+        try:
+            wanted = os.stat(path)
+        except FileNotFoundError:
+            return None
+        for pid in _process_and_children(self.nodes[node].process.pid):
+            if _writes_to(pid, wanted):
+                return pid
+        return None
+
     @contextlib.contextmanager
     def slow_origin(self, seconds_per_chunk):
         """While in the block, every chunk of every origin read on every node waits
@@ -298,3 +311,36 @@ class Cluster:
     def _running(self, nodes):
         indexes = range(len(self.nodes)) if nodes is None else nodes
         return [i for i in indexes if self.nodes[i].process.poll() is None]
+
+
+def _process_and_children(pid):
+    """``pid`` and the pids of its children (from /proc/PID/stat, field 4: the parent)."""
+    pids = [pid]
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(FileNotFoundError):   # the process ended
+                with open("/proc/%s/stat" % name, encoding="ascii", errors="replace") as handle:
+                    # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(name))
+    return pids
+
+
+def _writes_to(pid, wanted):
+    """True if process ``pid`` has the file of os.stat result ``wanted`` open for writing."""
+    fd_dir = "/proc/%d/fd" % pid
+    with contextlib.suppress(FileNotFoundError):   # the process ended
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(FileNotFoundError):   # the fd was closed meanwhile
+                if (os.path.samestat(os.stat(os.path.join(fd_dir, fd)), wanted)
+                        and _opened_for_writing(pid, fd)):
+                    return True
+    return False
+
+
+def _opened_for_writing(pid, fd):
+    with open("/proc/%d/fdinfo/%s" % (pid, fd), encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & (os.O_WRONLY | os.O_RDWR) != 0
+    return False
