@@ -7,7 +7,9 @@ cache directory), all with the ``centralized_db`` driver on ``db_url``, the file
 ``cluster_secret`` (issue 14's cluster mode; ``cluster=False`` is today's behaviour: every
 node reads the origin itself). Each server has the test-only filter in front of its images
 app (tests/functional/server.py): every origin read of image data is logged in
-``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given.
+``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given. Nodes run
+``glance-cache-mw-api`` (eventlet), gunicorn (GunicornNode) or uWSGI (UwsgiNode) with the
+command lines of docs/deployment.md.
 
     with Cluster(tmp_path, db.url, 3, image_cache_verify_before_last_byte="true") as cluster:
         image_id = cluster.upload(data)
@@ -124,7 +126,8 @@ class Cluster:
                  sync=False, server="eventlet", **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
         first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api),
-        "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``settings``: more [DEFAULT] keys, for every node."""
+        "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``settings``: more [DEFAULT] keys,
+        for every node."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
