@@ -7,7 +7,9 @@ cache directory), all with the ``centralized_db`` driver on ``db_url``, the file
 ``cluster_secret`` (issue 14's cluster mode; ``cluster=False`` is today's behaviour: every
 node reads the origin itself). Each server has the test-only filter in front of its images
 app (tests/functional/server.py): every origin read of image data is logged in
-``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given.
+``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given. Nodes run
+``glance-cache-mw-api`` (eventlet), gunicorn (GunicornNode) or uWSGI (UwsgiNode) with the
+command lines of docs/deployment.md.
 
     with Cluster(tmp_path, db.url, 3, image_cache_verify_before_last_byte="true") as cluster:
         image_id = cluster.upload(data)
@@ -28,7 +30,8 @@ import secrets
 from prometheus_client import parser as metrics_parser
 
 from tests.functional import serving
-from tests.functional.server import ServerProcess, fetch
+from tests.functional.server import (ServerProcess, fetch, uwsgi_command,
+                                     wait_for_uwsgi_workers)
 
 METRIC_PREFIX = "glance_cache_mw_"
 CLIENT_TIMEOUT_S = 120
@@ -48,27 +51,71 @@ class Download:
             self.node, self.status, self.cache, len(self.body or b""), self.ended)
 
 
-class GunicornNode(ServerProcess):
-    """A node served by gunicorn (``workers`` gthread workers, as docs/deployment.md runs
-    it) on ``port``, with the same INI as a ServerProcess; SIGKILL reaches the master only."""
+class WsgiNode(ServerProcess):
+    """A node served by another WSGI server on ``port`` with the same INI as a ServerProcess
+    (named by GLANCE_CACHE_MW_CONFIG); subclasses give the command line. SIGKILL reaches the
+    server's master process only."""
 
-    def __init__(self, workdir, port, workers=2, **kwargs):
+    name = "a WSGI server"
+
+    def __init__(self, workdir, port, **kwargs):
         super().__init__(workdir, **kwargs)
         self.url = "http://127.0.0.1:%d" % port
-        self.workers = workers
+
+    def command(self):
+        raise NotImplementedError
 
     def start(self, timeout_s=60):
-        argv = [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
-                "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
-                "--timeout", "0", "glance_cache_mw.wsgi:application"]
         env = serving.subprocess_env(GLANCE_CACHE_MW_CONFIG=self.config_path)
-        self.process = serving.start_process(argv, self.workdir, env, self.stdout_path,
-                                             self.stderr_path)
+        self.process = serving.start_process(self.command(), self.workdir, env,
+                                             self.stdout_path, self.stderr_path)
         if serving.wait_until(lambda: serving.status_of(self.url) == 200, self.process,
                               timeout_s):
+            self.started(timeout_s)
             return self
         self.stop()
-        raise RuntimeError("gunicorn did not answer on %s:\n%s" % (self.url, self.stderr()))
+        raise RuntimeError("%s did not answer on %s:\n%s" % (self.name, self.url,
+                                                             self.stderr()))
+
+    def started(self, timeout_s):
+        """Called once the node answers /healthcheck; may wait for more."""
+
+
+class GunicornNode(WsgiNode):
+    """A node served by gunicorn (``workers`` gthread workers, as docs/deployment.md runs it)."""
+
+    name = "gunicorn"
+
+    def __init__(self, workdir, port, workers=2, **kwargs):
+        super().__init__(workdir, port, **kwargs)
+        self.workers = workers
+
+    def command(self):
+        return [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
+                "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
+                "--timeout", "0", "glance_cache_mw.wsgi:application"]
+
+
+class UwsgiNode(WsgiNode):
+    """A node served by uWSGI with the command line of docs/deployment.md (``processes`` x
+    ``threads``, --lazy-apps: each worker builds the app, its fills and claims after the fork);
+    started once every worker has loaded the app (uWSGI logs on stderr)."""
+
+    name = "uWSGI"
+
+    def __init__(self, workdir, port, processes=2, threads=8, **kwargs):
+        super().__init__(workdir, port, **kwargs)
+        self.processes, self.threads = processes, threads
+
+    def command(self):
+        return uwsgi_command("127.0.0.1:%d" % self.port, self.config_path, self.processes,
+                             self.threads)
+
+    def started(self, timeout_s):
+        wait_for_uwsgi_workers(self.process, self.stderr_path, self.processes, timeout_s)
+
+
+NODE_CLASSES = {"eventlet": ServerProcess, "gunicorn": GunicornNode, "uwsgi": UwsgiNode}
 
 
 class Cluster:
@@ -78,8 +125,9 @@ class Cluster:
     def __init__(self, workdir, db_url, n=3, origin_rate=None, flavor="noauth", cluster=True,
                  sync=False, server="eventlet", **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
-        first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api)
-        or "gunicorn" (GunicornNode); ``settings``: more [DEFAULT] keys, for every node."""
+        first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api),
+        "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``settings``: more [DEFAULT] keys,
+        for every node."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
@@ -100,8 +148,10 @@ class Cluster:
             workdir = os.path.join(self.workdir, "node%d" % index)
             kwargs = {"flavor": flavor, "settings": node_settings,
                       "origin_bytes_per_s": origin_rate}
-            self.nodes.append(GunicornNode(workdir, port, **kwargs) if server == "gunicorn"
-                              else ServerProcess(workdir, **kwargs))
+            if server == "eventlet":
+                self.nodes.append(ServerProcess(workdir, **kwargs))
+            else:
+                self.nodes.append(NODE_CLASSES[server](workdir, port, **kwargs))
         self._sync = sync
 
     def start(self):
@@ -193,6 +243,19 @@ class Cluster:
         except FileNotFoundError:
             return []
 
+    def fill_writer(self, node, image_id):
+        """The pid of the process of node ``node`` (its server process or one of its workers)
+        that has ``image_id``'s incomplete/ file open for writing (its filler), or None."""
+        path = os.path.join(self.nodes[node].data_dir, "image-cache", "incomplete", image_id)
+        try:
+            wanted = os.stat(path)
+        except FileNotFoundError:
+            return None
+        for pid in _process_and_children(self.nodes[node].process.pid):
+            if _writes_to(pid, wanted):
+                return pid
+        return None
+
     @contextlib.contextmanager
     def slow_origin(self, seconds_per_chunk):
         """While in the block, every chunk of every origin read on every node waits
@@ -251,3 +314,36 @@ class Cluster:
     def _running(self, nodes):
         indexes = range(len(self.nodes)) if nodes is None else nodes
         return [i for i in indexes if self.nodes[i].process.poll() is None]
+
+
+def _process_and_children(pid):
+    """``pid`` and the pids of its children (from /proc/PID/stat, field 4: the parent)."""
+    pids = [pid]
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(FileNotFoundError):   # the process ended
+                with open("/proc/%s/stat" % name, encoding="ascii", errors="replace") as handle:
+                    # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(name))
+    return pids
+
+
+def _writes_to(pid, wanted):
+    """True if process ``pid`` has the file of os.stat result ``wanted`` open for writing."""
+    fd_dir = "/proc/%d/fd" % pid
+    with contextlib.suppress(FileNotFoundError):   # the process ended
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(FileNotFoundError):   # the fd was closed meanwhile
+                if (os.path.samestat(os.stat(os.path.join(fd_dir, fd)), wanted)
+                        and _opened_for_writing(pid, fd)):
+                    return True
+    return False
+
+
+def _opened_for_writing(pid, fd):
+    with open("/proc/%d/fdinfo/%s" % (pid, fd), encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & (os.O_WRONLY | os.O_RDWR) != 0
+    return False

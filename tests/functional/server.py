@@ -212,36 +212,51 @@ UWSGI_APP_READY = "WSGI app 0 (mountpoint='') ready"
 UWSGI_APP_FAILED = "unable to load app"
 
 
-def start_uwsgi(tmp_path, testing=False, settings=None, origin_stall_s=None, processes=2):
-    """uWSGI (from the test extra) serving glance_cache_mw.wsgi:application as docs/deployment.md
-    runs it, on a fresh config: (url, process, log_path) once every worker has loaded the app.
-    With --lazy-apps each worker builds the app itself, at the same moment (in CI one of them
-    once failed on the fresh cache.db, see tests/functional/test_db_wal.py): one worker answering
-    is not enough, and a worker that cannot load the app fails at once, quoting the log."""
+def uwsgi_command(bind, config_path, processes=2, threads=8):
+    """The uWSGI command line of docs/deployment.md serving glance_cache_mw.wsgi:application
+    from ``config_path`` on ``bind`` (host:port) with ``processes`` x ``threads``; skips the
+    test when uWSGI (from the test extra) is not installed."""
     uwsgi = serving.console_script("uwsgi")
     if not os.path.exists(uwsgi):
         pytest.skip("uwsgi is not installed (it comes with the test extra)")
-    path, env = wsgi_config(tmp_path, testing=testing, settings=settings,
-                            origin_stall_s=origin_stall_s)
-    url = "http://127.0.0.1:%d" % free_port()
-    log_path = tmp_path / "uwsgi.log"
-    process = start_wsgi_server(
-        [uwsgi, "--http-socket", url[len("http://"):], "--master", "--processes",
-         str(processes), "--threads", "8", "--lazy-apps", "--die-on-term", "--harakiri", "0",
-         "--need-app", "--virtualenv", sys.prefix, "--env", "GLANCE_CACHE_MW_CONFIG=%s" % path,
-         "--module", "glance_cache_mw.wsgi:application"], url, env, str(log_path))
+    return [uwsgi, "--http-socket", bind, "--master", "--processes", str(processes),
+            "--threads", str(threads), "--lazy-apps", "--die-on-term", "--harakiri", "0",
+            "--need-app", "--virtualenv", sys.prefix,
+            "--env", "GLANCE_CACHE_MW_CONFIG=%s" % config_path,
+            "--module", "glance_cache_mw.wsgi:application"]
 
+
+def wait_for_uwsgi_workers(process, log_path, processes, timeout_s=60):
+    """Wait until each of the ``processes`` workers of uWSGI ``process`` (logging to
+    ``log_path``) has loaded the app. With --lazy-apps each worker builds the app itself, at
+    the same moment (in CI one of them once failed on the fresh cache.db, see
+    tests/functional/test_db_wal.py): one worker answering is not enough, and a worker that
+    cannot load the app fails at once. On failure uWSGI is killed and the log quoted."""
     def loaded():
-        log = log_path.read_text(errors="replace")
+        with open(log_path, errors="replace") as handle:
+            log = handle.read()
         if UWSGI_APP_FAILED in log:
             raise AssertionError("a uWSGI worker could not load the app")
         return log.count(UWSGI_APP_READY) == processes
     try:
-        wait_for(loaded, timeout_s=60, what="every uWSGI worker to load the app")
+        wait_for(loaded, timeout_s=timeout_s, what="every uWSGI worker to load the app")
     except AssertionError as err:
         process.kill()
         process.wait()
-        raise AssertionError("%s:\n%s" % (err, log_path.read_text(errors="replace"))) from None
+        with open(log_path, errors="replace") as handle:
+            raise AssertionError("%s:\n%s" % (err, handle.read())) from None
+
+
+def start_uwsgi(tmp_path, testing=False, settings=None, origin_stall_s=None, processes=2):
+    """uWSGI (from the test extra) serving glance_cache_mw.wsgi:application as docs/deployment.md
+    runs it, on a fresh config: (url, process, log_path) once every worker has loaded the app."""
+    path, env = wsgi_config(tmp_path, testing=testing, settings=settings,
+                            origin_stall_s=origin_stall_s)
+    url = "http://127.0.0.1:%d" % free_port()
+    log_path = tmp_path / "uwsgi.log"
+    process = start_wsgi_server(uwsgi_command(url[len("http://"):], path, processes), url, env,
+                                str(log_path))
+    wait_for_uwsgi_workers(process, log_path, processes)
     return url, process, log_path
 
 # --- test-only Paste parts (run inside the server subprocess) ---------------------------------

@@ -11,7 +11,11 @@ mid-fill costs the other nodes' clients nothing (they go on from a peer or the o
 offset reached) and leaves no partial or wrong file; a peer whose cached file was tampered
 with (same size) gets nothing cached anywhere and the asking node's clients right bytes or a
 cut connection; a tenant that may not see the image gets 404 on every node during and after
-the cluster fill.
+the cluster fill. Three nodes under uWSGI (docs/deployment.md's command line, 2 processes x 8
+threads each) on PostgreSQL: a storm of 3 x 4 downloads reads the origin once; a uWSGI node
+serves its growing fill (PEER-FILL) to both peers and its worker renews the claim meanwhile;
+its peer endpoint refuses an unsigned request and answers a signed Range; SIGKILL of the
+worker reading the origin (uWSGI respawns it) costs the other nodes' clients nothing.
 """
 
 import concurrent.futures
@@ -19,11 +23,13 @@ import os
 import signal
 
 import pytest
+import sqlalchemy as sa
 
-from glance_cache_mw.cluster import peer_path
-from glance_cache_mw.db import cache_api, fill_claims
+from glance_cache_mw.cluster import peer_path, signing
+from glance_cache_mw.db import cache_api, fill_claims, models
 from tests import dbfixtures
 from tests.functional import cluster as cluster_mod
+from tests.functional import server
 from tests.functional.server import wait_for
 
 pytestmark = pytest.mark.realservice
@@ -58,15 +64,17 @@ def pg_cluster(postgres, tmp_path_factory):
         yield cluster
 
 
-def assert_storm(cluster, db):
-    """3 x 16 concurrent cold downloads: 1 origin read, 48 identical bodies, 3 copies."""
-    data = os.urandom(4 * MIB + 123)
+def assert_storm(cluster, db, per_node=PER_NODE, size=4 * MIB + 123):
+    """3 x ``per_node`` concurrent cold downloads of ``size`` bytes: 1 origin read, identical
+    bodies, 3 copies, the other two nodes' bytes from peers."""
+    data = os.urandom(size)
     image_id = cluster.upload(data, headers=OWNER)
     reads_before = cluster.origin_reads()
     ok_before = cluster.metric("peer_reads_total", outcome="ok")
     corrupt_before = cluster.metric("peer_reads_total", outcome="corrupt")
-    results = cluster.download_all(image_id, PER_NODE, headers=OWNER)
-    assert len(results) == 3 * PER_NODE
+    peer_bytes_before = cluster.metric("peer_bytes_read_total")
+    results = cluster.download_all(image_id, per_node, headers=OWNER)
+    assert len(results) == 3 * per_node
     bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
     assert not bad, bad
     assert cluster.origin_reads() - reads_before == 1, cluster.fill_log()
@@ -78,6 +86,9 @@ def assert_storm(cluster, db):
     assert cache_api.get_cached_nodes(image_id, engine=db.engine) == sorted(cluster.urls)
     assert cluster.metric("peer_reads_total", outcome="ok") >= ok_before + 2
     assert cluster.metric("peer_reads_total", outcome="corrupt") == corrupt_before
+    # The two nodes that did not read the origin filled every byte from peers.
+    assert (cluster.metric("peer_bytes_read_total") - peer_bytes_before == 2 * len(data)), \
+        cluster.fill_log()
     assert fill_claims.filler(image_id, engine=db.engine) is None   # released
 
 
@@ -112,12 +123,10 @@ def test_a_tenant_that_may_not_see_the_image_gets_404_on_every_node(pg_cluster, 
 
     # A slow origin (each 1 MiB chunk waits) keeps the cluster fill going while we ask.
     with pg_cluster.slow_origin(0.4), concurrent.futures.ThreadPoolExecutor(6) as pool:
-        first = [pool.submit(pg_cluster.download, 0, image_id, OWNER) for _ in range(2)]
-        wait_for(lambda: fill_claims.filler(image_id, engine=postgres.engine)
-                 == pg_cluster.urls[0], what="node 0 to claim the fill")
+        first = _submit(pool, pg_cluster, [0], image_id, 2)
+        _wait_for_claim(pg_cluster, postgres, image_id)
         refused_everywhere()
-        peers = [pool.submit(pg_cluster.download, node, image_id, OWNER)
-                 for node in (1, 2) for _ in range(2)]
+        peers = _submit(pool, pg_cluster, [1, 2], image_id, 2)
         wait_for(lambda: all(pg_cluster.incomplete_files(node) for node in (1, 2)),
                  what="nodes 1 and 2 to fill from node 0")
         refused_everywhere()
@@ -165,11 +174,9 @@ def test_sigkill_of_the_node_reading_the_origin_costs_the_others_nothing(pg_clus
     data = os.urandom(6 * MIB)
     image_id = pg_cluster.upload(data, headers=OWNER)
     with pg_cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(12) as pool:
-        doomed = [pool.submit(pg_cluster.download, 0, image_id, OWNER) for _ in range(4)]
-        wait_for(lambda: fill_claims.filler(image_id, engine=postgres.engine)
-                 == pg_cluster.urls[0], what="node 0 to claim the fill")
-        others = [pool.submit(pg_cluster.download, node, image_id, OWNER)
-                  for node in (1, 2) for _ in range(4)]
+        doomed = _submit(pool, pg_cluster, [0], image_id, 4)
+        _wait_for_claim(pg_cluster, postgres, image_id)
+        others = _submit(pool, pg_cluster, [1, 2], image_id, 4)
         wait_for(lambda: all(_filled(pg_cluster, node, image_id) > 0 for node in (1, 2)),
                  what="nodes 1 and 2 to fill from node 0")
         assert _filled(pg_cluster, 1, image_id) < len(data)
@@ -198,6 +205,17 @@ def test_sigkill_of_the_node_reading_the_origin_costs_the_others_nothing(pg_clus
         image_id + " -"]   # its one read, before it was killed
 
 
+def _submit(pool, cluster, nodes, image_id, count):
+    """``count`` downloads of ``image_id`` (as its owner) on each of ``nodes``, in ``pool``."""
+    return [pool.submit(cluster.download, node, image_id, OWNER)
+            for node in nodes for _ in range(count)]
+
+
+def _wait_for_claim(cluster, db, image_id):
+    wait_for(lambda: fill_claims.filler(image_id, engine=db.engine) == cluster.urls[0],
+             what="node 0 to claim the fill")
+
+
 def _filled(cluster, node, image_id):
     """Bytes in node ``node``'s incomplete/ file of ``image_id`` (0 when there is none)."""
     path = os.path.join(cluster.nodes[node].data_dir, "image-cache", "incomplete", image_id)
@@ -205,3 +223,120 @@ def _filled(cluster, node, image_id):
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0
+
+
+# -- nodes under uWSGI (docs/deployment.md's command line) -----------------------------------
+
+@pytest.fixture(scope="module")
+def uwsgi_cluster(postgres, tmp_path_factory):
+    """Three nodes under uWSGI on PostgreSQL: 2 processes x 8 threads each, --lazy-apps (each
+    worker builds the app, with its own claims, lease renewals and peer requests); a 3 s
+    claim lease, renewed every second, so that a test sees a renewal."""
+    with cluster_mod.Cluster(tmp_path_factory.mktemp("uwsgi-cluster"), postgres.url, 3,
+                             flavor="context", server="uwsgi", cluster_fill_lease="3",
+                             image_cache_verify_before_last_byte="true") as cluster:
+        yield cluster
+
+
+def test_3_uwsgi_nodes_x_4_cold_downloads_read_the_origin_once(uwsgi_cluster, postgres):
+    assert_storm(uwsgi_cluster, postgres, per_node=4, size=16 * MIB + 7)
+
+
+def test_a_uwsgi_node_serves_its_growing_fill_to_the_other_nodes(uwsgi_cluster, postgres):
+    """The node reading a slowed origin serves PEER-FILL (its incomplete file, from whichever
+    of its worker processes the peer request reaches) to both other nodes, and its worker's
+    lease-renewal thread keeps the claim while it reads."""
+    cluster = uwsgi_cluster
+    data = os.urandom(6 * MIB + 9)
+    image_id = cluster.upload(data, headers=OWNER)
+    fills_before = cluster.metric("peer_requests_total", [0], outcome="fill")
+    with cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(6) as pool:
+        first = _submit(pool, cluster, [0], image_id, 2)
+        _wait_for_claim(cluster, postgres, image_id)
+        claimed_until = _lease_end(postgres, image_id)
+        peers = _submit(pool, cluster, [1, 2], image_id, 2)
+        wait_for(lambda: cluster.metric("peer_requests_total", [0], outcome="fill")
+                 >= fills_before + 2, what="node 0 to serve its fill to nodes 1 and 2")
+        wait_for(lambda: (_lease_end(postgres, image_id) or claimed_until) > claimed_until,
+                 what="node 0 to renew its claim")
+        assert cluster.cached_file(0, image_id) is None   # still growing
+        assert fill_claims.filler(image_id, engine=postgres.engine) == cluster.urls[0]
+        results = [future.result() for future in first + peers]
+    bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
+    assert not bad, bad
+    assert [line for line in cluster.origin_log() if line.startswith(image_id)] == [
+        image_id + " -"]
+    for node in range(3):
+        wait_for(lambda: cluster.cached_file(node, image_id) == data,
+                 what="node %d to cache the image" % node)
+    for node in (1, 2):
+        assert ("image %s: filling from peer %s at byte 0" % (image_id, cluster.urls[0])
+                in cluster.nodes[node].stderr()), cluster.fill_log()
+    assert "serving the fill of image %s to peer" % image_id in cluster.nodes[0].stderr()
+
+
+def test_the_peer_endpoint_under_uwsgi(uwsgi_cluster, postgres):
+    """Unsigned → 403; signed with a Range (a failover resuming at an offset) → 206 with
+    exactly those bytes, although uWSGI's file_wrapper always sends a file from its start."""
+    cluster = uwsgi_cluster
+    data = os.urandom(2 * MIB + 3)
+    image_id = cluster.upload(data, headers=OWNER)
+    assert cluster.download(0, image_id, OWNER).body == data
+    wait_for(lambda: cluster.cached_file(0, image_id) == data, what="node 0 to cache it")
+    path = peer_path(image_id)
+    status, _, body = cluster.nodes[0].request("GET", path)
+    assert status == 403 and b"unsigned request" in body, body
+    headers = signing.signed_headers(cluster.secret, "GET", path, image_id, cluster.urls[1],
+                                     30)
+    status, got, body = cluster.nodes[0].request(
+        "GET", path, headers={**headers, "Range": "bytes=%d-" % MIB})
+    assert (status, got["x-image-cache"]) == (206, "PEER-HIT")
+    assert body == data[MIB:]
+
+
+def test_sigkill_of_the_uwsgi_worker_reading_the_origin(uwsgi_cluster, postgres):
+    """Node 0's worker that reads the origin dies (the OOM killer, a harakiri), not the node:
+    uWSGI's master respawns it. The other nodes go on from the offset they reached (one of
+    them takes the claim over), their clients get every byte; node 0 keeps nothing partial as
+    cached and, asked again, fills from a peer. Last of the uWSGI tests: node 0 has a
+    respawned worker afterwards."""
+    cluster = uwsgi_cluster
+    data = os.urandom(6 * MIB)
+    image_id = cluster.upload(data, headers=OWNER)
+    with cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(6) as pool:
+        doomed = _submit(pool, cluster, [0], image_id, 1)[0]   # served by the filler
+        _wait_for_claim(cluster, postgres, image_id)
+        others = _submit(pool, cluster, [1, 2], image_id, 2)
+        wait_for(lambda: all(_filled(cluster, node, image_id) > 0 for node in (1, 2)),
+                 what="nodes 1 and 2 to fill from node 0")
+        writer = cluster.fill_writer(0, image_id)
+        assert writer not in (None, cluster.nodes[0].process.pid)   # a worker
+        assert cluster.cached_file(0, image_id) is None
+        os.kill(writer, signal.SIGKILL)
+        results = [future.result() for future in others]
+        lost = doomed.result()
+    bad = [r for r in results if (r.status, r.ended) != (200, "complete") or r.body != data]
+    assert not bad, (bad, cluster.fill_log())
+    assert lost.ended in ("cut", "failed"), lost
+    reads = [line for line in cluster.origin_log([1, 2]) if line.startswith(image_id)]
+    assert len(reads) == 1 and reads[0].startswith(image_id + " bytes="), reads
+    for node in (1, 2):
+        wait_for(lambda: cluster.cached_file(node, image_id) == data,
+                 what="node %d to cache the image" % node)
+        assert cluster.incomplete_files(node) == []
+    assert cluster.cached_file(0, image_id) is None
+    wait_for(lambda: cluster.nodes[0].stderr().count(server.UWSGI_APP_READY) == 3,
+             what="node 0's respawned worker to load the app")
+    again = cluster.download(0, image_id, OWNER)
+    assert (again.status, again.ended, again.body == data) == (200, "complete", True)
+    wait_for(lambda: cluster.cached_file(0, image_id) == data, what="node 0 to cache it")
+    assert cluster.incomplete_files(0) == []
+    assert [line for line in cluster.origin_log([0]) if line.startswith(image_id)] == [
+        image_id + " -"]   # its one read, before its worker was killed
+
+
+def _lease_end(db, image_id):
+    """The lease end of the fill claim on ``image_id`` (None without one)."""
+    with db.engine.connect() as conn:
+        return conn.execute(sa.select(models.fills.c.lease_expires_at)
+                            .where(models.fills.c.image_id == image_id)).scalar()
