@@ -47,8 +47,7 @@ class HolderRead:
         self.start = self.offset = start
         self.end = end
         self._origin = origin
-        corrupt = node.corrupt_peers(image_id)
-        self._holders = [url for url in node.holders(image_id) if url not in corrupt]
+        self._holders = self._find_holders()
         self._current = None        # the iterator of the current source
         self._current_body = None   # what to close(): a PeerReader or the origin's body
         self._current_peer = None   # None while reading the origin
@@ -56,6 +55,15 @@ class HolderRead:
         self._failed = set()
         self._tee = None
         self._closed = False
+
+    def _find_holders(self):
+        corrupt = self.node.corrupt_peers(self.image_id)
+        try:
+            holders = self.node.holders(self.image_id)
+        except Exception as err:   # the database: the origin answers, as without holders
+            LOG.warning("image %s: cannot look up the nodes holding it: %s", self.image_id, err)
+            return []
+        return [url for url in holders if url not in corrupt]
 
     @property
     def has_holders(self):

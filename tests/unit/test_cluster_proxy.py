@@ -84,6 +84,15 @@ def test_no_holder_is_no_holder_before_any_read(metrics):
     assert origin.calls == []
 
 
+def test_a_database_that_cannot_say_who_holds_it_means_no_holder(metrics, peers):
+    node = node_for(metrics, peers().url)
+
+    def unreachable(image_id):
+        raise OSError("connection refused")
+    node.holders = unreachable
+    assert not node.proxy(IMAGE, 0, 10, Origin()).has_holders
+
+
 @pytest.mark.parametrize("mode", ["status", "ignore-range"])
 def test_holders_that_fail_before_the_first_byte_are_no_holder_not_the_origin(metrics, peers,
                                                                                mode):
