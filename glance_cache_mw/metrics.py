@@ -25,7 +25,7 @@ import prometheus_client
 from prometheus_client import core, multiprocess
 
 PREFIX = "glance_cache_mw_"
-CACHE_STATUSES = ("HIT", "MISS", "COALESCED", "BYPASS")
+CACHE_STATUSES = ("HIT", "MISS", "COALESCED", "BYPASS", "PEER")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 ORIGIN_REASONS = ("miss", "bypass", "fallback", "prefetch")
 PEER_READ_OUTCOMES = ("ok", "failed", "corrupt")

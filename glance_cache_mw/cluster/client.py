@@ -1,11 +1,12 @@
 """Reading an image from a peer node: a signed ``GET /cluster/v1/images/{id}/file``.
 
 ``PeerReader`` is an iterator of the image's bytes from ``offset`` on (``Range: bytes=N-``),
-as another node's peer endpoint (middleware/peer.py) serves them from its cached file or its
-growing fill. Anything short of every byte up to the image's end raises ``PeerError`` naming
-the peer: a refused or timed-out connection, a status other than 200/206, a Content-Range or
-Content-Length that does not start at ``offset`` or end at the image's size, a connection that
-ends early, resets, or sends nothing for ``timeout_s``. The caller (cluster/source.py) then
+or from ``offset`` up to ``end`` (``Range: bytes=N-M``, M = end - 1), as another node's peer
+endpoint (middleware/peer.py) serves them from its cached file or its growing fill. Anything
+short of every byte up to the image's end (or ``end``) raises ``PeerError`` naming the peer:
+a refused or timed-out connection, a status other than 200/206, a Content-Range or
+Content-Length whose start, end or total is not the one asked for, a connection that ends
+early, resets, or sends nothing for ``timeout_s``. The caller (cluster/source.py) then
 goes on from the offset reached with another source. The bytes themselves are verified by the
 fill that consumes them, not here.
 
@@ -42,19 +43,24 @@ class PeerError(Exception):
 
 
 class PeerReader:
-    """The bytes of ``image_id`` from ``peer_url``, from ``offset`` to ``size``, in chunks of
-    at most ``chunk_size``; ``offset`` advances with each chunk. Connects on the first
-    ``next()``; ``close()`` closes the connection (PEP 3333 style: callers always close)."""
+    """The bytes of ``image_id`` from ``peer_url``, from ``offset`` to ``size`` (or ``end``),
+    in chunks of at most ``chunk_size``; ``offset`` advances with each chunk. Connects on the
+    first ``next()``; ``close()`` closes the connection (PEP 3333 style: callers always
+    close)."""
 
     def __init__(self, peer_url, image_id, offset, secret, node_url, timeout_s,
-                 chunk_size=65536, ca_file=None, *, size=None, ttl_s=30):
+                 chunk_size=65536, ca_file=None, *, size=None, ttl_s=30, end=None):
         """``node_url``: this (asking) node's worker_self_reference_url, signed with
         ``secret`` for ``ttl_s`` seconds; ``size``: the image's size, when known (the
-        response must then end there); ``timeout_s``: for connecting and for each read."""
+        response must then end there); ``end``: the offset to stop at (exclusive; None: the
+        image's end); ``timeout_s``: for connecting and for each read."""
+        if end is not None and end <= offset:
+            raise ValueError("PeerReader end=%d is not after offset=%d" % (end, offset))
         self.peer_url = peer_url.rstrip("/")
         self.image_id = image_id
         self.offset = offset
         self.size = size
+        self.end = end
         self._secret = secret
         self._node_url = node_url
         self._timeout_s = timeout_s
@@ -97,7 +103,8 @@ class PeerReader:
         path = cluster.peer_path(self.image_id)
         headers = signing.signed_headers(self._secret, "GET", path, self.image_id,
                                          self._node_url, self._ttl_s)
-        headers["Range"] = "bytes=%d-" % self.offset
+        headers["Range"] = ("bytes=%d-" % self.offset if self.end is None
+                            else "bytes=%d-%d" % (self.offset, self.end - 1))
         try:
             self._conn = self._connection()
             self._conn.request("GET", path, headers=headers)
@@ -110,28 +117,40 @@ class PeerReader:
         self._end = self._check_extent()
 
     def _check_extent(self):
-        """The offset the response ends at, after checking that it starts at ours."""
+        """The offset the response ends at, after checking that it starts at ours and, for
+        a 206, ends where we asked (Content-Range start, end and total, Content-Length)."""
         response = self._response
-        start, total = 0, self.size
+        start, last, total = 0, None, self.size
         if self.status == 206:
             match = _CONTENT_RANGE.match(response.getheader("Content-Range") or "")
             if not match:
                 self._fail("206 without a valid Content-Range")
-            start = int(match.group(1))
+            start, last = int(match.group(1)), int(match.group(2))
             if match.group(3) != "*":
                 total = int(match.group(3))
         if start != self.offset:
             self._fail("answered from byte %d, not %d" % (start, self.offset))
         if self.size is not None and total != self.size:
             self._fail("has %s bytes of the image, not %d" % (total, self.size))
+        wanted = self.end if self.end is not None else total   # exclusive; None: unknown
         length = response.length   # Content-Length (http.client: None when absent)
+        if last is not None:
+            if last < start or (wanted is not None and last + 1 != wanted):
+                self._fail("sends bytes %d-%d, not %d-%s" % (
+                    start, last, start, "?" if wanted is None else wanted - 1))
+            if length is not None and length != last + 1 - start:
+                self._fail("sends %d bytes for the range %d-%d" % (length, start, last))
+            return last + 1
+        # A 200: the whole image from byte 0 (we asked for byte 0 on); its start is ours.
         if length is None:
             if total is None:
                 self._fail("answered without Content-Length")
-            return total
-        if total is not None and start + length != total:
-            self._fail("sends %d bytes from %d, not up to %d" % (length, start, total))
-        return start + length
+            length = total
+        if total is not None and length != total:
+            self._fail("sends %d bytes from 0, not up to %d" % (length, total))
+        if wanted is not None and wanted > length:
+            self._fail("sends %d bytes, not up to %d" % (length, wanted))
+        return length if wanted is None else wanted   # a longer body is cut at ``wanted``
 
     def _connection(self):
         parts = urllib.parse.urlsplit(self.peer_url)

@@ -31,7 +31,7 @@ import threading
 import time
 
 from glance_cache_mw import bodies, cluster as cluster_mod, metrics as metrics_mod
-from glance_cache_mw.cluster import client
+from glance_cache_mw.cluster import client, proxy
 from glance_cache_mw.db import fill_claims
 
 LOG = logging.getLogger(__name__)
@@ -85,10 +85,17 @@ class ClusterNode:
         random.shuffle(nodes)
         return nodes
 
-    def reader(self, peer_url, image_id, offset, size):
+    def reader(self, peer_url, image_id, offset, size, end=None):
+        """A signed PeerReader of ``image_id`` from ``offset`` to ``end`` (None: ``size``)."""
         return client.PeerReader(peer_url, image_id, offset, self.secret, self.node_url,
                                  self.peer_timeout_s, self.chunk_size, self.ca_file,
-                                 size=size, ttl_s=self.signature_ttl_s)
+                                 size=size, ttl_s=self.signature_ttl_s, end=end)
+
+    def proxy(self, image, start, end, origin):
+        """A proxy.HolderRead of bytes [``start``, ``end``) of ``image`` from the nodes
+        holding it; ``origin(offset, end)``: the origin's body of that part, for a holder
+        failing after the first byte (see cluster/proxy.py)."""
+        return proxy.HolderRead(self, image["id"], image["size"], start, end, origin)
 
     def mark_corrupt(self, image_id, peer_url):
         with self._lock:

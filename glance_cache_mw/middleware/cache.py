@@ -6,8 +6,10 @@ image through the DB API with the caller's context (missing or invisible → 404
 403 for non-admins), then answers from the cache (HIT, Range too), by following a fill in
 progress (COALESCED), or by starting a fill and following it too (MISS): the fill reads the
 origin at the origin's pace, whoever reads the file (image_cache/pump.py); in cluster mode it
-reads a peer node instead, or the origin once per cluster (cluster/source.py). Headers go out
-with the first byte; a failure after them cuts the connection. Anything else goes to the app
+reads a peer node instead, or the origin once per cluster (cluster/source.py). In cluster
+mode, a single range that is not a hit and a miss with no room to cache it are read from a
+node holding the image, without a local fill (PEER, cluster/proxy.py). Headers go out with
+the first byte; a failure after them cuts the connection. Anything else goes to the app
 untouched, except that a successful image DELETE or deactivate evicts the local copy.
 """
 
@@ -22,7 +24,7 @@ import webob.exc
 from glance_cache_mw import config as cfg
 from glance_cache_mw import bodies, exception, metrics as metrics_mod
 from glance_cache_mw.api import faults
-from glance_cache_mw.cluster import source as cluster_source
+from glance_cache_mw.cluster import proxy as cluster_proxy, source as cluster_source
 from glance_cache_mw.db import api as db_api_module
 from glance_cache_mw.image_cache import fill
 from glance_cache_mw.image_cache.drivers import ondisk
@@ -31,6 +33,7 @@ from glance_cache_mw.middleware import download, glance_compat
 LOG = logging.getLogger(__name__)
 
 STATUS_HEADER = "X-Image-Cache"
+PEER = "PEER"   # cluster mode: read from a node holding the image, not cached here
 _VERSION = r"^/v2(?:\.\d+)?"
 _DOWNLOAD_RE = re.compile(_VERSION + r"/images/(.+)/file/?$")
 _IMAGE_RE = re.compile(_VERSION + r"/images/([^/]+)/?$")
@@ -120,6 +123,8 @@ class CacheFilter:
         handle = self._open_hit(image)
         if handle is not None:
             return self._serve_hit(environ, start_response, image, handle, range_header, head)
+        if range_header and not head and self.cluster is not None:
+            return self._range_from_peer(environ, start_response, image, range_header)
         if range_header or head:
             return self._bypass(environ, start_response)
         return self._miss(environ, start_response, image)
@@ -168,6 +173,35 @@ class CacheFilter:
             return [b""]
         return download.file_body(environ, handle, start, length, size, self.chunk_size)
 
+    def _range_from_peer(self, environ, start_response, image, range_header):
+        """Cluster mode, one range that is not a hit here: its bytes from a node holding the
+        image, as a hit would answer them (PEER); no holder that sends them: the origin
+        (BYPASS). An unsatisfiable range is 416 from the record's size, nothing read."""
+        size = image["size"]
+        try:
+            start, length = download.parse_range(range_header, size)
+        except download.RangeNotSatisfiable:
+            self.metrics.download(PEER, "4xx", 0)
+            return _error(webob.exc.HTTPRequestRangeNotSatisfiable,
+                          download.not_satisfiable_message(range_header, size),
+                          environ, start_response, PEER,
+                          {"Content-Range": "bytes */%d" % size})
+        started = time.monotonic()
+        read = self._holder_read(environ, image, start, start + length)
+        if not read.has_holders:
+            return self._bypass(environ, start_response)
+        environ["eventlet.minimum_write_chunk_size"] = 0   # as in _miss: may end early
+        return self._respond(environ, start_response, image, read, PEER, started,
+                             "206 Partial Content", download.download_headers(
+                                 image, length, download.content_range(start, length, size)))
+
+    def _holder_read(self, environ, image, start, end):
+        """A cluster_proxy.HolderRead of bytes [start, end) of ``image``; after its first
+        byte, the origin's Range read goes on where its holders failed."""
+        return self.cluster.proxy(
+            image, start, end,
+            lambda offset, stop: self._origin_from(environ, offset, "fallback", stop))
+
     def _miss(self, environ, start_response, image):
         """Follow a fill in progress, else start one: the origin's body goes into the cache
         at the origin's pace (a FillPump) and this client, like every other, reads the
@@ -196,6 +230,11 @@ class CacheFilter:
                 image, lambda offset, reason: self._origin_from(environ, offset, reason))
             return self._fill(environ, start_response, image, source, writer, started,
                               watch=source.watch)
+        if self.cluster is not None:   # no room here: a holder's bytes, verified, uncached
+            read = self._holder_read(environ, image, 0, size)
+            if read.has_holders:
+                return self._fill(environ, start_response, image, read, None, started,
+                                  watch=read.watch, uncached=PEER)
         captured = {}
 
         def capture(status, headers, exc_info=None):
@@ -218,9 +257,11 @@ class CacheFilter:
             return body
         return self._fill(environ, start_response, image, body, writer, started)
 
-    def _fill(self, environ, start_response, image, body, writer, started, watch=None):
+    def _fill(self, environ, start_response, image, body, writer, started, watch=None,
+              uncached="BYPASS"):
         """Fill the cache from ``body`` at its pace and answer from the growing file
-        (MISS); ``watch(tee)`` is told the fill that verifies ``body``."""
+        (MISS); ``watch(tee)`` is told the fill that verifies ``body``. Without a fill
+        (``writer`` None, or not verifiable): ``body`` verified on the way (``uncached``)."""
         image_id = image["id"]
         tee = self.cache.fill(image_id, body, image["size"], checksum=image.get("checksum"),
                               os_hash_algo=image.get("os_hash_algo"),
@@ -229,7 +270,7 @@ class CacheFilter:
         if watch is not None:
             watch(tee)
         if not tee.caching:
-            return self._respond(environ, start_response, image, tee, "BYPASS", started)
+            return self._respond(environ, start_response, image, tee, uncached, started)
         try:
             follower = self.cache.start_fill(
                 tee, fallback=lambda offset: self._origin_from(environ, offset))
@@ -239,14 +280,19 @@ class CacheFilter:
             return self._bypass(environ, start_response)
         return self._respond(environ, start_response, image, follower, "MISS", started)
 
-    def _respond(self, environ, start_response, image, body, cache_status, started):
-        """Start the response once ``body`` gave its first chunk. A body that fails before
-        that is closed and the origin answers instead; once the headers are out, a failure
-        can only end the connection (the server does that when the body raises). Counted
-        as a ``cache_status`` download, its first byte ``started`` + the time until now."""
+    def _respond(self, environ, start_response, image, body, cache_status, started,
+                 status="200 OK", headers=None):
+        """Start the response (``status``, ``headers``: default, the whole image's) once
+        ``body`` gave its first chunk. A body that fails before that is closed and the origin
+        answers instead; once the headers are out, a failure can only end the connection (the
+        server does that when the body raises). Counted as a ``cache_status`` download, its
+        first byte ``started`` + the time until now."""
         try:
             body = bodies.PrimedIterator(body)
         except fill.ImageDataMismatch as err:
+            if cache_status == PEER:   # a holder's bytes, found wrong: the origin's may not be
+                LOG.warning("image %s: %s; passing the request to the origin", image["id"], err)
+                return self._bypass(environ, start_response)
             # Verified before the first byte and found wrong: the origin would send the same
             # bytes again, unverified. Say so instead (image_cache_verify_before_last_byte).
             LOG.error("image %s: %s; not serving it", image["id"], err)
@@ -254,13 +300,17 @@ class CacheFilter:
             return _error(webob.exc.HTTPBadGateway,
                           "The data of image %s does not match its checksum; it was not "
                           "served." % image["id"], environ, start_response, cache_status)
+        except cluster_proxy.NoHolder as err:
+            LOG.info("%s; passing the request to the origin", err)
+            return self._bypass(environ, start_response)
         except Exception as err:
             LOG.warning("image %s: %s before the first byte; passing the request to the "
                         "origin", image["id"], err)
             return self._bypass(environ, start_response)
-        start_response("200 OK", download.download_headers(image)
-                       + [(STATUS_HEADER, cache_status)])
-        self.metrics.download(cache_status, "2xx", image["size"])
+        if headers is None:
+            headers = download.download_headers(image)
+        start_response(status, headers + [(STATUS_HEADER, cache_status)])
+        self.metrics.download(cache_status, "2xx", _content_length(headers))
         self.metrics.time_to_first_byte(cache_status, time.monotonic() - started)
         return body
 
@@ -270,12 +320,15 @@ class CacheFilter:
         return self.cache.follow(image["id"], image["size"],
                                  fallback=lambda offset: self._origin_from(environ, offset))
 
-    def _origin_from(self, environ, offset, reason="fallback"):
+    def _origin_from(self, environ, offset, reason="fallback", end=None):
         """The origin's bytes of this image from ``offset`` (a follower whose fill died, or
-        a cluster fill: ``reason`` "miss"), counted as an origin read for ``reason``."""
+        a cluster fill: ``reason`` "miss") up to ``end`` (exclusive; None: the image's end),
+        counted as an origin read for ``reason``."""
         sub = dict(environ)
         sub.pop("HTTP_RANGE", None)
-        if offset:
+        if end is not None:
+            sub["HTTP_RANGE"] = "bytes=%d-%d" % (offset, end - 1)
+        elif offset:
             sub["HTTP_RANGE"] = "bytes=%d-" % offset
         sub["REQUEST_METHOD"] = "GET"
         status = {}
@@ -286,7 +339,7 @@ class CacheFilter:
             return lambda data: None
 
         body = self.app(sub, capture)
-        expected = "206" if offset else "20"
+        expected = "206" if offset or end is not None else "20"
         if not status.get("line", "").startswith(expected):
             bodies.close_body(body)
             raise IOError("origin answered %s to a range from %d" % (status.get("line"), offset))

@@ -123,11 +123,11 @@ class Cluster:
     ServerProcess of node i (``.url``, ``.data_dir``, ``.stop()``, ``.signal()``)."""
 
     def __init__(self, workdir, db_url, n=3, origin_rate=None, flavor="noauth", cluster=True,
-                 sync=False, server="eventlet", **settings):
+                 sync=False, server="eventlet", node_settings=None, **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
         first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api),
         "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``settings``: more [DEFAULT] keys,
-        for every node."""
+        for every node; ``node_settings``: {node index: [DEFAULT] keys of that node only}."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
@@ -135,7 +135,7 @@ class Cluster:
         self.nodes = []
         for index in range(n):
             port = serving.free_port()
-            node_settings = {
+            own = {
                 "bind_port": port,
                 "worker_self_reference_url": "http://127.0.0.1:%d" % port,
                 "sql_connection": db_url,
@@ -143,10 +143,11 @@ class Cluster:
                 "filesystem_store_datadir": self.store_dir,
             }
             if cluster:
-                node_settings["cluster_secret"] = self.secret
-            node_settings.update(settings)
+                own["cluster_secret"] = self.secret
+            own.update(settings)
+            own.update((node_settings or {}).get(index, {}))
             workdir = os.path.join(self.workdir, "node%d" % index)
-            kwargs = {"flavor": flavor, "settings": node_settings,
+            kwargs = {"flavor": flavor, "settings": own,
                       "origin_bytes_per_s": origin_rate}
             if server == "eventlet":
                 self.nodes.append(ServerProcess(workdir, **kwargs))
@@ -207,7 +208,8 @@ class Cluster:
         return image_id
 
     def download(self, node, image_id, headers=None, timeout_s=CLIENT_TIMEOUT_S):
-        """GET the image from node ``node`` on a fresh connection: a Download."""
+        """GET the image from node ``node`` on a fresh connection (``headers``: e.g. a
+        tenant's identity, a Range): a Download."""
         try:
             status, cache, body, ended = fetch(self.nodes[node].url,
                                                "/v2/images/%s/file" % image_id, timeout_s,

@@ -16,6 +16,9 @@ threads each) on PostgreSQL: a storm of 3 x 4 downloads reads the origin once; a
 serves its growing fill (PEER-FILL) to both peers and its worker renews the claim meanwhile;
 its peer endpoint refuses an unsigned request and answers a signed Range; SIGKILL of the
 worker reading the origin (uWSGI respawns it) costs the other nodes' clients nothing.
+Range GETs that are not hits, and a miss on a node with no room for the image, are read
+from a node holding it (X-Image-Cache: PEER) with no origin read and no local copy, and from
+the origin (BYPASS) when nobody holds it.
 """
 
 import concurrent.futures
@@ -340,3 +343,103 @@ def _lease_end(db, image_id):
     with db.engine.connect() as conn:
         return conn.execute(sa.select(models.fills.c.lease_expires_at)
                             .where(models.fills.c.image_id == image_id)).scalar()
+
+
+RANGES = ["bytes=0-0", "bytes=100-65636", "bytes=1048576-", "bytes=-1000",
+          "bytes=5-99999999"]   # the last ends beyond the image: up to its end
+
+
+def _range_get(cluster, node, image_id, range_header, headers=OWNER):
+    """(status, lower-cased headers, body) of a Range GET of the image on node ``node``."""
+    return cluster.nodes[node].request("GET", "/v2/images/%s/file" % image_id,
+                                       headers={**headers, "Range": range_header})
+
+
+def _held_by_node_0(cluster, db, data, **upload):
+    image_id = cluster.upload(data, headers=OWNER, **upload)
+    assert cluster.download(0, image_id, OWNER).body == data
+    wait_for(lambda: cache_api.get_cached_nodes(image_id, engine=db.engine)
+             == [cluster.urls[0]], what="node 0 to record its copy")
+    return image_id
+
+
+def test_ranges_on_another_node_are_read_from_the_holder_not_the_origin(pg_cluster, postgres):
+    data = os.urandom(MIB + 77)
+    image_id = _held_by_node_0(pg_cluster, postgres, data)
+    reads_before = pg_cluster.origin_reads()
+    peer_bytes_before = pg_cluster.metric("peer_bytes_read_total", [1])
+    expected_bytes = 0
+    for range_header in RANGES:
+        status, headers, body = _range_get(pg_cluster, 1, image_id, range_header)
+        hit = _range_get(pg_cluster, 0, image_id, range_header)
+        assert (status, headers["x-image-cache"]) == (206, "PEER"), (range_header, body)
+        assert (hit[0], hit[1]["x-image-cache"], hit[2]) == (206, "HIT", body)
+        first, last = (int(n) for n in headers["content-range"][6:].split("/")[0].split("-"))
+        assert body == data[first:last + 1] and len(body) == int(headers["content-length"])
+        for name in ("content-range", "content-length", "content-md5", "etag",
+                     "accept-ranges", "content-type"):
+            assert headers.get(name) == hit[1].get(name), (range_header, name)
+        expected_bytes += len(body)
+    # Unsatisfiable: the hit's 416, from the record's size, nothing read.
+    status, headers, body = _range_get(pg_cluster, 1, image_id, "bytes=%d-" % len(data))
+    hit = _range_get(pg_cluster, 0, image_id, "bytes=%d-" % len(data))
+    assert (status, headers["content-range"], body) == (416, "bytes */%d" % len(data), hit[2])
+    assert hit[0] == 416
+    assert pg_cluster.origin_reads() == reads_before, pg_cluster.fill_log()
+    assert [line for line in pg_cluster.origin_log() if line.startswith(image_id)] == [
+        image_id + " -"]
+    assert pg_cluster.metric("peer_bytes_read_total", [1]) == peer_bytes_before + expected_bytes
+    assert pg_cluster.cached_file(1, image_id) is None   # a range fills nothing
+    assert image_id not in pg_cluster.incomplete_files(1)
+
+
+def test_a_range_nobody_holds_is_read_from_the_origin_as_before(pg_cluster):
+    data = os.urandom(300 * 1024)
+    image_id = pg_cluster.upload(data, headers=OWNER)
+    status, headers, body = _range_get(pg_cluster, 1, image_id, "bytes=10-19")
+    assert (status, headers["x-image-cache"], body) == (206, "BYPASS", data[10:20])
+    assert [line for line in pg_cluster.origin_log([1]) if line.startswith(image_id)] == [
+        image_id + " bytes=10-19"]
+
+
+def test_a_range_of_an_image_a_tenant_may_not_see_is_404_before_any_peer(pg_cluster,
+                                                                          postgres):
+    data = os.urandom(200 * 1024)
+    image_id = _held_by_node_0(pg_cluster, postgres, data, visibility="private")
+    served_before = pg_cluster.metric("peer_bytes_served_total", [0])
+    for node in (1, 2):
+        status, headers, _ = _range_get(pg_cluster, node, image_id, "bytes=0-99", OTHER)
+        assert (status, headers["x-image-cache"]) == (404, "BYPASS")
+    assert pg_cluster.metric("peer_bytes_served_total", [0]) == served_before
+    status, headers, body = _range_get(pg_cluster, 2, image_id, "bytes=0-99")
+    assert (status, headers["x-image-cache"], body) == (206, "PEER", data[:100])
+
+
+def test_a_node_with_no_room_for_the_image_reads_it_from_a_holder(postgres, tmp_path):
+    """Node 1 may cache 1 MiB: a 2 MiB image is not admitted there. Its miss is read from
+    node 0 (PEER), verified on the way, cached nowhere new; once node 0's copy is found
+    wrong (tampered), node 1's client gets a cut connection, never wrong bytes, and node 1
+    goes to the origin after that (BYPASS)."""
+    with cluster_mod.Cluster(tmp_path, postgres.url, 2, flavor="context",
+                             image_cache_verify_before_last_byte="true",
+                             node_settings={1: {"image_cache_max_size": str(MIB)}}) as cluster:
+        data = os.urandom(2 * MIB + 3)
+        image_id = _held_by_node_0(cluster, postgres, data)
+        reads_before = cluster.origin_reads()
+        result = cluster.download(1, image_id, OWNER)
+        assert (result.status, result.cache, result.ended) == (200, "PEER", "complete")
+        assert result.body == data
+        assert cluster.origin_reads() == reads_before
+        assert cluster.cached_file(1, image_id) is None and cluster.incomplete_files(1) == []
+
+        path = os.path.join(cluster.nodes[0].data_dir, "image-cache", image_id)
+        with open(path, "r+b") as handle:   # same size, other bytes: a hit does not notice
+            handle.seek(MIB)
+            handle.write(bytes(255 - b for b in data[MIB:MIB + 4096]))
+        cut = cluster.download(1, image_id, OWNER)
+        assert (cut.status, cut.cache, cut.ended) == (200, "PEER", "cut"), cut
+        assert len(cut.body) < len(data)   # the last bytes waited for the verdict
+        assert cluster.metric("peer_reads_total", [1], outcome="corrupt") == 1
+        again = cluster.download(1, image_id, OWNER)
+        assert (again.status, again.cache, again.ended) == (200, "BYPASS", "complete")
+        assert again.body == data

@@ -215,7 +215,7 @@ def test_stats_per_node_and_cluster_wide(db, tmp_path):
         ("small", 3000), ("big", 1000)]
     assert local["oldest_entry"]["image_id"] in ("small", "big")
     # No server ran: no download counters yet.
-    assert stats["downloads"] == {"HIT": 0, "MISS": 0, "COALESCED": 0, "BYPASS": 0}
+    assert stats["downloads"] == {"HIT": 0, "MISS": 0, "COALESCED": 0, "BYPASS": 0, "PEER": 0}
     assert stats["hit_ratio"] is None
     cluster = stats["cluster"]
     assert [(n["node_url"], n["entries"], n["size"], n["hits"], n["bytes_saved"])

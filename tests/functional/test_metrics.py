@@ -136,7 +136,8 @@ def test_counters_of_real_downloads_under_two_workers(start_server):
         env=helpers.subprocess_env())
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
-    assert stats["downloads"] == {"HIT": 1, "MISS": 2, "COALESCED": FOLLOWERS, "BYPASS": 0}
+    assert stats["downloads"] == {"HIT": 1, "MISS": 2, "COALESCED": FOLLOWERS, "BYPASS": 0,
+                                  "PEER": 0}
     assert stats["hit_ratio"] == 1 / (3 + FOLLOWERS)
     assert stats["bytes_served_from_cache"] == (1 + FOLLOWERS) * SIZE
     assert stats["bytes_read_from_origin"] == 2 * SIZE

@@ -1,9 +1,10 @@
 """A stand-in for a peer node's endpoint: a real HTTP server on 127.0.0.1 in a thread.
 
 It checks each request's signature with cluster/signing.py, as middleware/peer.py does, and
-serves ``DATA`` as image ``IMAGE_ID`` (Range: bytes=N- → 206), or misbehaves as its ``mode``
-says: "silent" (half the body, then nothing), "reset" (half, then RST), "short" (half, then
-FIN), "status" (404), "ignore-range" (200 from byte 0 whatever the Range). ``data`` may be
+serves ``DATA`` as image ``IMAGE_ID`` (Range: bytes=N- or bytes=N-M → 206), or misbehaves as
+its ``mode`` says: "silent" (half the body, then nothing), "reset" (half, then RST), "short"
+(half, then FIN), "status" (404), "ignore-range" (200 from byte 0 whatever the Range),
+"ignore-end" (206 from the range's start to the image's end, whatever its end). ``data`` may be
 replaced (e.g. by other bytes of the same size: a corrupt peer). Used by
 tests/unit/test_cluster_client.py and tests/unit/test_cluster_source.py.
 
@@ -30,7 +31,7 @@ NODE = "http://asking-node:9292"
 IMAGE_ID = "0b2c1d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
 DATA = os.urandom(300 * 1024 + 7)
 TTL_S = 30
-_RANGE = re.compile(r"^bytes=(\d+)-$")
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 class PeerHandler(BaseHTTPRequestHandler):
@@ -48,14 +49,19 @@ class PeerHandler(BaseHTTPRequestHandler):
         if peer.mode == "status":
             return self._answer(404, "not here")
         match = _RANGE.match(self.headers.get("Range", ""))
-        start = int(match.group(1)) if match and peer.mode != "ignore-range" else 0
-        self.send_response(206 if start else 200)
         size = len(peer.data)
-        self.send_header("Content-Length", str(size - start))
-        if start:
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+        start, last = 0, size - 1
+        if match and peer.mode != "ignore-range":
+            start = int(match.group(1))
+            if match.group(2) and peer.mode != "ignore-end":
+                last = min(int(match.group(2)), size - 1)
+        partial = (start, last) != (0, size - 1)
+        self.send_response(206 if partial else 200)
+        self.send_header("Content-Length", str(last + 1 - start))
+        if partial:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, last, size))
         self.end_headers()
-        body = peer.data[start:]
+        body = peer.data[start:last + 1]
         if peer.mode in ("serve", "ignore-range"):
             self.wfile.write(body)
             return

@@ -21,9 +21,9 @@ def peer():
     server.close()
 
 
-def reader(url, offset=0, secret=SECRET, timeout_s=5, size=len(DATA)):
+def reader(url, offset=0, secret=SECRET, timeout_s=5, size=len(DATA), end=None):
     return client.PeerReader(url, IMAGE_ID, offset, secret, NODE, timeout_s, chunk_size=65536,
-                             size=size, ttl_s=TTL_S)
+                             size=size, ttl_s=TTL_S, end=end)
 
 
 def read_all(peer_reader):
@@ -57,6 +57,37 @@ def test_a_read_from_an_offset_asks_for_a_range(peer, offset):
     assert read_all(peer_reader) == DATA[offset:]
     assert peer_reader.offset == len(DATA)
     assert peer.requests[0]["Range"] == "bytes=%d-" % offset
+
+
+@pytest.mark.parametrize("offset, end", [(0, 1), (0, 70000), (5, 10), (65536, len(DATA) - 1),
+                                         (len(DATA) - 1, len(DATA))])
+def test_a_bounded_read_asks_for_that_range_and_gets_exactly_it(peer, offset, end):
+    peer_reader = reader(peer.url, offset, end=end)
+    assert read_all(peer_reader) == DATA[offset:end]
+    assert peer_reader.offset == end
+    assert peer.requests[0]["Range"] == "bytes=%d-%d" % (offset, end - 1)
+
+
+def test_a_peer_that_sends_past_the_end_asked_for_is_not_trusted(peer):
+    peer.mode = "ignore-end"
+    err, got = failure(reader(peer.url, offset=100, end=200))
+    assert got == b"" and "sends bytes 100-%d, not 100-199" % (len(DATA) - 1) in str(err)
+
+
+def test_a_whole_image_for_a_range_from_0_is_read_up_to_its_end_only(peer):
+    peer.mode = "ignore-end"   # 200 with every byte: the range's bytes are its first ones
+    peer_reader = reader(peer.url, 0, end=1000)
+    assert read_all(peer_reader) == DATA[:1000] and peer_reader.offset == 1000
+
+
+def test_a_bounded_read_of_a_peer_with_another_size_is_not_trusted(peer):
+    err, got = failure(reader(peer.url, offset=10, end=20, size=len(DATA) + 1))
+    assert got == b"" and str(len(DATA) + 1) in str(err)
+
+
+def test_an_end_not_after_the_offset_is_a_programming_error():
+    with pytest.raises(ValueError, match="end=5 is not after offset=5"):
+        reader("http://127.0.0.1:1", 5, end=5)
 
 
 def test_a_peer_that_stops_sending_times_out(peer):
