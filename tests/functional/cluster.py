@@ -7,7 +7,11 @@ cache directory), all with the ``centralized_db`` driver on ``db_url``, the file
 ``cluster_secret`` (issue 14's cluster mode; ``cluster=False`` is today's behaviour: every
 node reads the origin itself). Each server has the test-only filter in front of its images
 app (tests/functional/server.py): every origin read of image data is logged in
-``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given.
+``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given. With
+``tls=TLS(cert_file, key_file, ca_file)`` every node serves https (glance-cache-mw-api's
+cert_file/key_file, gunicorn's --certfile/--keyfile), its worker_self_reference_url is
+``https://127.0.0.1:PORT``, its cluster_ca_file is ``ca_file``, and the test's clients verify
+the nodes' certificates against ``ca_file`` too.
 
     with Cluster(tmp_path, db.url, 3, image_cache_verify_before_last_byte="true") as cluster:
         image_id = cluster.upload(data)
@@ -19,6 +23,7 @@ repository root on sys.path and the test extra installed).
 """
 
 import concurrent.futures
+import collections
 import contextlib
 import http.client
 import json
@@ -32,6 +37,9 @@ from tests.functional.server import ServerProcess, fetch
 
 METRIC_PREFIX = "glance_cache_mw_"
 CLIENT_TIMEOUT_S = 120
+
+# PEM files of a cluster over https: every node's certificate and key, the CA that signed them.
+TLS = collections.namedtuple("TLS", "cert_file key_file ca_file")
 
 
 class Download:
@@ -52,20 +60,22 @@ class GunicornNode(ServerProcess):
     """A node served by gunicorn (``workers`` gthread workers, as docs/deployment.md runs
     it) on ``port``, with the same INI as a ServerProcess; SIGKILL reaches the master only."""
 
-    def __init__(self, workdir, port, workers=2, **kwargs):
+    def __init__(self, workdir, port, workers=2, tls=None, **kwargs):
+        """``tls``: a TLS (gunicorn's --certfile/--keyfile, the URL https://)."""
         super().__init__(workdir, **kwargs)
-        self.url = "http://127.0.0.1:%d" % port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", port)
         self.workers = workers
+        self.tls_args = ["--certfile", tls.cert_file, "--keyfile", tls.key_file] if tls else []
 
     def start(self, timeout_s=60):
         argv = [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
                 "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
-                "--timeout", "0", "glance_cache_mw.wsgi:application"]
+                "--timeout", "0", *self.tls_args, "glance_cache_mw.wsgi:application"]
         env = serving.subprocess_env(GLANCE_CACHE_MW_CONFIG=self.config_path)
         self.process = serving.start_process(argv, self.workdir, env, self.stdout_path,
                                              self.stderr_path)
-        if serving.wait_until(lambda: serving.status_of(self.url) == 200, self.process,
-                              timeout_s):
+        if serving.wait_until(lambda: serving.status_of(self.url, ca_file=self.ca_file) == 200,
+                              self.process, timeout_s):
             return self
         self.stop()
         raise RuntimeError("gunicorn did not answer on %s:\n%s" % (self.url, self.stderr()))
@@ -76,32 +86,41 @@ class Cluster:
     ServerProcess of node i (``.url``, ``.data_dir``, ``.stop()``, ``.signal()``)."""
 
     def __init__(self, workdir, db_url, n=3, origin_rate=None, flavor="noauth", cluster=True,
-                 sync=False, server="eventlet", **settings):
+                 sync=False, server="eventlet", tls=None, node_settings=None, **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
         first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api)
-        or "gunicorn" (GunicornNode); ``settings``: more [DEFAULT] keys, for every node."""
+        or "gunicorn" (GunicornNode); ``tls``: a TLS, for https between everyone;
+        ``settings``: more [DEFAULT] keys, for every node; ``node_settings``: {node index:
+        {key: value}}, for one node (they win)."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
         self.secret = secrets.token_hex(16) if cluster else None
+        self.ca_file = tls.ca_file if tls else None
+        scheme = "https" if tls else "http"
         self.nodes = []
         for index in range(n):
             port = serving.free_port()
-            node_settings = {
+            values = {
                 "bind_port": port,
-                "worker_self_reference_url": "http://127.0.0.1:%d" % port,
+                "worker_self_reference_url": "%s://127.0.0.1:%d" % (scheme, port),
                 "sql_connection": db_url,
                 "image_cache_driver": "centralized_db",
                 "filesystem_store_datadir": self.store_dir,
             }
             if cluster:
-                node_settings["cluster_secret"] = self.secret
-            node_settings.update(settings)
+                values["cluster_secret"] = self.secret
+            if tls:
+                values["cluster_ca_file"] = tls.ca_file
+                if server != "gunicorn":
+                    values.update(cert_file=tls.cert_file, key_file=tls.key_file)
+            values.update(settings)
+            values.update((node_settings or {}).get(index, {}))
             workdir = os.path.join(self.workdir, "node%d" % index)
-            kwargs = {"flavor": flavor, "settings": node_settings,
-                      "origin_bytes_per_s": origin_rate}
-            self.nodes.append(GunicornNode(workdir, port, **kwargs) if server == "gunicorn"
-                              else ServerProcess(workdir, **kwargs))
+            kwargs = {"flavor": flavor, "settings": values, "origin_bytes_per_s": origin_rate,
+                      "ca_file": self.ca_file}
+            self.nodes.append(GunicornNode(workdir, port, tls=tls, **kwargs)
+                              if server == "gunicorn" else ServerProcess(workdir, **kwargs))
         self._sync = sync
 
     def start(self):
@@ -144,13 +163,14 @@ class Cluster:
         url = self.nodes[node].url
         status, _, body = serving.http_request(
             url, "POST", "/v2/images", json.dumps(meta).encode(),
-            {**headers, "Content-Type": "application/json"})
+            {**headers, "Content-Type": "application/json"}, ca_file=self.ca_file)
         if status != 201:
             raise AssertionError("creating an image on %s: %s %r" % (url, status, body))
         image_id = json.loads(body)["id"]
         status, _, body = serving.http_request(
             url, "PUT", "/v2/images/%s/file" % image_id, data,
-            {**headers, "Content-Type": "application/octet-stream"}, timeout_s=CLIENT_TIMEOUT_S)
+            {**headers, "Content-Type": "application/octet-stream"}, timeout_s=CLIENT_TIMEOUT_S,
+            ca_file=self.ca_file)
         if status != 204:
             raise AssertionError("uploading image %s on %s: %s %r" % (image_id, url, status,
                                                                       body))
@@ -161,7 +181,7 @@ class Cluster:
         try:
             status, cache, body, ended = fetch(self.nodes[node].url,
                                                "/v2/images/%s/file" % image_id, timeout_s,
-                                               headers)
+                                               headers, self.ca_file)
         except (OSError, http.client.HTTPException):   # no response, or reset mid-body
             return Download(node, None, None, None, "failed")
         return Download(node, status, cache, body, ended)
