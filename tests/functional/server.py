@@ -411,17 +411,18 @@ class StallOnce:
             self._mark("closed")
 
 
-def upload_image(url, data, name="image", timeout_s=120):
-    """A new active raw image holding ``data`` on the server at ``url``: its id."""
+def upload_image(url, data, name="image", timeout_s=120, ca_file=None):
+    """A new active raw image holding ``data`` on the server at ``url`` (https: verified
+    against ``ca_file``): its id."""
     status, _, body = http_request(
         url, "POST", "/v2/images", json.dumps({"name": name, "disk_format": "raw",
                                                "container_format": "bare"}).encode(),
-        {"Content-Type": "application/json"})
+        {"Content-Type": "application/json"}, ca_file=ca_file)
     assert status == 201, body
     image_id = json.loads(body)["id"]
     status, _, body = http_request(url, "PUT", "/v2/images/%s/file" % image_id, data,
                                    {"Content-Type": "application/octet-stream"},
-                                   timeout_s=timeout_s)
+                                   timeout_s=timeout_s, ca_file=ca_file)
     assert status == 204, body
     return image_id
 
