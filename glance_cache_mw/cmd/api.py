@@ -2,13 +2,12 @@
 
 Start-up, in this order, so that every mistake is reported before a port is taken: read the
 settings (``--config FILE``, or the embedded defaults under ./data) and check them (unknown
-keys, the cache driver, the flavor, ``cert_file``/``key_file``: exit 2 before anything is
-written), create or check the
-database schema (SQLite is created/upgraded in place; PostgreSQL and MySQL must have been synced
-with ``glance-cache-mw-manage db sync``), build the pipeline of the configured flavor, bind
-``bind_host:bind_port`` (port 0 = any free port) and print where it listens. With
-``cert_file`` and ``key_file`` it serves https (cmd/tls.py: each connection's handshake in its
-own green thread).
+keys, the cache driver, ``cert_file``/``key_file``, the flavor: exit 2 before anything is
+written), create or check the database schema (SQLite is created/upgraded in place; PostgreSQL
+and MySQL must have been synced with ``glance-cache-mw-manage db sync``), build the pipeline
+of the configured flavor, bind ``bind_host:bind_port`` (port 0 = any free port) and print
+where it listens. With ``cert_file`` and ``key_file`` it serves https (cmd/tls.py: each
+connection's handshake in its own green thread).
 
 With ``workers`` = 1 the server runs in this process; otherwise (0 = one per core) worker
 processes are forked after the socket is bound and share it; the parent replaces a worker that

@@ -1,10 +1,11 @@
 """How glance-cache-mw-api serves its socket: one process, or pre-forked workers.
 
-``serve`` runs eventlet's WSGI server (with cmd/sendfile.py's protocol) on a listening socket
-until SIGTERM, then drains: the listening socket is closed at once (new connections are
-refused), in-flight requests get up to the grace time to finish. ``Supervisor`` is the parent
-of ``workers`` forked processes that share the socket: it replaces a worker that dies (and gives
-up when they keep dying right after start) and forwards SIGTERM.
+``serve`` runs eventlet's WSGI server (with cmd/sendfile.py's protocol, or cmd/tls.py's over
+https) on a listening socket until SIGTERM, then drains: the listening socket is closed at
+once (new connections are refused), in-flight requests get up to the grace time to finish.
+``Supervisor`` is the parent of ``workers`` forked processes that share the socket: it
+replaces a worker that dies (and gives up when they keep dying right after start) and forwards
+SIGTERM.
 """
 
 import contextlib
