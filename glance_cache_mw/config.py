@@ -146,6 +146,11 @@ SETTINGS = (
     Setting("bind_port", "int", 9292, "Port the server listens on (0 = any free port).",
             maximum=65535, allow_empty=False),
     Setting("workers", "int", 1, "Server processes (0 = one per core)."),
+    Setting("cert_file", "str", None,
+            "PEM certificate (its chain after it) of glance-cache-mw-api: with key_file "
+            "it serves https (gunicorn and uWSGI use their own options)."),
+    Setting("key_file", "str", None,
+            "PEM private key (unencrypted) of cert_file; both or neither."),
     Setting("chunk_size", "int", 1048576, "Bytes per read when streaming image data.", minimum=1),
     Setting("debug", "bool", False, "Log at DEBUG level."),
     # The images app's limits (api/router.py), Glance's options of the same names.

@@ -20,9 +20,10 @@ A source that fails mid-way (``client.PeerError``: refused, reset, short, silent
 reached (Range): the client's download never restarts. When the peer that failed was the
 claimant, its claim is stolen (``fill_claims.steal``: one stealer wins and reads the origin from
 its offset, the others follow it). When no peer works after a few tries, the origin is read from
-the offset anyway (a logged fallback, counted as such). Bytes are verified by the fill (the
-TeeIterator ``watch``ed here): when they fail, the peers that supplied them are logged by URL
-and not asked for that image again by this process for ``CORRUPT_EXCLUSION_S``.
+the offset anyway (a logged fallback, counted as such, as is any origin read after a peer
+failed). Bytes are verified by the fill (the TeeIterator ``watch``ed here): when they fail,
+the peers that supplied them are logged by URL and not asked for that image again by this
+process for ``CORRUPT_EXCLUSION_S``.
 """
 
 import logging
@@ -182,7 +183,7 @@ class ClusterSource:
             if holder is not None:
                 return self._from_peer(holder)
             if self._claimed:
-                return self._from_origin("miss" if self.offset == 0 else "fallback")
+                return self._from_origin(self._origin_reason())
             filler = fill_claims.filler(self.image_id, engine=node.engine)
             if filler is None or filler == node.node_url:
                 if fill_claims.claim(self.image_id, node.node_url, node.lease_s,
@@ -218,7 +219,13 @@ class ClusterSource:
             return self._from_peer(holder)
         self._renewer = _LeaseRenewer(self.node, self.image_id)
         self._renewer.start()
-        return self._from_origin("miss" if self.offset == 0 else "fallback")
+        return self._from_origin(self._origin_reason())
+
+    def _origin_reason(self):
+        """"miss" for the one origin read a cluster needs; "fallback" when this node reads
+        the origin because a peer failed it (from byte 0 too: a node that cannot reach or
+        trust any peer), or from the offset another source reached."""
+        return "fallback" if self.offset or self._failed else "miss"
 
     def _from_origin(self, reason):
         LOG.info("image %s: filling from origin at byte %d", self.image_id, self.offset)

@@ -2,10 +2,12 @@
 
 Start-up, in this order, so that every mistake is reported before a port is taken: read the
 settings (``--config FILE``, or the embedded defaults under ./data) and check them (unknown
-keys, the cache driver, the flavor: exit 2 before anything is written), create or check the
-database schema (SQLite is created/upgraded in place; PostgreSQL and MySQL must have been synced
-with ``glance-cache-mw-manage db sync``), build the pipeline of the configured flavor, bind
-``bind_host:bind_port`` (port 0 = any free port) and print where it listens.
+keys, the cache driver, ``cert_file``/``key_file``, the flavor: exit 2 before anything is
+written), create or check the database schema (SQLite is created/upgraded in place; PostgreSQL
+and MySQL must have been synced with ``glance-cache-mw-manage db sync``), build the pipeline
+of the configured flavor, bind ``bind_host:bind_port`` (port 0 = any free port) and print
+where it listens. With ``cert_file`` and ``key_file`` it serves https (cmd/tls.py: each
+connection's handshake in its own green thread).
 
 With ``workers`` = 1 the server runs in this process; otherwise (0 = one per core) worker
 processes are forked after the socket is bound and share it; the parent replaces a worker that
@@ -13,7 +15,8 @@ dies and forwards SIGTERM (cmd/workers.py). SIGTERM (or Ctrl-C) stops gracefully
 socket is closed at once in every process (new connections are refused), in-flight requests get
 up to ``--graceful-timeout`` seconds to finish, then the process exits 0.
 
-The server offers ``wsgi.file_wrapper``: a cache hit is sent with sendfile (cmd/sendfile.py).
+The server offers ``wsgi.file_wrapper``: a cache hit is sent with sendfile (cmd/sendfile.py;
+over https eventlet writes it through the SSL object).
 Each response is logged on the ``glance_cache_mw.access`` logger when its body is done, with
 the ``X-Image-Cache`` status (HIT, MISS, ...) when the response has one
 (middleware/access_log.py); the schema is prepared by db/migration.py.
@@ -34,7 +37,7 @@ with warnings.catch_warnings():
     import eventlet
 
 from glance_cache_mw import exception, metrics_dir
-from glance_cache_mw.cmd import common, workers as workers_mod
+from glance_cache_mw.cmd import common, tls, workers as workers_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ def _run(argv):
 
     args = build_parser().parse_args(argv)
     conf = common.load_config(args)
+    tls_context = tls.server_context(conf.cert_file, conf.key_file)   # exit 2 if unusable
     if not conf.debug and not args.debug:
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     flavor = wsgi.check_flavor(args.config_file)   # settings and flavor checked: now write
@@ -92,12 +96,15 @@ def _run(argv):
         app = AccessLog(wsgi.load_embedded_app())
     sock = bind(conf.bind_host, conf.bind_port)
     workers = conf.workers or os.cpu_count() or 1
-    print_banner(sock, conf, flavor, workers, args.config_file)
+    protocol = tls.protocol(tls_context)
+    scheme = "https" if tls_context is not None else "http"
+    print_banner(sock, conf, flavor, workers, args.config_file, scheme)
     maintain = functools.partial(start_maintenance, conf)
     if workers == 1:
         return workers_mod.serve(sock, app, args.graceful_timeout, stop_on_sigint=True,
-                                 maintain=maintain)
-    return workers_mod.Supervisor(sock, app, workers, args.graceful_timeout, maintain).run()
+                                 maintain=maintain, protocol=protocol)
+    return workers_mod.Supervisor(sock, app, workers, args.graceful_timeout, maintain,
+                                  protocol).run()
 
 
 def start_maintenance(conf):
@@ -123,8 +130,8 @@ def bind(host, port):
             reason="cannot listen on bind_host=%r bind_port=%r: %s" % (host, port, err)) from None
 
 
-def base_url(sock):
-    """``http://host:port`` of a listening socket (wildcard addresses shown as loopback)."""
+def base_url(sock, scheme="http"):
+    """``scheme://host:port`` of a listening socket (wildcard addresses shown as loopback)."""
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
@@ -132,14 +139,14 @@ def base_url(sock):
         host = "::1"
     if ":" in host:
         host = "[%s]" % host
-    return "http://%s:%d" % (host, port)
+    return "%s://%s:%d" % (scheme, host, port)
 
 
-def print_banner(sock, conf, flavor, workers, config_file):
+def print_banner(sock, conf, flavor, workers, config_file, scheme="http"):
     """Tell the operator where the server listens and, for noauth, how to upload an image."""
     import sqlalchemy as sa
 
-    url = base_url(sock)
+    url = base_url(sock, scheme)
     LOG.info("listening on %s (flavor %s, workers=%d)", url, flavor, workers)
     lines = ["glance-cache-mw-api: listening on %s (flavor %s, %d worker%s, pid %d)"
              % (url, flavor, workers, "" if workers == 1 else "s", os.getpid())]

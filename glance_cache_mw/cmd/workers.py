@@ -1,10 +1,11 @@
 """How glance-cache-mw-api serves its socket: one process, or pre-forked workers.
 
-``serve`` runs eventlet's WSGI server (with cmd/sendfile.py's protocol) on a listening socket
-until SIGTERM, then drains: the listening socket is closed at once (new connections are
-refused), in-flight requests get up to the grace time to finish. ``Supervisor`` is the parent
-of ``workers`` forked processes that share the socket: it replaces a worker that dies (and gives
-up when they keep dying right after start) and forwards SIGTERM.
+``serve`` runs eventlet's WSGI server (with cmd/sendfile.py's protocol, or cmd/tls.py's over
+https) on a listening socket until SIGTERM, then drains: the listening socket is closed at
+once (new connections are refused), in-flight requests get up to the grace time to finish.
+``Supervisor`` is the parent of ``workers`` forked processes that share the socket: it
+replaces a worker that dies (and gives up when they keep dying right after start) and forwards
+SIGTERM.
 """
 
 import contextlib
@@ -43,8 +44,11 @@ class _StopFlag:
         self.signum = signum
 
 
-def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None, maintain=None):
+def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None, maintain=None,
+          protocol=sendfile.SendfileProtocol):
     """Serve ``app`` on ``sock`` until SIGTERM, then drain for up to ``grace_s``; return 0.
+
+    ``protocol``: eventlet's HTTP protocol class (cmd/tls.py's for https).
 
     A worker passes its parent's pid: if the parent is gone (killed with SIGKILL), the worker
     stops as if it got SIGTERM instead of holding the port as an orphan.
@@ -54,17 +58,17 @@ def serve(sock, app, grace_s, stop_on_sigint=False, parent_pid=None, maintain=No
     signal.signal(signal.SIGINT, stop if stop_on_sigint else signal.SIG_IGN)
     maintenance = maintain() if maintain is not None else None
     try:
-        return _serve_until_stopped(sock, app, grace_s, stop, parent_pid)
+        return _serve_until_stopped(sock, app, grace_s, stop, parent_pid, protocol)
     finally:
         if maintenance is not None:
             maintenance.close()
 
 
-def _serve_until_stopped(sock, app, grace_s, stop, parent_pid):
+def _serve_until_stopped(sock, app, grace_s, stop, parent_pid, protocol):
     pool = eventlet.GreenPool(POOL_SIZE)
     server = eventlet.spawn(eventlet.wsgi.server, sock, app, custom_pool=pool, log=LOG,
                             log_output=False, socket_timeout=CLIENT_SOCKET_TIMEOUT_S,
-                            keepalive=True, debug=False, protocol=sendfile.SendfileProtocol)
+                            keepalive=True, debug=False, protocol=protocol)
     while stop.signum is None and not server.dead:
         eventlet.sleep(STOP_POLL_S)
         if parent_pid is not None and os.getppid() != parent_pid:
@@ -91,8 +95,10 @@ def _serve_until_stopped(sock, app, grace_s, stop, parent_pid):
 class Supervisor:
     """Parent of the worker processes: fork them, replace the dead ones, stop them all."""
 
-    def __init__(self, sock, app, workers, grace_s, maintain=None):
+    def __init__(self, sock, app, workers, grace_s, maintain=None,
+                 protocol=sendfile.SendfileProtocol):
         self.maintain = maintain
+        self.protocol = protocol
         self.sock = sock
         self.app = app
         self.workers = workers
@@ -144,7 +150,7 @@ class Supervisor:
             eventlet.hubs.use_hub()
             _forget_inherited_connections()
             status = serve(self.sock, self.app, self.grace_s, parent_pid=self.parent_pid,
-                           maintain=self.maintain)
+                           maintain=self.maintain, protocol=self.protocol)
         except BaseException:  # the child must never return into the parent's code
             LOG.exception("worker %d failed", os.getpid())
         finally:

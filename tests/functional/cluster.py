@@ -9,7 +9,10 @@ node reads the origin itself). Each server has the test-only filter in front of 
 app (tests/functional/server.py): every origin read of image data is logged in
 ``{node data_dir}/origin-reads`` and paced to ``origin_rate`` bytes/s when given. Nodes run
 ``glance-cache-mw-api`` (eventlet), gunicorn (GunicornNode) or uWSGI (UwsgiNode) with the
-command lines of docs/deployment.md.
+command lines of docs/deployment.md. With ``tls=TLS(cert_file, key_file, ca_file)`` every node
+serves https (glance-cache-mw-api's cert_file/key_file, gunicorn's --certfile/--keyfile), its
+worker_self_reference_url is ``https://127.0.0.1:PORT``, its cluster_ca_file is ``ca_file``,
+and the test's clients verify the nodes' certificates against ``ca_file`` too.
 
     with Cluster(tmp_path, db.url, 3, image_cache_verify_before_last_byte="true") as cluster:
         image_id = cluster.upload(data)
@@ -21,6 +24,7 @@ repository root on sys.path and the test extra installed).
 """
 
 import concurrent.futures
+import collections
 import contextlib
 import http.client
 import json
@@ -35,6 +39,9 @@ from tests.functional.server import (ServerProcess, fetch, uwsgi_command,
 
 METRIC_PREFIX = "glance_cache_mw_"
 CLIENT_TIMEOUT_S = 120
+
+# PEM files of a cluster over https: every node's certificate and key, the CA that signed them.
+TLS = collections.namedtuple("TLS", "cert_file key_file ca_file")
 
 
 class Download:
@@ -58,9 +65,11 @@ class WsgiNode(ServerProcess):
 
     name = "a WSGI server"
 
-    def __init__(self, workdir, port, **kwargs):
+    def __init__(self, workdir, port, tls=None, **kwargs):
+        """``tls``: a TLS (the server's own options, the URL https://)."""
         super().__init__(workdir, **kwargs)
-        self.url = "http://127.0.0.1:%d" % port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", port)
+        self.tls = tls
 
     def command(self):
         raise NotImplementedError
@@ -69,8 +78,8 @@ class WsgiNode(ServerProcess):
         env = serving.subprocess_env(GLANCE_CACHE_MW_CONFIG=self.config_path)
         self.process = serving.start_process(self.command(), self.workdir, env,
                                              self.stdout_path, self.stderr_path)
-        if serving.wait_until(lambda: serving.status_of(self.url) == 200, self.process,
-                              timeout_s):
+        if serving.wait_until(lambda: serving.status_of(self.url, ca_file=self.ca_file) == 200,
+                              self.process, timeout_s):
             self.started(timeout_s)
             return self
         self.stop()
@@ -91,9 +100,11 @@ class GunicornNode(WsgiNode):
         self.workers = workers
 
     def command(self):
+        tls_args = ["--certfile", self.tls.cert_file, "--keyfile", self.tls.key_file] \
+            if self.tls else []
         return [serving.console_script("gunicorn"), "-b", "127.0.0.1:%d" % self.port,
                 "--workers", str(self.workers), "--worker-class", "gthread", "--threads", "16",
-                "--timeout", "0", "glance_cache_mw.wsgi:application"]
+                "--timeout", "0", *tls_args, "glance_cache_mw.wsgi:application"]
 
 
 class UwsgiNode(WsgiNode):
@@ -103,7 +114,9 @@ class UwsgiNode(WsgiNode):
 
     name = "uWSGI"
 
-    def __init__(self, workdir, port, processes=2, threads=8, **kwargs):
+    def __init__(self, workdir, port, processes=2, threads=8, tls=None, **kwargs):
+        if tls:   # uWSGI's --https-socket needs a uWSGI built with OpenSSL: not tested here
+            raise ValueError("UwsgiNode does not serve https")
         super().__init__(workdir, port, **kwargs)
         self.processes, self.threads = processes, threads
 
@@ -123,36 +136,43 @@ class Cluster:
     ServerProcess of node i (``.url``, ``.data_dir``, ``.stop()``, ``.signal()``)."""
 
     def __init__(self, workdir, db_url, n=3, origin_rate=None, flavor="noauth", cluster=True,
-                 sync=False, server="eventlet", node_settings=None, **settings):
+                 sync=False, server="eventlet", tls=None, node_settings=None, **settings):
         """``origin_rate``: bytes/s of every origin read; ``sync``: migrate ``db_url``
         first (glance-cache-mw-manage db sync); ``server``: "eventlet" (glance-cache-mw-api),
-        "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``settings``: more [DEFAULT] keys,
-        for every node; ``node_settings``: {node index: [DEFAULT] keys of that node only}."""
+        "gunicorn" (GunicornNode) or "uwsgi" (UwsgiNode); ``tls``: a TLS, for https between
+        everyone (eventlet and gunicorn); ``settings``: more [DEFAULT] keys, for every node;
+        ``node_settings``: {node index: {key: value}}, for one node (they win)."""
         self.workdir = str(workdir)
         self.store_dir = os.path.join(self.workdir, "store")
         os.makedirs(self.store_dir, exist_ok=True)
         self.secret = secrets.token_hex(16) if cluster else None
+        self.ca_file = tls.ca_file if tls else None
+        scheme = "https" if tls else "http"
         self.nodes = []
         for index in range(n):
             port = serving.free_port()
             own = {
                 "bind_port": port,
-                "worker_self_reference_url": "http://127.0.0.1:%d" % port,
+                "worker_self_reference_url": "%s://127.0.0.1:%d" % (scheme, port),
                 "sql_connection": db_url,
                 "image_cache_driver": "centralized_db",
                 "filesystem_store_datadir": self.store_dir,
             }
             if cluster:
                 own["cluster_secret"] = self.secret
+            if tls:
+                own["cluster_ca_file"] = tls.ca_file
+                if server == "eventlet":
+                    own.update(cert_file=tls.cert_file, key_file=tls.key_file)
             own.update(settings)
             own.update((node_settings or {}).get(index, {}))
             workdir = os.path.join(self.workdir, "node%d" % index)
-            kwargs = {"flavor": flavor, "settings": own,
-                      "origin_bytes_per_s": origin_rate}
+            kwargs = {"flavor": flavor, "settings": own, "origin_bytes_per_s": origin_rate,
+                      "ca_file": self.ca_file}
             if server == "eventlet":
                 self.nodes.append(ServerProcess(workdir, **kwargs))
             else:
-                self.nodes.append(NODE_CLASSES[server](workdir, port, **kwargs))
+                self.nodes.append(NODE_CLASSES[server](workdir, port, tls=tls, **kwargs))
         self._sync = sync
 
     def start(self):
@@ -195,13 +215,14 @@ class Cluster:
         url = self.nodes[node].url
         status, _, body = serving.http_request(
             url, "POST", "/v2/images", json.dumps(meta).encode(),
-            {**headers, "Content-Type": "application/json"})
+            {**headers, "Content-Type": "application/json"}, ca_file=self.ca_file)
         if status != 201:
             raise AssertionError("creating an image on %s: %s %r" % (url, status, body))
         image_id = json.loads(body)["id"]
         status, _, body = serving.http_request(
             url, "PUT", "/v2/images/%s/file" % image_id, data,
-            {**headers, "Content-Type": "application/octet-stream"}, timeout_s=CLIENT_TIMEOUT_S)
+            {**headers, "Content-Type": "application/octet-stream"}, timeout_s=CLIENT_TIMEOUT_S,
+            ca_file=self.ca_file)
         if status != 204:
             raise AssertionError("uploading image %s on %s: %s %r" % (image_id, url, status,
                                                                       body))
@@ -213,7 +234,7 @@ class Cluster:
         try:
             status, cache, body, ended = fetch(self.nodes[node].url,
                                                "/v2/images/%s/file" % image_id, timeout_s,
-                                               headers)
+                                               headers, self.ca_file)
         except (OSError, http.client.HTTPException):   # no response, or reset mid-body
             return Download(node, None, None, None, "failed")
         return Download(node, status, cache, body, ended)

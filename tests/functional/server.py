@@ -78,8 +78,12 @@ class ServerProcess:
     """One ``glance-cache-mw-api --config FILE`` subprocess; ``url`` once started."""
 
     def __init__(self, workdir, flavor="noauth", settings=None, testing=True, stub_app=False,
-                 extra_args=(), ini_text=None, origin_bytes_per_s=None, origin_stall_s=None):
+                 extra_args=(), ini_text=None, origin_bytes_per_s=None, origin_stall_s=None,
+                 ca_file=None):
+        """``ca_file``: the CA that verifies the server's certificate when it serves https
+        (cert_file and key_file in ``settings``)."""
         self.workdir = str(workdir)
+        self.ca_file = ca_file
         os.makedirs(self.workdir, exist_ok=True)
         self.data_dir = os.path.join(self.workdir, "data")
         self.config_path = os.path.join(self.workdir, "glance-cache-mw.ini")
@@ -135,15 +139,16 @@ class ServerProcess:
 
     def request(self, method, path, body=None, headers=None, timeout_s=30):
         """One request on a fresh connection; (status, headers dict, body bytes)."""
-        return http_request(self.url, method, path, body, headers, timeout_s)
+        return http_request(self.url, method, path, body, headers, timeout_s,
+                            ca_file=self.ca_file)
 
 
-def fetch(url, path, timeout_s=60, headers=None):
+def fetch(url, path, timeout_s=60, headers=None, ca_file=None):
     """GET (with ``headers``) on a keep-alive HTTP/1.1 connection: (status, X-Image-Cache,
     body, how it ended): "complete", "cut" (the server closed the connection short of
-    Content-Length) or "kept open" (it waited for bytes that never came)."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    Content-Length) or "kept open" (it waited for bytes that never came). An https ``url``
+    is verified against ``ca_file``."""
+    conn = serving.connection(url, timeout_s, ca_file)
     try:
         conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
@@ -421,17 +426,18 @@ class StallOnce:
             self._mark("closed")
 
 
-def upload_image(url, data, name="image", timeout_s=120):
-    """A new active raw image holding ``data`` on the server at ``url``: its id."""
+def upload_image(url, data, name="image", timeout_s=120, ca_file=None):
+    """A new active raw image holding ``data`` on the server at ``url`` (https: verified
+    against ``ca_file``): its id."""
     status, _, body = http_request(
         url, "POST", "/v2/images", json.dumps({"name": name, "disk_format": "raw",
                                                "container_format": "bare"}).encode(),
-        {"Content-Type": "application/json"})
+        {"Content-Type": "application/json"}, ca_file=ca_file)
     assert status == 201, body
     image_id = json.loads(body)["id"]
     status, _, body = http_request(url, "PUT", "/v2/images/%s/file" % image_id, data,
                                    {"Content-Type": "application/octet-stream"},
-                                   timeout_s=timeout_s)
+                                   timeout_s=timeout_s, ca_file=ca_file)
     assert status == 204, body
     return image_id
 

@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ import urllib.parse
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE_CONFIG = os.path.join(REPO_ROOT, "etc", "glance-cache-mw.ini")
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 def console_script(name):
@@ -113,10 +114,10 @@ def listening_url(stdout_path):
     return match.group(1) if match else None
 
 
-def status_of(url, path="/healthcheck", timeout_s=2):
+def status_of(url, path="/healthcheck", timeout_s=2, ca_file=None):
     """The status of ``GET url+path``, or None when nothing answers properly."""
     with contextlib.suppress(OSError, http.client.HTTPException):
-        return http_request(url, "GET", path, timeout_s=timeout_s)[0]
+        return http_request(url, "GET", path, timeout_s=timeout_s, ca_file=ca_file)[0]
     return None
 
 
@@ -139,11 +140,23 @@ def stop_process(process, timeout_s, group=False):
     return process.returncode
 
 
-def http_request(base_url, method, path, body=None, headers=None, timeout_s=30, blocksize=8192):
-    """(status, lower-cased headers, body) of one request to ``base_url + path``."""
+def connection(base_url, timeout_s, ca_file=None, blocksize=8192):
+    """An http.client connection to ``base_url``: https verifies the server's certificate
+    and host name against ``ca_file`` (else the system's CAs)."""
     parts = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s,
+    if parts.scheme == "https":
+        context = ssl.create_default_context(cafile=ca_file)
+        return http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout_s,
+                                           blocksize=blocksize, context=context)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s,
                                       blocksize=blocksize)
+
+
+def http_request(base_url, method, path, body=None, headers=None, timeout_s=30, blocksize=8192,
+                 ca_file=None):
+    """(status, lower-cased headers, body) of one request to ``base_url + path`` (https:
+    verified against ``ca_file``)."""
+    conn = connection(base_url, timeout_s, ca_file, blocksize)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -134,6 +134,14 @@ def test_the_origin_goes_on_at_the_offset_a_failed_holder_reached(engine, metric
     assert peer_reads(metrics, "failed") == 1
 
 
+def test_the_origin_read_after_every_holder_failed_at_byte_0_is_a_fallback(engine, metrics,
+                                                                           peers):
+    refusing, origin = peers("status"), Origin()
+    assert drain(node_for(engine, metrics, refusing.url).source(IMAGE, origin)) == DATA
+    assert origin.calls == [(0, "fallback")]
+    assert peer_reads(metrics, "failed") == 1
+
+
 def test_the_claim_of_a_claimant_that_failed_is_taken_over(engine, metrics, peers):
     claimant, origin = peers("short"), Origin()
     assert fill_claims.claim(IMAGE_ID, claimant.url, 300, engine=engine)
