@@ -17,7 +17,8 @@ time it needs a source:
 
 A source that fails mid-way (``client.PeerError``: refused, reset, short, silent for
 ``cluster_peer_timeout``) is excluded for this fill and the next one goes on from the offset
-reached (Range): the client's download never restarts. When the peer that failed was the
+reached (Range): the client's download never restarts (the reading and failing over, shared
+with PEER downloads, is cluster/failover.py's). When the peer that failed was the
 claimant, its claim is stolen (``fill_claims.steal``: one stealer wins and reads the origin from
 its offset, the others follow it). When no peer works after a few tries, the origin is read from
 the offset anyway (a logged fallback, counted as such, as is any origin read after a peer
@@ -31,13 +32,13 @@ import random
 import threading
 import time
 
-from glance_cache_mw import bodies, cluster as cluster_mod, metrics as metrics_mod
-from glance_cache_mw.cluster import client, proxy
+from glance_cache_mw import cluster as cluster_mod, metrics as metrics_mod
+from glance_cache_mw.cluster import client, failover, proxy
 from glance_cache_mw.db import fill_claims
 
 LOG = logging.getLogger(__name__)
 
-CORRUPT_EXCLUSION_S = 600
+CORRUPT_EXCLUSION_S = failover.CORRUPT_EXCLUSION_S
 MAX_SOURCES = 8   # sources tried for one fill before the origin is read anyway
 
 
@@ -111,55 +112,26 @@ class ClusterNode:
             return {peer for (image, peer) in self._corrupt if image == image_id}
 
 
-class ClusterSource:
+class ClusterSource(failover.FailoverRead):
     """The bytes of one image for this node's fill, from peers or the origin (see the
     module docstring); ``offset``: bytes yielded so far. ``close()`` ends the current source,
     releases a claim this node holds and reports peers whose bytes failed verification."""
 
     def __init__(self, node, image_id, size, origin):
-        self.node = node
-        self.image_id = image_id
-        self.size = size
-        self.offset = 0
+        super().__init__(node, image_id, size, 0, size)
         self._origin = origin
-        self._current = None        # the iterator of the current source
-        self._current_body = None   # what to close(): the origin's body or a PeerReader
-        self._current_peer = None   # None while reading the origin
-        self._failed = set()
-        self._suppliers = []        # peers whose bytes went into this fill, in order
         self._tried = 0
         self._claimed = False
         self._renewer = None
-        self._tee = None
-        self._closed = False
 
-    def watch(self, tee):
-        """The fill (a TeeIterator) that verifies these bytes: its verdict is read at close."""
-        self._tee = tee
+    def _peer_end(self):
+        return None   # the whole rest: bytes=offset-
 
-    def __iter__(self):
-        return self
+    def _trim(self, chunk):
+        # The origin's bytes are not cut (see _finish).
+        return super()._trim(chunk) if self._current_peer is not None else chunk
 
-    def __next__(self):
-        while self.offset < self.size:
-            if self._current is None:
-                self._current = self._next_source()
-            try:
-                chunk = next(self._current)
-            except StopIteration:
-                self._end_current()
-                if self._current_peer is None:   # a peer's reader never ends short
-                    raise IOError("the origin ended at byte %d of %d"
-                                  % (self.offset, self.size)) from None
-                continue
-            except client.PeerError as err:
-                self._peer_failed(err)
-                continue
-            if self._current_peer is not None:
-                chunk = chunk[:self.size - self.offset]
-                self.node.metrics.peer_bytes(len(chunk))
-            self.offset += len(chunk)
-            return chunk
+    def _finish(self):
         if self._current is not None and self._current_peer is None:
             # The origin's body runs to its end, as outside cluster mode: Glance's data path
             # reports a download (image.send) only then, and bytes past the record's size
@@ -168,8 +140,7 @@ class ClusterSource:
                 if chunk:
                     self.offset += len(chunk)
                     return chunk
-        self._end_current()
-        raise StopIteration
+        return super()._finish()
 
     # -- choosing a source ---------------------------------------------------------------
 
@@ -229,44 +200,22 @@ class ClusterSource:
 
     def _from_origin(self, reason):
         LOG.info("image %s: filling from origin at byte %d", self.image_id, self.offset)
-        self._current_peer = None
-        # PEP 3333: close() is the body's, whatever its __iter__ returns.
-        self._current_body = self._origin(self.offset, reason)
-        return iter(self._current_body)
+        return self._use_origin(self._origin(self.offset, reason))
 
     def _from_peer(self, peer_url):
         LOG.info("image %s: filling from peer %s at byte %d", self.image_id, peer_url,
                  self.offset)
-        self._current_peer = peer_url
-        if peer_url not in self._suppliers:
-            self._suppliers.append(peer_url)
-        self._current_body = self.node.reader(peer_url, self.image_id, self.offset, self.size)
-        return self._current_body
-
-    def _peer_failed(self, err):
-        LOG.warning("image %s: %s; going on from byte %d with another source",
-                    self.image_id, err, self.offset)
-        self.node.metrics.peer_read("failed")
-        self._failed.add(self._current_peer)
-        self._current = self._current_body = None   # the reader closed itself
-
-    def _end_current(self):
-        body, self._current_body, self._current = self._current_body, None, None
-        bodies.close_body(body)
+        return self._use_peer(peer_url)
 
     # -- the end -------------------------------------------------------------------------
 
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
+    def _after_close(self):
         try:
-            self._end_current()
-        finally:
             if self._renewer is not None:
                 self._renewer.stop()
             if self._claimed:
                 self._release()
+        finally:
             self._report_peers()
 
     def _release(self):
@@ -275,22 +224,6 @@ class ClusterSource:
             fill_claims.release(self.image_id, self.node.node_url, engine=self.node.engine)
         except Exception as err:   # the lease expires anyway
             LOG.warning("image %s: could not release its fill claim: %s", self.image_id, err)
-
-    def _report_peers(self):
-        """Count the peers that supplied bytes, by the fill's verdict on them."""
-        mismatch = getattr(self._tee, "mismatch", None)
-        for peer_url in self._suppliers:
-            if peer_url in self._failed and mismatch is None:
-                continue   # counted as failed already
-            if mismatch is None:
-                if self.offset >= self.size:   # not for a fill that stopped half-way
-                    self.node.metrics.peer_read("ok")
-                continue
-            LOG.error("image %s: bytes from peer %s failed verification (%s); not asking "
-                      "it for this image for %d s", self.image_id, peer_url, mismatch,
-                      CORRUPT_EXCLUSION_S)
-            self.node.metrics.peer_read("corrupt")
-            self.node.mark_corrupt(self.image_id, peer_url)
 
 
 class _LeaseRenewer:
