@@ -315,9 +315,13 @@ def read_ini_defaults(path):
         except configparser.InterpolationError as err:
             if key not in _BY_NAME:
                 continue   # not ours: e.g. an oslo.log format string in glance-api.conf
+            detail = str(err).splitlines()[0]
+            if _BY_NAME[key].kind == "secret" or key == "sql_connection":
+                # configparser quotes the value: never show a secret or a password.
+                detail = "a '%' that starts no %(name)s (the value is not shown)"
             raise exception.InvalidConfiguration(
                 reason="%s in %s: %s (write a literal %% as %%%%)"
-                % (key, path, str(err).splitlines()[0])) from None
+                % (key, path, detail)) from None
     # Glance's glance-api.conf names the database [database] connection.
     if "sql_connection" not in values and parser.has_option("database", "connection"):
         values["sql_connection"] = parser.get("database", "connection", raw=True)

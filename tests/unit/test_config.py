@@ -73,9 +73,23 @@ def test_ini_values_are_interpolated_like_paste(tmp_path):
 
 def test_a_lone_percent_names_the_key(tmp_path):
     ini = tmp_path / "x.ini"
-    ini.write_text("[DEFAULT]\nsql_connection = postgresql://u:p%40ss@h/db\n")
-    with pytest.raises(exception.InvalidConfiguration, match="sql_connection"):
+    ini.write_text("[DEFAULT]\ndata_dir = /srv/50%full\n")
+    with pytest.raises(exception.InvalidConfiguration) as caught:
         config.Config.from_file(str(ini))
+    assert "data_dir" in str(caught.value) and "%full" in str(caught.value)
+
+
+@pytest.mark.parametrize("key, value, hidden", [
+    ("sql_connection", "postgresql://u:p%40ss@h/db", "40ss"),
+    ("cluster_secret", "0123456789abcdef%SECRETTAIL", "SECRETTAIL"),
+])
+def test_a_lone_percent_in_a_secret_names_the_key_not_the_value(tmp_path, key, value, hidden):
+    ini = tmp_path / "x.ini"
+    ini.write_text("[DEFAULT]\n%s = %s\n" % (key, value))
+    with pytest.raises(exception.InvalidConfiguration) as caught:
+        config.Config.from_file(str(ini))
+    assert key in str(caught.value) and str(ini) in str(caught.value)
+    assert hidden not in str(caught.value)
 
 
 def test_from_file_rejects_unknown_keys_with_a_suggestion(tmp_path):
