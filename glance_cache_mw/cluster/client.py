@@ -80,7 +80,7 @@ class PeerReader:
         self._chunk_size = chunk_size
         self._ca_file = ca_file
         self._ttl_s = ttl_s
-        self._min_rate = min_rate
+        self.min_rate = min_rate
         self._window_bytes = 0     # received in the current rate window
         self._window_wait_s = 0.0  # spent waiting for them
         self._conn = None
@@ -117,7 +117,7 @@ class PeerReader:
     def _check_rate(self, received, waited_s):
         """Fail when a window of ``timeout_s`` seconds of waiting brought fewer than
         ``min_rate`` bytes per second (``received`` is left out of ``offset`` then)."""
-        if not self._min_rate:
+        if not self.min_rate:
             return
         self._window_bytes += received
         self._window_wait_s += waited_s
@@ -125,9 +125,9 @@ class PeerReader:
             return
         rate = self._window_bytes / self._window_wait_s
         self._window_bytes, self._window_wait_s = 0, 0.0
-        if rate < self._min_rate:
+        if rate < self.min_rate:
             self._fail("sends %.1f KiB/s, under cluster_peer_min_rate (%.1f KiB/s)"
-                       % (rate / 1024, self._min_rate / 1024))
+                       % (rate / 1024, self.min_rate / 1024))
 
     def _fail(self, reason, status=None):
         self.close()
