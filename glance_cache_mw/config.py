@@ -134,6 +134,12 @@ SETTINGS = (
     Setting("cluster_peer_timeout", "int", 30,
             "Seconds a peer may send nothing (or take to connect) before it is abandoned.",
             minimum=1),
+    Setting("cluster_peer_min_rate", "int", 1048576,
+            "Bytes per second a peer holding the whole image must send, counted over the "
+            "time this node waits for its bytes (not over wall time: a slow client does not "
+            "count) and judged every cluster_peer_timeout seconds of waiting; a slower "
+            "holder is left for another source at the byte reached. A peer still filling the "
+            "image is exempt (its origin sets its pace). 0: no minimum.", minimum=0),
     Setting("cluster_signature_ttl", "int", 30,
             "Seconds a signed peer request stays valid.", minimum=1),
     Setting("cluster_ca_file", "str", None,

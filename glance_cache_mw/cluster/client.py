@@ -6,9 +6,19 @@ endpoint (middleware/peer.py) serves them from its cached file or its growing fi
 short of every byte up to the image's end (or ``end``) raises ``PeerError`` naming the peer:
 a refused or timed-out connection, a status other than 200/206, a Content-Range or
 Content-Length whose start, end or total is not the one asked for, a connection that ends
-early, resets, or sends nothing for ``timeout_s``. The caller (cluster/source.py) then
-goes on from the offset reached with another source. The bytes themselves are verified by the
-fill that consumes them, not here.
+early, resets, sends nothing for ``timeout_s``, or (with ``min_rate``) sends slower than
+``min_rate`` bytes per second of waiting for it. The caller (cluster/source.py) then goes on
+from the offset reached with another source. The bytes themselves are verified by the fill
+that consumes them, not here.
+
+The rate is the bytes received divided by the time spent waiting inside reads, not wall
+time: a reader consumed at its client's pace (a PEER download) finds the bytes the peer sent
+meanwhile already buffered, so a slow client never makes a peer look slow. It is judged over
+windows of ``timeout_s`` seconds of waiting (a short read may finish before any judgement).
+
+The image id goes on the wire percent-encoded as UTF-8 (a space, ``%``, ``?``, ``#`` or a
+non-ASCII character stay part of the id); the signature covers the decoded path and id, what
+the peer's WSGI server hands its endpoint as PATH_INFO once decoded as UTF-8.
 
 http.client does the HTTP (eventlet's green version when the server monkey-patched it); https
 peer URLs are verified against ``ca_file`` (else the system's CAs).
@@ -18,6 +28,7 @@ import http.client
 import logging
 import re
 import ssl
+import time
 import urllib.parse
 
 from glance_cache_mw import cluster
@@ -49,11 +60,13 @@ class PeerReader:
     close)."""
 
     def __init__(self, peer_url, image_id, offset, secret, node_url, timeout_s,
-                 chunk_size=65536, ca_file=None, *, size=None, ttl_s=30, end=None):
+                 chunk_size=65536, ca_file=None, *, size=None, ttl_s=30, end=None,
+                 min_rate=0):
         """``node_url``: this (asking) node's worker_self_reference_url, signed with
         ``secret`` for ``ttl_s`` seconds; ``size``: the image's size, when known (the
         response must then end there); ``end``: the offset to stop at (exclusive; None: the
-        image's end); ``timeout_s``: for connecting and for each read."""
+        image's end); ``timeout_s``: for connecting and for each read, and the seconds of
+        waiting over which ``min_rate`` (bytes/s; 0: no minimum) is judged."""
         if end is not None and end <= offset:
             raise ValueError("PeerReader end=%d is not after offset=%d" % (end, offset))
         self.peer_url = peer_url.rstrip("/")
@@ -67,6 +80,9 @@ class PeerReader:
         self._chunk_size = chunk_size
         self._ca_file = ca_file
         self._ttl_s = ttl_s
+        self.min_rate = min_rate
+        self._window_bytes = 0     # received in the current rate window
+        self._window_wait_s = 0.0  # spent waiting for them
         self._conn = None
         self._response = None
         self._end = None
@@ -86,30 +102,52 @@ class PeerReader:
         if self.offset >= self._end:
             self.close()
             raise StopIteration
+        started = time.monotonic()
         try:
             chunk = self._response.read1(min(self._chunk_size, self._end - self.offset))
         except (OSError, http.client.HTTPException) as err:   # timeout, reset, ...
             self._fail("reading: %s" % (_describe(err),))
         if not chunk:
             self._fail("the connection ended at byte %d of %d" % (self.offset, self._end))
+        if self.offset + len(chunk) < self._end:
+            self._check_rate(len(chunk), time.monotonic() - started)
         self.offset += len(chunk)
         return chunk
+
+    def _check_rate(self, received, waited_s):
+        """Fail when a window of ``timeout_s`` seconds of waiting brought fewer than
+        ``min_rate`` bytes per second (``received`` is left out of ``offset`` then)."""
+        if not self.min_rate:
+            return
+        self._window_bytes += received
+        self._window_wait_s += waited_s
+        if self._window_wait_s < self._timeout_s:
+            return
+        rate = self._window_bytes / self._window_wait_s
+        self._window_bytes, self._window_wait_s = 0, 0.0
+        if rate < self.min_rate:
+            self._fail("sends %.1f KiB/s, under cluster_peer_min_rate (%.1f KiB/s)"
+                       % (rate / 1024, self.min_rate / 1024))
 
     def _fail(self, reason, status=None):
         self.close()
         raise PeerError(self.peer_url, self.image_id, reason, self.offset, status)
 
     def _open(self):
-        path = cluster.peer_path(self.image_id)
-        headers = signing.signed_headers(self._secret, "GET", path, self.image_id,
-                                         self._node_url, self._ttl_s)
+        try:
+            path = cluster.peer_path(self.image_id)
+            headers = signing.signed_headers(self._secret, "GET", path, self.image_id,
+                                             self._node_url, self._ttl_s)
+            wire_path = wire_peer_path(self.image_id)
+        except ValueError as err:   # UnicodeError too: a lone surrogate in the id, ...
+            self._fail("cannot make a request for this image id: %s" % (_describe(err),))
         headers["Range"] = ("bytes=%d-" % self.offset if self.end is None
                             else "bytes=%d-%d" % (self.offset, self.end - 1))
         try:
             self._conn = self._connection()
-            self._conn.request("GET", path, headers=headers)
+            self._conn.request("GET", wire_path, headers=headers)
             self._response = self._conn.getresponse()
-        except (OSError, http.client.HTTPException) as err:
+        except (OSError, ValueError, http.client.HTTPException) as err:
             self._fail("requesting: %s" % (_describe(err),))
         self.status = self._response.status
         if self.status not in (200, 206):
@@ -172,6 +210,14 @@ class PeerReader:
         finally:
             if conn is not None:
                 conn.close()
+
+
+def wire_peer_path(image_id):
+    """``cluster.peer_path(image_id)`` as it goes in the request line: the id percent-encoded
+    as UTF-8, every character but unreserved ones (so ``/``, ``%``, ``?`` and ``#`` in an id
+    stay in the id); UnicodeEncodeError for an id that is not valid text (a lone surrogate)."""
+    return (cluster.PEER_PATH_PREFIX + urllib.parse.quote(image_id, safe="")
+            + cluster.PEER_PATH_SUFFIX)
 
 
 def _describe(err):

@@ -3,7 +3,8 @@
 The part that cluster/source.py's ClusterSource (a fill's bytes) and cluster/proxy.py's
 HolderRead (a PEER download's bytes) share. Both are iterators of the bytes [start, end) of an
 image that read their current source (a peer's ``client.PeerReader``, or the origin's body)
-and, when a peer fails (``client.PeerError``: refused, reset, short, silent), close it and go on
+and, when a peer fails (``client.PeerError``: refused, reset, short, silent, or a holder
+slower than ``cluster_peer_min_rate``), close it and go on
 from the offset reached with the next source their ``_next_source()`` picks: a client's body
 never restarts and never repeats a byte. Each peer byte counts in ``peer_bytes_read_total``.
 
@@ -86,13 +87,15 @@ class FailoverRead:
     def _next_source(self):
         raise NotImplementedError
 
-    def _use_peer(self, peer_url):
-        """Read on from ``peer_url`` (signed, from ``offset`` up to ``end``)."""
+    def _use_peer(self, peer_url, holder=True):
+        """Read on from ``peer_url`` (signed, from ``offset`` up to ``end``); ``holder``:
+        it holds the whole image, so ``cluster_peer_min_rate`` applies (not to a node filling
+        it, which sends as fast as its origin does)."""
         self._current_peer = peer_url
         if peer_url not in self._suppliers:
             self._suppliers.append(peer_url)
         self._current_body = self.node.reader(peer_url, self.image_id, self.offset, self.size,
-                                              end=self._peer_end())
+                                              end=self._peer_end(), holder=holder)
         return self._current_body
 
     def _peer_end(self):

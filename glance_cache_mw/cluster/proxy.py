@@ -11,9 +11,10 @@ filling the image is not asked: its file is not whole, and it is the one reading
 * No holder, or none sends a first byte (refused, 404 because it evicted the image meanwhile,
   silent for ``cluster_peer_timeout``): ``NoHolder`` from the first ``next()``; the caller
   passes the request to the origin, as without cluster mode (BYPASS).
-* A holder failing after that: the next holder goes on from the offset reached, then the
-  origin (``origin(offset, end)``, a Range read counted as a fallback): the client's body
-  neither restarts nor repeats a byte.
+* A holder failing after that (including one sending under ``cluster_peer_min_rate`` per
+  second this node waited for it: the client's own pace does not count): the next holder
+  goes on from the offset reached, then the origin (``origin(offset, end)``, a Range read
+  counted as a fallback): the client's body neither restarts nor repeats a byte.
 
 Reading, failing over and counting peers are cluster/failover.py's (shared with fills): each
 holder read ends as a ``peer_reads_total`` outcome (ok, failed; corrupt when a full body

@@ -16,15 +16,16 @@ time it needs a source:
    its claim between our two looks makes its node a holder, read instead of the origin.
 
 A source that fails mid-way (``client.PeerError``: refused, reset, short, silent for
-``cluster_peer_timeout``) is excluded for this fill and the next one goes on from the offset
-reached (Range): the client's download never restarts (the reading and failing over, shared
-with PEER downloads, is cluster/failover.py's). When the peer that failed was the
-claimant, its claim is stolen (``fill_claims.steal``: one stealer wins and reads the origin from
-its offset, the others follow it). When no peer works after a few tries, the origin is read from
-the offset anyway (a logged fallback, counted as such, as is any origin read after a peer
-failed). Bytes are verified by the fill (the TeeIterator ``watch``ed here): when they fail,
-the peers that supplied them are logged by URL and not asked for that image again by this
-process for ``CORRUPT_EXCLUSION_S``.
+``cluster_peer_timeout``, or a holder sending under ``cluster_peer_min_rate`` per second of
+waiting: not the claimant, whose pace is its origin's) is excluded for this fill and the next
+one goes on from the offset reached (Range): the client's download never restarts (the
+reading and failing over, shared with PEER downloads, is cluster/failover.py's). When the peer
+that failed was the claimant, its claim is stolen (``fill_claims.steal``: one stealer wins and
+reads the origin from its offset, the others follow it). When no peer works after a few tries,
+the origin is read from the offset anyway (a logged fallback, counted as such, as is any
+origin read after a peer failed). Bytes are verified by the fill (the TeeIterator
+``watch``ed here): when they fail, the peers that supplied them are logged by URL and not
+asked for that image again by this process for ``CORRUPT_EXCLUSION_S``.
 """
 
 import logging
@@ -47,15 +48,17 @@ class ClusterNode:
     found sending corrupt bytes (per image, for ``CORRUPT_EXCLUSION_S``)."""
 
     def __init__(self, node_url, secret, cache, *, lease_s=10, peer_timeout_s=30,
-                 signature_ttl_s=30, ca_file=None, chunk_size=65536, engine=None,
-                 metrics=metrics_mod.NULL):
+                 peer_min_rate=1048576, signature_ttl_s=30, ca_file=None, chunk_size=65536,
+                 engine=None, metrics=metrics_mod.NULL):
         """``cache``: the ImageCache (its driver knows the holders: get_cached_nodes);
-        ``engine``: of the shared database (default: the configured one)."""
+        ``engine``: of the shared database (default: the configured one);
+        ``peer_min_rate``: bytes/s a holder must send per second of waiting (0: no minimum)."""
         self.node_url = node_url
         self.secret = secret
         self.cache = cache
         self.lease_s = lease_s
         self.peer_timeout_s = peer_timeout_s
+        self.peer_min_rate = peer_min_rate
         self.signature_ttl_s = signature_ttl_s
         self.ca_file = ca_file
         self.chunk_size = chunk_size
@@ -72,6 +75,7 @@ class ClusterNode:
         return cls(config.worker_self_reference_url, config.cluster_secret, cache,
                    lease_s=config.cluster_fill_lease,
                    peer_timeout_s=config.cluster_peer_timeout,
+                   peer_min_rate=config.cluster_peer_min_rate,
                    signature_ttl_s=config.cluster_signature_ttl,
                    ca_file=config.cluster_ca_file, chunk_size=config.chunk_size,
                    engine=cache.shared_engine, metrics=metrics)
@@ -87,11 +91,14 @@ class ClusterNode:
         random.shuffle(nodes)
         return nodes
 
-    def reader(self, peer_url, image_id, offset, size, end=None):
-        """A signed PeerReader of ``image_id`` from ``offset`` to ``end`` (None: ``size``)."""
+    def reader(self, peer_url, image_id, offset, size, end=None, holder=True):
+        """A signed PeerReader of ``image_id`` from ``offset`` to ``end`` (None: ``size``);
+        ``holder``: the peer holds the whole image, so it must keep up ``peer_min_rate``
+        (a peer filling it is paced by its origin: only its silence is bounded)."""
         return client.PeerReader(peer_url, image_id, offset, self.secret, self.node_url,
                                  self.peer_timeout_s, self.chunk_size, self.ca_file,
-                                 size=size, ttl_s=self.signature_ttl_s, end=end)
+                                 size=size, ttl_s=self.signature_ttl_s, end=end,
+                                 min_rate=self.peer_min_rate if holder else 0)
 
     def proxy(self, image, start, end, origin):
         """A proxy.HolderRead of bytes [``start``, ``end``) of ``image`` from the nodes
@@ -152,7 +159,7 @@ class ClusterSource(failover.FailoverRead):
             avoid = self._failed | node.corrupt_peers(self.image_id)
             holder = self._holder(avoid)
             if holder is not None:
-                return self._from_peer(holder)
+                return self._from_peer(holder, holder=True)
             if self._claimed:
                 return self._from_origin(self._origin_reason())
             filler = fill_claims.filler(self.image_id, engine=node.engine)
@@ -162,7 +169,7 @@ class ClusterSource(failover.FailoverRead):
                     return self._won_claim(avoid)
                 continue   # lost the race just now: follow the winner
             if filler not in avoid:
-                return self._from_peer(filler)
+                return self._from_peer(filler, holder=False)
             if filler not in self._failed:
                 break   # the claimant sent corrupt bytes before: not again
             if fill_claims.steal(self.image_id, node.node_url, filler, node.lease_s,
@@ -187,7 +194,7 @@ class ClusterSource(failover.FailoverRead):
         holder = self._holder(avoid)
         if holder is not None:
             self._release()
-            return self._from_peer(holder)
+            return self._from_peer(holder, holder=True)
         self._renewer = _LeaseRenewer(self.node, self.image_id)
         self._renewer.start()
         return self._from_origin(self._origin_reason())
@@ -202,10 +209,10 @@ class ClusterSource(failover.FailoverRead):
         LOG.info("image %s: filling from origin at byte %d", self.image_id, self.offset)
         return self._use_origin(self._origin(self.offset, reason))
 
-    def _from_peer(self, peer_url):
+    def _from_peer(self, peer_url, holder):
         LOG.info("image %s: filling from peer %s at byte %d", self.image_id, peer_url,
                  self.offset)
-        return self._use_peer(peer_url)
+        return self._use_peer(peer_url, holder)
 
     # -- the end -------------------------------------------------------------------------
 

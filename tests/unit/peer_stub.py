@@ -4,9 +4,11 @@ It checks each request's signature with cluster/signing.py, as middleware/peer.p
 serves ``DATA`` as image ``IMAGE_ID`` (Range: bytes=N- or bytes=N-M → 206), or misbehaves as
 its ``mode`` says: "silent" (half the body, then nothing), "reset" (half, then RST), "short"
 (half, then FIN), "status" (404), "ignore-range" (200 from byte 0 whatever the Range),
-"ignore-end" (206 from the range's start to the image's end, whatever its end). ``data`` may be
-replaced (e.g. by other bytes of the same size: a corrupt peer). Used by
-tests/unit/test_cluster_client.py and tests/unit/test_cluster_source.py.
+"ignore-end" (206 from the range's start to the image's end, whatever its end), "trickle" (every
+byte, in pieces of ``TRICKLE_PIECE`` bytes ``TRICKLE_PAUSE_S`` apart: about 200 KiB/s). ``data``
+may be replaced (e.g. by other bytes of the same size: a corrupt peer). The request's path is
+percent-decoded as UTF-8 before its signature is checked, as a peer's WSGI server and endpoint
+do. Used by tests/unit/test_cluster_client.py, test_cluster_source.py and test_cluster_proxy.py.
 
 The server classes are imported with ``from http.server import``, not reached as
 ``http.server.X``: once anything in the process imported eventlet.wsgi (the SendfileProtocol
@@ -21,6 +23,7 @@ import re
 import socket
 import struct
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from glance_cache_mw import cluster
@@ -31,6 +34,8 @@ NODE = "http://asking-node:9292"
 IMAGE_ID = "0b2c1d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
 DATA = os.urandom(300 * 1024 + 7)
 TTL_S = 30
+TRICKLE_PIECE = 4096
+TRICKLE_PAUSE_S = 0.02
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -43,8 +48,9 @@ class PeerHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         peer = self.server.peer
         peer.requests.append(dict(self.headers))
-        reason = signing.verify(SECRET, "GET", self.path, IMAGE_ID, self.headers, TTL_S)
-        if self.path != cluster.peer_path(IMAGE_ID) or reason:
+        path = urllib.parse.unquote(self.path, errors="strict")
+        reason = signing.verify(SECRET, "GET", path, IMAGE_ID, self.headers, TTL_S)
+        if path != cluster.peer_path(IMAGE_ID) or reason:
             return self._answer(403, reason or "wrong path")
         if peer.mode == "status":
             return self._answer(404, "not here")
@@ -64,6 +70,14 @@ class PeerHandler(BaseHTTPRequestHandler):
         body = peer.data[start:last + 1]
         if peer.mode in ("serve", "ignore-range"):
             self.wfile.write(body)
+            return
+        if peer.mode == "trickle":
+            for start in range(0, len(body), TRICKLE_PIECE):
+                self.wfile.write(body[start:start + TRICKLE_PIECE])
+                self.wfile.flush()
+                if peer.release.wait(TRICKLE_PAUSE_S):
+                    break   # the test is over
+            self.close_connection = True
             return
         self.wfile.write(body[:len(body) // 2])
         self.wfile.flush()

@@ -5,6 +5,7 @@ registry. The holders a node would find in cached_images are passed in (``Holder
 test_cluster_source); the origin is a function that records the parts it was asked for.
 """
 
+import time
 import types
 
 import pytest
@@ -161,3 +162,48 @@ def test_a_whole_body_that_fails_verification_marks_its_holder_corrupt(metrics, 
         body.close()
     assert node.corrupt_peers(IMAGE_ID) == {holder.url}
     assert (peer_reads(metrics, "corrupt"), peer_reads(metrics, "ok")) == (1, 0)
+
+
+# -- cluster_peer_min_rate ------------------------------------------------------------------
+
+def slow_node(metrics, *holders):
+    """A node judging holders' rates every 0.5 s of waiting, at 20 times the stub's trickle."""
+    return source_mod.ClusterNode(SELF, SECRET, Holders(*holders), peer_timeout_s=0.5,
+                                  peer_min_rate=4 * 1024 * 1024, signature_ttl_s=TTL_S,
+                                  metrics=metrics)
+
+
+def test_a_trickling_holder_is_left_for_another_at_the_offset_reached(metrics, peers):
+    trickling, good, origin = peers("trickle"), peers(), Origin()
+    for _ in range(3):   # holders are shuffled: whichever comes first, every byte once
+        assert read(slow_node(metrics, trickling.url, good.url), 10, len(DATA),
+                    origin) == DATA[10:]
+    assert origin.calls == []
+    assert peer_reads(metrics, "failed") == len(trickling.requests)
+
+
+def test_a_trickling_last_holder_is_left_for_the_origin(metrics, peers):
+    trickling, origin = peers("trickle"), Origin()
+    assert read(slow_node(metrics, trickling.url), 10, len(DATA) - 5, origin) == \
+        DATA[10:len(DATA) - 5]
+    [(offset, end)] = origin.calls
+    assert 10 < offset < len(DATA) - 5 and end == len(DATA) - 5
+
+
+def test_a_slow_client_of_a_fast_holder_is_not_a_slow_holder(metrics, peers):
+    # The client takes ~16 KiB per 50 ms (~320 KiB/s, for over two 0.5 s windows): far under
+    # the minimum rate in wall time, but the holder had sent, and waiting is what counts.
+    holder, origin = peers(), Origin()
+    node = source_mod.ClusterNode(SELF, SECRET, Holders(holder.url), peer_timeout_s=0.5,
+                                  peer_min_rate=4 * 1024 * 1024, signature_ttl_s=TTL_S,
+                                  chunk_size=16384, metrics=metrics)
+    body = node.proxy(IMAGE, 0, len(DATA), origin)
+    got = []
+    try:
+        for chunk in body:
+            got.append(chunk)
+            time.sleep(0.05)
+    finally:
+        body.close()
+    assert b"".join(got) == DATA and origin.calls == []
+    assert not peer_reads(metrics, "failed") and len(holder.requests) == 1

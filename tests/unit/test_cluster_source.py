@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from glance_cache_mw import metrics as metrics_mod
+from glance_cache_mw import config, exception, metrics as metrics_mod
 from glance_cache_mw.cluster import source as source_mod
 from glance_cache_mw.db import fill_claims
 from tests import dbfixtures
@@ -215,3 +215,60 @@ def test_the_claim_is_renewed_while_the_origin_is_read(engine, metrics):
     assert drain(node.source(IMAGE, slow_origin)) == DATA
     assert set(seen) == {SELF}
     assert fill_claims.filler(IMAGE_ID, engine=engine) is None
+
+
+# -- cluster_peer_min_rate: holders only ----------------------------------------------------
+
+MIN_RATE = 4 * 1024 * 1024   # 20 times the stub's trickle (~200 KiB/s)
+
+
+def slow_node(engine, metrics, *holders):
+    """A node judging peers' rates every 0.5 s of waiting."""
+    return source_mod.ClusterNode(SELF, SECRET, Holders(*holders), lease_s=30,
+                                  peer_timeout_s=0.5, peer_min_rate=MIN_RATE,
+                                  signature_ttl_s=TTL_S, engine=engine, metrics=metrics)
+
+
+def test_a_trickling_holder_is_left_for_another_holder(engine, metrics, peers):
+    trickling, good, origin = peers("trickle"), peers(), Origin()
+    for _ in range(3):   # holders are shuffled: whichever comes first, every byte once
+        source = slow_node(engine, metrics, trickling.url, good.url).source(IMAGE, origin)
+        assert drain(source) == DATA
+    assert origin.calls == []
+    assert peer_reads(metrics, "failed") == len(trickling.requests)
+
+
+def test_a_trickling_holder_is_left_for_the_origin_at_the_offset_reached(engine, metrics,
+                                                                         peers, caplog):
+    trickling, origin = peers("trickle"), Origin()
+    with caplog.at_level(logging.WARNING):
+        assert drain(slow_node(engine, metrics, trickling.url).source(IMAGE, origin)) == DATA
+    [(offset, reason)] = origin.calls
+    assert 0 < offset < len(DATA) and reason == "fallback"
+    assert peer_reads(metrics, "failed") == 1
+    assert "under cluster_peer_min_rate" in caplog.text
+
+
+def test_a_trickling_claimant_is_followed_to_the_end(engine, metrics, peers):
+    # The node filling the image sends at its origin's pace: only its silence is bounded.
+    claimant, origin = peers("trickle"), Origin()
+    assert fill_claims.claim(IMAGE_ID, claimant.url, 30, engine=engine)
+    assert drain(slow_node(engine, metrics).source(IMAGE, origin)) == DATA
+    assert origin.calls == [] and len(claimant.requests) == 1
+    assert not peer_reads(metrics, "failed")
+
+
+def test_the_minimum_rate_is_a_setting_for_holders_only():
+    settings = {"image_cache_driver": "centralized_db", "worker_self_reference_url": SELF,
+                "cluster_secret": SECRET}
+    cache = types.SimpleNamespace(shared_engine=None)
+    default = source_mod.ClusterNode.from_config(config.Config.from_mapping(settings), cache)
+    assert default.peer_min_rate == 1048576
+    node = source_mod.ClusterNode.from_config(
+        config.Config.from_mapping({**settings, "cluster_peer_min_rate": "2048"}), cache)
+    assert node.reader("http://peer:9292", IMAGE_ID, 0, 10).min_rate == 2048
+    assert node.reader("http://peer:9292", IMAGE_ID, 0, 10, holder=False).min_rate == 0
+    for bad in ("-1", "fast"):
+        with pytest.raises(exception.InvalidConfiguration, match="cluster_peer_min_rate='%s'"
+                           % bad):
+            config.Config.from_mapping({**settings, "cluster_peer_min_rate": bad})
