@@ -23,11 +23,13 @@ Also: the node that read the origin logs it ("filling from origin at byte 0"), n
 anything of the image in incomplete/ or invalid/ after a storm or a SIGKILL and refill; a
 node prefers a holder to the node filling the image, and spreads its fills over the holders;
 every node refuses a request signed with another secret and one image's signature used for
-another image's path.
+another image's path; a claimant whose peer has another secret loses its claim to it and
+both read the origin (docs/cluster.md, "Rotating the secret").
 """
 
 import concurrent.futures
 import os
+import re
 import signal
 
 import pytest
@@ -300,16 +302,48 @@ def test_forged_peer_requests_are_403_on_every_node(pg_cluster, postgres):
         assert (status, headers["x-image-cache"], body == data_b) == (200, "PEER-HIT", True)
 
 
+def test_a_claimant_its_peer_cannot_talk_to_loses_its_claim(postgres, tmp_path):
+    """docs/cluster.md, "Rotating the secret": node 1 has another cluster_secret (a rotation
+    half done). Node 0 claims the fill and reads a slow origin; node 1's signed request is
+    refused (403), so node 1 takes node 0 for failed, steals the claim and reads the origin
+    too; node 0 finds its claim gone at its next renewal and finishes its read. Two origin
+    reads, right bytes and a right copy on both nodes."""
+    with cluster_mod.Cluster(tmp_path, postgres.url, 2, flavor="context",
+                             cluster_fill_lease="3",   # renewed every second
+                             node_settings={1: {"cluster_secret": "another-secret-" * 2}}
+                             ) as cluster:
+        data = os.urandom(8 * MIB + 1)   # 9 chunks of 0.5 s: node 0 renews after the steal
+        image_id = cluster.upload(data, headers=OWNER)
+        with cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = _submit(pool, cluster, [0], image_id, 1)
+            _wait_for_claim(cluster, postgres, image_id)
+            second = _submit(pool, cluster, [1], image_id, 1)
+            results = [future.result() for future in first + second]
+        assert [(r.status, r.ended, r.body == data) for r in results] == [
+            (200, "complete", True)] * 2, results
+        assert [line for line in cluster.origin_log() if line.startswith(image_id)] == [
+            image_id + " -"] * 2
+        assert cluster.metric("peer_requests_total", [0], outcome="refused") >= 1
+        assert ("took over the fill claim of %s" % cluster.urls[0]
+                in cluster.nodes[1].stderr()), cluster.fill_log()
+        assert "image %s: lost its fill claim" % image_id in cluster.nodes[0].stderr()
+        for node in (0, 1):
+            wait_for(lambda: cluster.cached_file(node, image_id) == data,
+                     what="node %d to cache the image" % node)
+
+
 def _assert_nothing_partial_kept(cluster, node, image_id):
     """After node ``node`` lost a fill of ``image_id`` to a SIGKILL and filled it again: no
     incomplete/{id} (the refill took the dead writer's name over and committed) and nothing in
-    invalid/; what may remain is the dead writer's bytes under its hidden reservation name,
-    unlocked (never served, counted as no fill in flight), which the cleaner removes
-    (docs/cluster.md, "On the dead node")."""
+    invalid/; what may remain is the dead writer's bytes under its hidden reservation name
+    (never served, counted as no fill in flight) and, if the dead process followed a fill, its
+    empty follower mark: both unlocked, so that the cleaner removes them (docs/cluster.md, "On
+    the dead node")."""
     wait_for(lambda: not [name for name in cluster.leftovers(node, image_id)
                           if not name.startswith("incomplete/.")],
              what="node %d's incomplete/%s and invalid/ to be gone" % (node, image_id))
-    assert len(cluster.leftovers(node, image_id)) <= 1, cluster.leftovers(node, image_id)
+    for name in cluster.leftovers(node, image_id):
+        assert re.match(r"incomplete/\.([0-9]+\.[0-9a-f]+|f)\.%s\Z" % image_id, name), name
     cluster.clean(node)
     assert cluster.leftovers(node, image_id) == []
 
