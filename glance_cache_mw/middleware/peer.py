@@ -12,15 +12,23 @@ for visibility and serves nothing but the files under the cache directory named 
 validated image id (a malformed id is 404 before any disk access).
 
 * cached → the file, as a hit is served (sendfile; ``Range`` → 206), ``X-Image-Cache: PEER-HIT``;
+  it counts as a hit of this node's copy (``open_hit``: hits and last access in
+  ``cached_images``, written with the node's batched hit flush), so that the pruner keeps a
+  copy the cluster reads from and ``cache stats`` counts the origin read it saved;
 * a fill in progress here → its growing file from the range's start (``PEER-FILL``); the last
   bytes wait for the fill's verdict, and a fill that fails or is abandoned cuts the connection
   (never unverified bytes passed off as complete; the asking node verifies what it gets too);
 * neither → 404.
+
+Refusals are logged by ``RefusalLog``: the id as a capped ``repr``, at most one WARNING a
+minute (the rest at DEBUG), so that a sender can neither forge log lines nor flood the log.
 """
 
 import logging
 import os
 import re
+import threading
+import time
 
 import webob.exc
 
@@ -36,8 +44,12 @@ LOG = logging.getLogger(__name__)
 
 STATUS_HEADER = "X-Image-Cache"
 HIT, FILL = "PEER-HIT", "PEER-FILL"
-_PEER_RE = re.compile("^" + re.escape(cluster.PEER_PATH_PREFIX) + r"(.+)"
-                      + re.escape(cluster.PEER_PATH_SUFFIX) + "/?$")
+# The whole path space under the prefix is the endpoint's (an id with a newline or a trailing
+# newline included: refused here, never handed on to the images app).
+_PEER_RE = re.compile(r"\A" + re.escape(cluster.PEER_PATH_PREFIX) + r"(.+)"
+                      + re.escape(cluster.PEER_PATH_SUFFIX) + r"/?\Z", re.DOTALL)
+REFUSAL_LOG_INTERVAL_S = 60   # at most one WARNING per interval about refused requests
+_MAX_LOGGED_ID = 80   # characters of a refused request's id put in the log
 
 
 def filter_factory(global_conf, **local_conf):
@@ -64,6 +76,7 @@ class PeerFilter:
         self.ttl_s = ttl_s
         self.chunk_size = chunk_size
         self.metrics = metrics
+        self.refusals = RefusalLog()
 
     def __call__(self, environ, start_response):
         match = _PEER_RE.match(environ.get("PATH_INFO", ""))
@@ -81,8 +94,7 @@ class PeerFilter:
         reason = signing.verify(self.secret, method, cluster.peer_path(image_id), image_id,
                                 webob.Request(environ).headers, self.ttl_s)
         if reason is not None:
-            LOG.warning("refused peer request for image %s from %s: %s", image_id,
-                        environ.get("REMOTE_ADDR"), reason)
+            self.refusals.refused(image_id, environ.get("REMOTE_ADDR"), reason)
             self.metrics.peer_served("refused")
             return _error(webob.exc.HTTPForbidden, "Peer request refused: %s." % reason,
                           environ, start_response)
@@ -167,6 +179,43 @@ class PeerFilter:
             return self.cache.get_fill_size(image_id)
         except OSError:
             return None
+
+
+class RefusalLog:
+    """Logs refused peer requests without letting their senders write the log: the client's
+    image id is logged as a ``repr`` capped at ``_MAX_LOGGED_ID`` characters (a newline or an
+    escape sequence in it stays escaped, on the one line), and at most one WARNING per
+    ``interval_s`` (``clock``: seconds, monotonic) tells how many were refused since the last
+    one; the others go to DEBUG. An unauthenticated flood through a load balancer then costs
+    the log a line a minute; ``peer_requests_total{outcome="refused"}`` counts every one."""
+
+    def __init__(self, interval_s=REFUSAL_LOG_INTERVAL_S, clock=time.monotonic):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_warning = None   # clock time from which the next WARNING may be logged
+        self._suppressed = 0
+
+    def refused(self, image_id, remote_addr, reason):
+        shown = image_id if len(image_id) <= _MAX_LOGGED_ID else image_id[:_MAX_LOGGED_ID] + "..."
+        now = self._clock()
+        with self._lock:
+            warn = self._next_warning is None or now >= self._next_warning
+            if warn:
+                self._next_warning = now + self.interval_s
+                suppressed, self._suppressed = self._suppressed, 0
+            else:
+                self._suppressed += 1
+        if warn and suppressed:
+            LOG.warning("refused peer request for image %r from %s: %s (and %d more since the "
+                        "last such warning, logged at DEBUG: one WARNING per %d s)",
+                        shown, remote_addr, reason, suppressed, self.interval_s)
+        elif warn:
+            LOG.warning("refused peer request for image %r from %s: %s", shown, remote_addr,
+                        reason)
+        else:
+            LOG.debug("refused peer request for image %r from %s: %s", shown, remote_addr,
+                      reason)
 
 
 def _span(range_header, size, cache_status):

@@ -25,11 +25,13 @@ repository root on sys.path and the test extra installed).
 
 import concurrent.futures
 import collections
+import configparser
 import contextlib
 import http.client
 import json
 import os
 import secrets
+import subprocess
 
 from prometheus_client import parser as metrics_parser
 
@@ -265,6 +267,51 @@ class Cluster:
             return sorted(name for name in os.listdir(path) if not name.startswith("."))
         except FileNotFoundError:
             return []
+
+    def leftovers(self, node, image_id):
+        """Names in node ``node``'s incomplete/ and invalid/ (the cache layout's fills in
+        progress or abandoned, and failed fills: image_cache/drivers/ondisk.py) that belong to
+        ``image_id``, its hidden reservation names included, as "incomplete/NAME"."""
+        found = []
+        for subdir in ("incomplete", "invalid"):
+            path = os.path.join(self.nodes[node].data_dir, "image-cache", subdir)
+            with contextlib.suppress(FileNotFoundError):
+                found.extend("%s/%s" % (subdir, name) for name in sorted(os.listdir(path))
+                             if name == image_id or name.endswith("." + image_id))
+        return found
+
+    def clean(self, node, stall_time_s=0):
+        """Run ``glance-cache-mw-cleaner`` once on node ``node``'s cache, as an operator would,
+        with its INI but ``image_cache_stall_time = stall_time_s``: its stderr."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.nodes[node].config_path)
+        parser.set("DEFAULT", "image_cache_stall_time", str(stall_time_s))
+        path = os.path.join(self.workdir, "node%d-cleaner.ini" % node)
+        with open(path, "w", encoding="utf-8") as handle:
+            parser.write(handle)
+        result = subprocess.run([serving.console_script("glance-cache-mw-cleaner"),
+                                 "--config", path], capture_output=True, text=True,
+                                timeout=CLIENT_TIMEOUT_S, cwd=self.nodes[node].workdir,
+                                env=serving.subprocess_env(), check=False)
+        if result.returncode != 0:
+            raise AssertionError("glance-cache-mw-cleaner on node %d: exit %d\n%s"
+                                 % (node, result.returncode, result.stderr))
+        return result.stderr
+
+    def peer_requests(self, node):
+        """Requests node ``node``'s peer endpoint answered, whatever the outcome."""
+        return int(self.metric("peer_requests_total", [node]))
+
+    def fill_sources(self, node, image_id):
+        """The sources node ``node``'s fills of ``image_id`` used, from its log, in order:
+        "origin" or a peer's URL (each line `image X: filling from ... at byte N`)."""
+        prefix = "image %s: filling from " % image_id
+        sources = []
+        for line in self.nodes[node].stderr().splitlines():
+            if prefix in line:
+                source = line.split(prefix, 1)[1].rsplit(" at byte ", 1)[0]
+                sources.append("origin" if source == "origin" else source.split("peer ", 1)[1])
+        return sources
 
     def fill_writer(self, node, image_id):
         """The pid of the process of node ``node`` (its server process or one of its workers)

@@ -19,10 +19,17 @@ worker reading the origin (uWSGI respawns it) costs the other nodes' clients not
 Range GETs that are not hits, and a miss on a node with no room for the image, are read
 from a node holding it (X-Image-Cache: PEER) with no origin read and no local copy, and from
 the origin (BYPASS) when nobody holds it.
+Also: the node that read the origin logs it ("filling from origin at byte 0"), no node keeps
+anything of the image in incomplete/ or invalid/ after a storm or a SIGKILL and refill; a
+node prefers a holder to the node filling the image, and spreads its fills over the holders;
+every node refuses a request signed with another secret and one image's signature used for
+another image's path; a claimant whose peer has another secret loses its claim to it and
+both read the origin (docs/cluster.md, "Rotating the secret").
 """
 
 import concurrent.futures
 import os
+import re
 import signal
 
 import pytest
@@ -83,10 +90,23 @@ def assert_storm(cluster, db, per_node=PER_NODE, size=4 * MIB + 123):
     assert cluster.origin_reads() - reads_before == 1, cluster.fill_log()
     assert [line for line in cluster.origin_log() if line.startswith(image_id)] == [
         image_id + " -"]
+    # The node whose origin log has the read says so in its own log, from byte 0, once.
+    reader = [node for node in range(3) if image_id + " -" in cluster.origin_log([node])]
+    assert len(reader) == 1, cluster.fill_log()
+    assert "image %s: filling from origin at byte 0" % image_id in (
+        cluster.nodes[reader[0]].stderr()), cluster.fill_log()
+    assert cluster.fill_sources(reader[0], image_id) == ["origin"], cluster.fill_log()
     for node in range(3):
         wait_for(lambda: cluster.cached_file(node, image_id) == data,
                  what="node %d to cache the image" % node)
+        # Nothing partial or failed left behind for this image (the writers commit, then go).
+        wait_for(lambda: cluster.leftovers(node, image_id) == [],
+                 what="node %d's incomplete/ and invalid/ to hold nothing of the image"
+                 % node)
     assert cache_api.get_cached_nodes(image_id, engine=db.engine) == sorted(cluster.urls)
+    for node in set(range(3)) - set(reader):   # the others filled from peers only
+        assert cluster.fill_sources(node, image_id), cluster.fill_log()
+        assert "origin" not in cluster.fill_sources(node, image_id), cluster.fill_log()
     assert cluster.metric("peer_reads_total", outcome="ok") >= ok_before + 2
     assert cluster.metric("peer_reads_total", outcome="corrupt") == corrupt_before
     # The two nodes that did not read the origin filled every byte from peers.
@@ -204,8 +224,128 @@ def test_sigkill_of_the_node_reading_the_origin_costs_the_others_nothing(pg_clus
     again = pg_cluster.download(0, image_id, OWNER)
     assert (again.status, again.ended, again.body == data) == (200, "complete", True)
     wait_for(lambda: pg_cluster.cached_file(0, image_id) == data, what="node 0 to cache")
+    _assert_nothing_partial_kept(pg_cluster, 0, image_id)
     assert [line for line in pg_cluster.origin_log([0]) if line.startswith(image_id)] == [
         image_id + " -"]   # its one read, before it was killed
+
+
+def test_a_holder_is_preferred_to_the_node_filling_the_image(pg_cluster, postgres):
+    """Node 0 holds the image and node 2 holds its fill claim (as if it were reading the
+    origin): node 1's miss fills from node 0, and node 2's peer endpoint is not asked."""
+    data = os.urandom(256 * 1024 + 1)
+    image_id = _held_by_node_0(pg_cluster, postgres, data)
+    assert fill_claims.claim(image_id, pg_cluster.urls[2], 60, engine=postgres.engine)
+    try:
+        asked_before = pg_cluster.peer_requests(2)
+        result = pg_cluster.download(1, image_id, OWNER)
+        assert (result.status, result.ended, result.body == data) == (200, "complete", True)
+        assert pg_cluster.fill_sources(1, image_id) == [pg_cluster.urls[0]], \
+            pg_cluster.fill_log()
+        assert pg_cluster.peer_requests(2) == asked_before
+        assert fill_claims.filler(image_id, engine=postgres.engine) == pg_cluster.urls[2]
+    finally:
+        fill_claims.release(image_id, pg_cluster.urls[2], engine=postgres.engine)
+    wait_for(lambda: pg_cluster.cached_file(1, image_id) == data, what="node 1 to cache it")
+
+
+def test_fills_spread_over_the_holders(pg_cluster, postgres):
+    """Nodes 0 and 1 hold each of 16 small images; node 2's fills of them pick a holder at
+    random: both are read from (all from one would happen once in 2**15 runs), the origin
+    never."""
+    images = [(pg_cluster.upload(data, headers=OWNER), data)
+              for data in (os.urandom(16 * 1024 + i) for i in range(16))]
+    for node in (0, 1):
+        for image_id, data in images:
+            assert pg_cluster.download(node, image_id, OWNER).body == data
+    for image_id, _ in images:
+        wait_for(lambda: cache_api.get_cached_nodes(image_id, engine=postgres.engine)
+                 == sorted(pg_cluster.urls[:2]), what="nodes 0 and 1 to record their copies")
+    reads_before = pg_cluster.origin_reads([2])
+    for image_id, data in images:
+        result = pg_cluster.download(2, image_id, OWNER)
+        assert (result.status, result.ended, result.body == data) == (200, "complete", True)
+    sources = [source for image_id, _ in images
+               for source in pg_cluster.fill_sources(2, image_id)]
+    assert len(sources) == len(images), pg_cluster.fill_log()
+    assert set(sources) == set(pg_cluster.urls[:2]), sources
+    assert pg_cluster.origin_reads([2]) == reads_before
+
+
+def test_forged_peer_requests_are_403_on_every_node(pg_cluster, postgres):
+    """Every node holds images A and B: a request signed with another secret, and A's valid
+    signature sent with B's path, are refused by each node; B's own signature gets B."""
+    images = []
+    for size in (70 * 1024, 70 * 1024 + 1):
+        data = os.urandom(size)
+        image_id = pg_cluster.upload(data, headers=OWNER)
+        for node in range(3):
+            assert pg_cluster.download(node, image_id, OWNER).body == data
+        images.append((image_id, data))
+    (image_a, data_a), (image_b, data_b) = images
+    for node in range(3):
+        wait_for(lambda: all(pg_cluster.cached_file(node, i) == d for i, d in images),
+                 what="node %d to cache both images" % node)
+    asker = pg_cluster.urls[1]
+    for node in range(3):
+        target = pg_cluster.nodes[node]
+        wrong = signing.signed_headers("not-the-cluster-secret-at-all", "GET",
+                                       peer_path(image_a), image_a, asker, 30)
+        status, _, body = target.request("GET", peer_path(image_a), headers=wrong)
+        assert (status, b"bad signature" in body, data_a[:64] in body) == (403, True, False)
+        for_a = signing.signed_headers(pg_cluster.secret, "GET", peer_path(image_a), image_a,
+                                       asker, 30)
+        status, _, body = target.request("GET", peer_path(image_b), headers=for_a)
+        assert (status, b"bad signature" in body, data_b[:64] in body) == (403, True, False)
+        for_b = signing.signed_headers(pg_cluster.secret, "GET", peer_path(image_b), image_b,
+                                       asker, 30)
+        status, headers, body = target.request("GET", peer_path(image_b), headers=for_b)
+        assert (status, headers["x-image-cache"], body == data_b) == (200, "PEER-HIT", True)
+
+
+def test_a_claimant_its_peer_cannot_talk_to_loses_its_claim(postgres, tmp_path):
+    """docs/cluster.md, "Rotating the secret": node 1 has another cluster_secret (a rotation
+    half done). Node 0 claims the fill and reads a slow origin; node 1's signed request is
+    refused (403), so node 1 takes node 0 for failed, steals the claim and reads the origin
+    too; node 0 finds its claim gone at its next renewal and finishes its read. Two origin
+    reads, right bytes and a right copy on both nodes."""
+    with cluster_mod.Cluster(tmp_path, postgres.url, 2, flavor="context",
+                             cluster_fill_lease="3",   # renewed every second
+                             node_settings={1: {"cluster_secret": "another-secret-" * 2}}
+                             ) as cluster:
+        data = os.urandom(8 * MIB + 1)   # 9 chunks of 0.5 s: node 0 renews after the steal
+        image_id = cluster.upload(data, headers=OWNER)
+        with cluster.slow_origin(0.5), concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = _submit(pool, cluster, [0], image_id, 1)
+            _wait_for_claim(cluster, postgres, image_id)
+            second = _submit(pool, cluster, [1], image_id, 1)
+            results = [future.result() for future in first + second]
+        assert [(r.status, r.ended, r.body == data) for r in results] == [
+            (200, "complete", True)] * 2, results
+        assert [line for line in cluster.origin_log() if line.startswith(image_id)] == [
+            image_id + " -"] * 2
+        assert cluster.metric("peer_requests_total", [0], outcome="refused") >= 1
+        assert ("took over the fill claim of %s" % cluster.urls[0]
+                in cluster.nodes[1].stderr()), cluster.fill_log()
+        assert "image %s: lost its fill claim" % image_id in cluster.nodes[0].stderr()
+        for node in (0, 1):
+            wait_for(lambda: cluster.cached_file(node, image_id) == data,
+                     what="node %d to cache the image" % node)
+
+
+def _assert_nothing_partial_kept(cluster, node, image_id):
+    """After node ``node`` lost a fill of ``image_id`` to a SIGKILL and filled it again: no
+    incomplete/{id} (the refill took the dead writer's name over and committed) and nothing in
+    invalid/; what may remain is the dead writer's bytes under its hidden reservation name
+    (never served, counted as no fill in flight) and, if the dead process followed a fill, its
+    empty follower mark: both unlocked, so that the cleaner removes them (docs/cluster.md, "On
+    the dead node")."""
+    wait_for(lambda: not [name for name in cluster.leftovers(node, image_id)
+                          if not name.startswith("incomplete/.")],
+             what="node %d's incomplete/%s and invalid/ to be gone" % (node, image_id))
+    for name in cluster.leftovers(node, image_id):
+        assert re.match(r"incomplete/\.([0-9]+\.[0-9a-f]+|f)\.%s\Z" % image_id, name), name
+    cluster.clean(node)
+    assert cluster.leftovers(node, image_id) == []
 
 
 def _submit(pool, cluster, nodes, image_id, count):
@@ -334,6 +474,7 @@ def test_sigkill_of_the_uwsgi_worker_reading_the_origin(uwsgi_cluster, postgres)
     assert (again.status, again.ended, again.body == data) == (200, "complete", True)
     wait_for(lambda: cluster.cached_file(0, image_id) == data, what="node 0 to cache it")
     assert cluster.incomplete_files(0) == []
+    _assert_nothing_partial_kept(cluster, 0, image_id)
     assert [line for line in cluster.origin_log([0]) if line.startswith(image_id)] == [
         image_id + " -"]   # its one read, before its worker was killed
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import time
+import urllib.parse
 
 import pytest
 
@@ -273,3 +274,32 @@ def test_other_methods_are_405(node):
     image_id, _ = _cached_image(node, size=1000)
     status, headers, _ = node.request("DELETE", cluster.peer_path(image_id))
     assert status == 405 and headers["allow"] == "GET, HEAD"
+
+
+def test_a_peer_read_of_a_cached_copy_counts_as_a_hit_of_that_copy(node):
+    """docs/cluster.md, "Database load": the hits and last access of the serving node's
+    cached_images row count peer reads (the pruner keeps a copy the cluster reads from)."""
+    image_id, data = _cached_image(node, size=5000)
+    assert _hits(node, image_id) == 0   # the download that filled it was a miss
+    assert peer_get(node, image_id)[::2] == (200, data)
+    helpers.wait_for(lambda: _hits(node, image_id) == 1, timeout_s=30,
+                     what="the peer read to be recorded as a hit")
+
+
+def _hits(server, image_id):
+    body = server.request("GET", "/v2/cache")[2]
+    return {entry["image_id"]: entry["hits"]
+            for entry in json.loads(body)["cached_images"]}[image_id]
+
+
+def test_a_newline_in_the_path_cannot_start_a_log_line(start_server):
+    """A refused request's id is logged as a repr, on one line: a client cannot forge log
+    lines (a fresh node: its first refusal is logged at WARNING, not rate-limited away)."""
+    server = start_server(settings=_cluster_settings())
+    forged_id = "x\nFORGED-LINE node 1 ok\r\x1b[2K"
+    path = cluster.peer_path(urllib.parse.quote(forged_id))
+    assert "unsigned request" in _refusal(server.request("GET", path))
+    log = server.stderr()
+    assert "refused peer request for image %r" % forged_id in log, log
+    assert not [line for line in log.splitlines() if line.startswith("FORGED-LINE")], log
+    assert "\r" not in log and "\x1b" not in log
