@@ -73,7 +73,9 @@ class CacheFilter:
         self.cluster = cluster
 
     def __call__(self, environ, start_response):
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        method, path = environ["REQUEST_METHOD"], download.url_path(environ)
+        if path is None:   # not UTF-8: the images app answers 400
+            return self.app(environ, start_response)
         if method in ("GET", "HEAD"):
             match = _DOWNLOAD_RE.match(path)
             if match:

@@ -16,6 +16,16 @@ _MAX_DIGITS = 30
 _BEYOND_ANY_FILE = 10 ** _MAX_DIGITS
 
 
+def url_path(environ):
+    """The request's path as text: PEP 3333 hands PATH_INFO over as latin-1 text of the
+    URL's bytes, which are UTF-8 (an image id of non-ASCII characters arrives that way).
+    None when the bytes are not UTF-8."""
+    try:
+        return environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+
+
 class RangeNotSatisfiable(Exception):
     """The Range header cannot be answered for this size (→ 416)."""
 

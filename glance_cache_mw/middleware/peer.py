@@ -79,7 +79,8 @@ class PeerFilter:
         self.refusals = RefusalLog()
 
     def __call__(self, environ, start_response):
-        match = _PEER_RE.match(environ.get("PATH_INFO", ""))
+        path = download.url_path(environ)
+        match = _PEER_RE.match(path if path is not None else environ.get("PATH_INFO", ""))
         if match is None:
             return self.app(environ, start_response)
         method = environ["REQUEST_METHOD"]

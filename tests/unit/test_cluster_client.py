@@ -196,11 +196,7 @@ def endpoint(tmp_path):
     thread.join(5)
 
 
-@pytest.mark.parametrize("image_id", [
-    image_id if image_id.isascii() else pytest.param(image_id, marks=pytest.mark.xfail(
-        strict=True, reason="middleware/peer.py matches the raw PEP 3333 (latin-1) PATH_INFO: "
-                            "it must decode it as UTF-8 (as api/router.py does) to find the id"))
-    for image_id in ODD_IDS])
+@pytest.mark.parametrize("image_id", ODD_IDS)
 def test_an_odd_id_is_percent_encoded_and_its_signature_holds_at_the_peer(endpoint, image_id):
     data = image_id.encode("utf-8") * 1000
     peer_reader = client.PeerReader(endpoint, image_id, 3, SECRET, NODE, 5, size=len(data),

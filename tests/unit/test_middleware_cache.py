@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+import urllib.parse
 from wsgiref.validate import validator
 
 import pytest
@@ -45,6 +46,15 @@ def test_miss_then_hit_same_bytes_and_headers_one_origin_read(setup):
     assert hit.headers["ETag"] == '"%s"' % image["os_hash_value"]
     assert hit.headers["Accept-Ranges"] == "bytes"
     assert setup.origin.reads[image["id"]] == 1
+
+
+def test_an_image_id_of_non_ascii_characters_is_found_and_cached(setup):
+    # PEP 3333: PATH_INFO is the URL's UTF-8 bytes as latin-1 text; the id must be decoded.
+    image = setup.add_image(DATA, id="caf\u00e9-\u4e2d-image")
+    app = setup.app_for("A")
+    url = "/v2/images/%s/file" % urllib.parse.quote(image["id"])
+    assert [get(app, url).headers["X-Image-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert get(app, url).body == DATA
 
 
 def test_version_prefix_is_matched(setup):
