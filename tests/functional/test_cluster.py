@@ -29,7 +29,6 @@ both read the origin (docs/cluster.md, "Rotating the secret").
 
 import concurrent.futures
 import os
-import re
 import signal
 
 import pytest
@@ -334,16 +333,15 @@ def test_a_claimant_its_peer_cannot_talk_to_loses_its_claim(postgres, tmp_path):
 
 def _assert_nothing_partial_kept(cluster, node, image_id):
     """After node ``node`` lost a fill of ``image_id`` to a SIGKILL and filled it again: no
-    incomplete/{id} (the refill took the dead writer's name over and committed) and nothing in
-    invalid/; what may remain is the dead writer's bytes under its hidden reservation name
-    (never served, counted as no fill in flight) and, if the dead process followed a fill, its
-    empty follower mark: both unlocked, so that the cleaner removes them (docs/cluster.md, "On
-    the dead node")."""
+    incomplete/{id} and no hidden reservation name of the dead writer (the refill took both
+    over and committed) and nothing in invalid/; what may remain, if the dead process followed
+    a fill, is its empty follower mark, unlocked, so that the cleaner removes it
+    (docs/cluster.md, "On the dead node")."""
     wait_for(lambda: not [name for name in cluster.leftovers(node, image_id)
                           if not name.startswith("incomplete/.")],
              what="node %d's incomplete/%s and invalid/ to be gone" % (node, image_id))
     for name in cluster.leftovers(node, image_id):
-        assert re.match(r"incomplete/\.([0-9]+\.[0-9a-f]+|f)\.%s\Z" % image_id, name), name
+        assert name == "incomplete/.f.%s" % image_id, name
     cluster.clean(node)
     assert cluster.leftovers(node, image_id) == []
 

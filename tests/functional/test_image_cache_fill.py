@@ -83,9 +83,11 @@ def test_the_next_fill_takes_over_debris_without_a_clean(settings, cache):
     os.kill(process.pid, signal.SIGKILL)
     process.join(helpers.WAIT_S)
     conn.close()
+    assert len(incomplete(cache)) == 2     # incomplete/img and the dead writer's own name
     tee = cache.fill("img", Origin(helpers.chunks(DATA)), SIZE, **GOOD)
     assert tee.caching and helpers.drain(tee) == DATA
     assert cached_bytes(cache, "img") == DATA
+    assert incomplete(cache) == []           # none of the dead writer's bytes stayed behind
 
 
 def test_a_follower_survives_a_sigkilled_filler(settings, cache):

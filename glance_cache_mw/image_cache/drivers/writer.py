@@ -12,7 +12,8 @@ import os
 
 from glance_cache_mw.image_cache.drivers.ondisk import (
     INCOMPLETE, INVALID, MODE_FILLING, MODE_VERIFIED, QUEUE, AlreadyBeingCached, fsync_dir,
-    hold_across_fork, remove_if_abandoned, reservation_name, same_file, unlink_quietly)
+    hold_across_fork, parse_reservation, remove_if_abandoned, reservation_name, same_file,
+    unlink_quietly)
 
 LOG = logging.getLogger(__name__)
 
@@ -43,6 +44,15 @@ def start_writeback(fd, offset, length):
     """
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+def _file_id(path):
+    """(st_ino, st_dev) of ``path`` itself, or None when nothing is there."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_dev
 
 
 class CacheWriter:
@@ -102,10 +112,26 @@ class CacheWriter:
                 return
             except FileExistsError:
                 # A writer killed by SIGKILL leaves an unlocked file: take it over at once
-                # instead of leaving the image uncacheable until the cleaner runs (W13).
+                # instead of leaving the image uncacheable until the cleaner runs (W13),
+                # and its private name too, so that none of its bytes stay behind.
+                dead = _file_id(self.path)
                 if not remove_if_abandoned(self.path):
                     break
+                self._remove_reservations_of(dead)
         raise AlreadyBeingCached(image_id=self.image_id)
+
+    def _remove_reservations_of(self, file_id):
+        """Unlink the reservation names of this image that name ``file_id`` ((st_ino,
+        st_dev) of a dead writer's file, found unlocked); no live writer's file is one."""
+        if file_id is None:
+            return
+        with os.scandir(os.path.dirname(self.path)) as it:
+            for dirent in list(it):
+                parsed = parse_reservation(dirent.name)
+                if parsed is None or parsed[0] != self.image_id:
+                    continue
+                if dirent.path != self._reservation and _file_id(dirent.path) == file_id:
+                    unlink_quietly(dirent.path)
 
     @property
     def ended(self):
