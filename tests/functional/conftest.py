@@ -13,6 +13,7 @@ with its data_dir in its own temporary directory, and is stopped with SIGTERM af
 
 import pytest
 
+from tests import dbfixtures
 from tests.functional import keystone_server, server as server_helpers
 
 
@@ -69,3 +70,12 @@ def keystone(tmp_path_factory):
         yield server, projects
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A scratch PostgreSQL database (tests/dbfixtures.py) for one module's tests, such as a
+    cluster's shared database; dropped after them."""
+    db = dbfixtures.ScratchDatabase("postgresql", tmp_path_factory.mktemp("pg"))
+    yield db
+    db.close()

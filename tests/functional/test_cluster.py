@@ -58,13 +58,6 @@ OTHER = identity("proj-other")
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    db = dbfixtures.ScratchDatabase("postgresql", tmp_path_factory.mktemp("pg"))
-    yield db
-    db.close()
-
-
-@pytest.fixture(scope="module")
 def pg_cluster(postgres, tmp_path_factory):
     """Three nodes on PostgreSQL, context flavor, bytes verified before the last one."""
     with cluster_mod.Cluster(tmp_path_factory.mktemp("cluster"), postgres.url, 3,

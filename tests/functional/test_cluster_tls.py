@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from tests import dbfixtures, tlsfixtures
+from tests import tlsfixtures
 from tests.functional import cluster as cluster_mod
 from tests.functional.server import wait_for
 
@@ -23,13 +23,6 @@ pytestmark = pytest.mark.realservice
 
 MIB = 1024 * 1024
 PER_NODE = 3
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    db = dbfixtures.ScratchDatabase("postgresql", tmp_path_factory.mktemp("pg"))
-    yield db
-    db.close()
 
 
 @pytest.fixture(scope="module")

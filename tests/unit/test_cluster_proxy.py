@@ -13,7 +13,7 @@ import pytest
 from glance_cache_mw import metrics as metrics_mod
 from glance_cache_mw.cluster import proxy, source as source_mod
 from tests.functional.serving import free_port
-from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S, Peer
+from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S
 from tests.unit.test_cluster_source import IMAGE, SELF, Holders, peer_reads
 
 
@@ -26,20 +26,6 @@ class Origin:
     def __call__(self, offset, end):
         self.calls.append((offset, end))
         return [DATA[i:min(i + 65536, end)] for i in range(offset, end, 65536)]
-
-
-@pytest.fixture
-def peers():
-    started = []
-
-    def start(mode="serve"):
-        peer = Peer()
-        peer.mode = mode
-        started.append(peer)
-        return peer
-    yield start
-    for peer in started:
-        peer.close()
 
 
 @pytest.fixture

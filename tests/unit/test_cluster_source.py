@@ -17,7 +17,7 @@ from glance_cache_mw.cluster import source as source_mod
 from glance_cache_mw.db import fill_claims
 from tests import dbfixtures
 from tests.unit.cache_helpers import ClosableBody
-from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S, Peer
+from tests.unit.peer_stub import DATA, IMAGE_ID, SECRET, TTL_S
 
 SELF = "http://this-node:9292"
 IMAGE = {"id": IMAGE_ID, "size": len(DATA)}
@@ -49,20 +49,6 @@ def engine(tmp_path):
     db = dbfixtures.ScratchDatabase("sqlite", tmp_path)
     yield db.engine
     db.close()
-
-
-@pytest.fixture
-def peers():
-    started = []
-
-    def start(mode="serve"):
-        peer = Peer()
-        peer.mode = mode
-        started.append(peer)
-        return peer
-    yield start
-    for peer in started:
-        peer.close()
 
 
 @pytest.fixture
