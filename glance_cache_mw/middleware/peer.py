@@ -207,16 +207,13 @@ class RefusalLog:
                 suppressed, self._suppressed = self._suppressed, 0
             else:
                 self._suppressed += 1
+        more = ""
         if warn and suppressed:
-            LOG.warning("refused peer request for image %r from %s: %s (and %d more since the "
-                        "last such warning, logged at DEBUG: one WARNING per %d s)",
-                        shown, remote_addr, reason, suppressed, self.interval_s)
-        elif warn:
-            LOG.warning("refused peer request for image %r from %s: %s", shown, remote_addr,
-                        reason)
-        else:
-            LOG.debug("refused peer request for image %r from %s: %s", shown, remote_addr,
-                      reason)
+            more = (" (and %d more since the last such warning, logged at DEBUG: one WARNING "
+                    "per %d s)" % (suppressed, self.interval_s))
+        LOG.log(logging.WARNING if warn else logging.DEBUG,
+                "refused peer request for image %r from %s: %s%s", shown, remote_addr, reason,
+                more)
 
 
 def _span(range_header, size, cache_status):
